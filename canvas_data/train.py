@@ -1,0 +1,193 @@
+"""Train the embedded mini-canvas defaults (the commands that reproduce the shipped weights).
+
+    python -m canvas_data.train evaluator --out canvas_data/weights/mini-canvas-evaluator
+    python -m canvas_data.train t2i --out canvas_data/weights/mini-canvas
+    python -m canvas_data.train check --model canvas_data/weights/mini-canvas \
+        --evaluator canvas_data/weights/mini-canvas-evaluator
+
+``evaluator`` trains the style/object CNN judge and reports held-out accuracy; ``t2i`` trains the tiny
+pixel-space text-to-image model (UNet + CLIP text encoder from scratch, EMA weights shipped); ``check``
+measures how often the judge finds the prompted style and object in the model's generations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from canvas_data.dataset import build_mini_canvas, to_tensor
+from canvas_data.mini_canvas import OBJECTS, STYLES, make_prompt
+from erasure.progress import progress
+
+logger = logging.getLogger("canvas_data.train")
+
+TRAIN_START, HELDOUT_START = 0, 10_000  # disjoint image-index ranges
+
+
+def _tensors(per_pair: int, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    ds = build_mini_canvas(per_pair=per_pair, start_index=start)
+    images = to_tensor(ds["image"])
+    return images, torch.tensor(ds["style_id"]), torch.tensor(ds["object_id"]), ds["prompt"]
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Noise, blur and colour jitter so the judge also reads imperfect generated images."""
+    b = x.shape[0]
+    x = x * (1 + 0.1 * (torch.rand(b, 3, 1, 1, generator=gen) - 0.5))
+    blur = torch.rand(b, generator=gen) < 0.3
+    if blur.any():
+        k = torch.tensor([1.0, 2.0, 1.0]) / 4
+        kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)
+        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    x = x + torch.randn(x.shape, generator=gen) * 0.06 * torch.rand(b, 1, 1, 1, generator=gen)
+    return x.clamp(0, 1)
+
+
+def train_evaluator(out: str, per_pair: int = 60, steps: int = 2000, batch: int = 64, seed: int = 0) -> dict:
+    """Train the CanvasClassifier judge; returns held-out style/object accuracy."""
+    from evals.judges import CanvasClassifier, accuracy
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, ys, yo, _ = _tensors(per_pair, TRAIN_START)
+    model = CanvasClassifier({"style": list(STYLES), "object": list(OBJECTS)})
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    t0 = time.time()
+    for step in progress(range(steps), desc="evaluator"):
+        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+        logits = model(_augment(x[idx].clone(), gen))
+        loss = F.cross_entropy(logits["style"], ys[idx]) + F.cross_entropy(logits["object"], yo[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0:
+            logger.info("evaluator step %d loss %.4f", step, loss.item())
+    hx, hs, ho, _ = _tensors(10, HELDOUT_START)
+    pred = model.predict(hx)
+    report = {"heldout_style_acc": accuracy(pred["style"], hs), "heldout_object_acc": accuracy(pred["object"], ho),
+              "heldout_images": int(hx.shape[0]), "train_images": int(x.shape[0]), "steps": steps,
+              "seconds": round(time.time() - t0, 1)}
+    model.save(out)
+    (Path(out) / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, lr: float = 1e-3,
+              ema_decay: float = 0.999, uncond_prob: float = 0.1, seed: int = 0, save_every: int = 500) -> dict:
+    """Train the tiny text-to-image model (UNet + text encoder) with the noise-prediction MSE; saves EMA weights."""
+    from diffusion.concepts import ConceptSet
+    from diffusion.pipeline import T2IPipeline
+    from diffusion.tiny import build_scheduler, build_text_encoder, build_tokenizer, build_unet
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, _, _, prompts = _tensors(per_pair, TRAIN_START)
+    words = [w for p in prompts[:: per_pair] for w in p.replace(".", " ").split()]
+    tokenizer = build_tokenizer(words, model_max_length=16)
+    pipe = T2IPipeline(unet=build_unet(seed=seed), text_encoder=build_text_encoder(tokenizer, seed=seed),
+                       tokenizer=tokenizer, scheduler=build_scheduler())
+    unique = sorted(set(prompts)) + [""]
+    ids = pipe.tokenize(unique)  # (P, L); the last row is the empty prompt
+    prompt_index = torch.tensor([unique.index(p) for p in prompts])
+    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    warm = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    ema = {n: copy.deepcopy(m) for n, m in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder))}
+    for m in ema.values():
+        m.requires_grad_(False)
+    alphas = pipe.scheduler.alphas_cumprod
+    t0 = time.time()
+    for step in progress(range(steps), desc="t2i"):
+        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+        x0 = x[idx] * 2 - 1  # (B, 3, H, W) in [-1, 1]
+        pid = prompt_index[idx].clone()
+        pid[torch.rand(batch, generator=gen) < uncond_prob] = len(unique) - 1
+        t = torch.randint(0, len(alphas), (batch,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = pipe.encode_ids(ids[pid])
+        loss = F.mse_loss(pipe.predict_noise(xt, t, cond), noise)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for name, live in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder)):
+                for pe, pl in zip(ema[name].parameters(), live.parameters()):
+                    pe.lerp_(pl, 1 - d)
+        if step % 100 == 0:
+            logger.info("t2i step %d loss %.4f (%.0fs)", step, loss.item(), time.time() - t0)
+        if (step + 1) % save_every == 0 or step + 1 == steps:
+            T2IPipeline(unet=ema["unet"], text_encoder=ema["text_encoder"], tokenizer=tokenizer,
+                        scheduler=pipe.scheduler, concepts=ConceptSet(list(STYLES), list(OBJECTS))).save(out)
+    report = {"steps": steps, "batch": batch, "train_images": int(x.shape[0]), "final_loss": float(loss.detach()),
+              "seconds": round(time.time() - t0, 1)}
+    (Path(out) / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def check_fidelity(model: str, evaluator: str, per_prompt: int = 4, num_steps: int = 20, guidance: float = 3.0,
+                   seed: int = 1234) -> dict:
+    """Generate ``per_prompt`` images for every mini-canvas prompt; fraction with the prompted style/object."""
+    from diffusion.pipeline import T2IPipeline
+    from evals.judges import CanvasClassifier, accuracy
+
+    pipe = T2IPipeline.load(model)
+    judge = CanvasClassifier.load(evaluator)
+    pairs = [(s, o) for s in STYLES for o in OBJECTS for _ in range(per_prompt)]
+    images = pipe.sample([make_prompt(o, s) for s, o in pairs], num_steps=num_steps, guidance=guidance, seed=seed,
+                         show_progress=True)
+    pred = judge.predict(images)
+    return {"style_acc": accuracy(pred["style"], [STYLES.index(s) for s, _ in pairs]),
+            "object_acc": accuracy(pred["object"], [OBJECTS.index(o) for _, o in pairs]),
+            "both_acc": float(((pred["style"] == torch.tensor([STYLES.index(s) for s, _ in pairs]))
+                               & (pred["object"] == torch.tensor([OBJECTS.index(o) for _, o in pairs]))).float().mean()),
+            "images": len(pairs), "ddim_steps": num_steps, "guidance": guidance}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m canvas_data.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("evaluator")
+    e.add_argument("--out", required=True)
+    e.add_argument("--steps", type=int, default=2000)
+    e.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("t2i")
+    t.add_argument("--out", required=True)
+    t.add_argument("--steps", type=int, default=2400)
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("check")
+    c.add_argument("--model", required=True)
+    c.add_argument("--evaluator", required=True)
+    c.add_argument("--per-prompt", type=int, default=4)
+    c.add_argument("--ddim-steps", type=int, default=20)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.cmd == "evaluator":
+        report = train_evaluator(args.out, steps=args.steps, seed=args.seed)
+    elif args.cmd == "t2i":
+        report = train_t2i(args.out, steps=args.steps, batch=args.batch, seed=args.seed)
+    else:
+        report = check_fidelity(args.model, args.evaluator, per_prompt=args.per_prompt, num_steps=args.ddim_steps)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The diffusion adapter: what the shared unlearning core needs from a text-to-image model.
+
+Per-example "NLL" is the denoising error ``||eps - eps_theta(x_t, c, t)||^2`` (the ELBO surrogate), so
+likelihood-based objectives (GA, NPO, SimNPO) run on diffusion models unchanged; the output divergence is the
+Gaussian KL between the model's and the reference's noise predictions (a mean squared difference).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from diffusion.concepts import ConceptSet
+from diffusion.pipeline import T2IPipeline
+from erasure import losses
+from erasure.reference import Reference
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class DiffusionBatch:
+    """Prompts, and (optionally) images in [0, 1] (B, 3, H, W) that show them."""
+
+    prompts: list[str]
+    images: torch.Tensor | None = None
+
+
+class DiffusionAdapter:
+    """Adapter over a ``T2IPipeline`` (UNet + text encoder [+ VAE]); the VAE is never trained.
+
+    Args:
+        pipe: the pipeline.
+        sample_steps: DDIM steps when the adapter must produce x_t by sampling (no images given).
+        guidance: CFG scale for that sampling.
+    """
+
+    modality = "diffusion"
+    default_selector = "esd-x"
+
+    def __init__(self, pipe: T2IPipeline, sample_steps: int = 50, guidance: float = 3.0):
+        self.pipe = pipe
+        self.sample_steps = sample_steps
+        self.guidance = guidance
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return isinstance(model, T2IPipeline) or hasattr(model, "unet") and hasattr(model, "text_encoder")
+
+    @classmethod
+    def from_model(cls, model: Any, **kwargs: Any) -> "DiffusionAdapter":
+        pipe = model if isinstance(model, T2IPipeline) else T2IPipeline.from_diffusers(model)
+        return cls(pipe, **kwargs)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DiffusionAdapter":
+        return cls(T2IPipeline.load(path))
+
+    @property
+    def concepts(self) -> ConceptSet | None:
+        return self.pipe.concepts
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder}
+
+    # ------------------------------------------------------------------ data
+    def collate(self, rows: Sequence[Any]) -> DiffusionBatch:
+        """Rows are prompt strings, or dicts with "prompt" and optionally "image" (PIL or (3,H,W) tensor)."""
+        prompts, images = [], []
+        for r in rows:
+            if isinstance(r, str):
+                prompts.append(r)
+                continue
+            prompts.append(r["prompt"])
+            if r.get("image") is not None:
+                img = r["image"]
+                if not torch.is_tensor(img):
+                    from canvas_data.dataset import to_tensor
+
+                    img = to_tensor([img])[0]
+                images.append(img)
+        if images and len(images) != len(prompts):
+            raise ValueError("either every row of a batch has an image or none does")
+        return DiffusionBatch(prompts, torch.stack(images).to(self.pipe.device) if images else None)
+
+    # ------------------------------------------------------------------ scores
+    def noised(self, batch: DiffusionBatch, generator: torch.Generator):
+        """(x_t, t, noise) for the batch's images at uniformly drawn timesteps."""
+        if batch.images is None:
+            raise ValueError("likelihood-based objectives on a diffusion model need images of the forget/retain "
+                             "prompts (rows with an 'image'); generate them with the original model first")
+        x0 = self.pipe.encode_images(batch.images)  # (B, C, H, W)
+        alphas = self.pipe.scheduler.alphas_cumprod
+        t = torch.randint(0, len(alphas), (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        a = alphas[t].to(x0).view(-1, 1, 1, 1)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.to(x0.device), noise
+
+    def per_example_nll(self, batch: DiffusionBatch, generator: torch.Generator):
+        xt, t, noise = self.noised(batch, generator)
+        eps = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
+        nll = (eps - noise).pow(2).flatten(1).mean(-1)  # (B,)
+        return nll, torch.ones_like(nll)
+
+    @torch.no_grad()
+    def sample_xt(self, prompts: Sequence[str], generator: torch.Generator, num_steps: int | None = None,
+                  guidance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ESD's x_t: DDIM-sample with the current model and stop at a random step; returns (x_t, t (B,))."""
+        num_steps = num_steps or self.sample_steps
+        guidance = self.guidance if guidance is None else guidance
+        stop = int(torch.randint(0, num_steps, (1,), generator=generator))
+        x = torch.randn((len(prompts), *self.pipe.latent_shape), generator=generator).to(self.pipe.device)
+        cond = self.pipe.encode_prompts(prompts)
+        uncond = self.pipe.encode_prompts([""]).expand_as(cond)
+        x = self.pipe.denoise(x, cond, uncond, num_steps, guidance, stop_at=stop)
+        t = self.pipe.ddim(num_steps).timesteps[stop]
+        return x, torch.full((len(prompts),), int(t), dtype=torch.long, device=x.device)
+
+    def output_divergence(self, batch: DiffusionBatch, reference: Reference, generator: torch.Generator):
+        if batch.images is not None:
+            xt, t, _ = self.noised(batch, generator)
+        else:
+            xt, t = self.sample_xt(batch.prompts, generator)
+        with torch.no_grad(), reference.active():
+            ref = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
+        eps = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
+        return losses.gaussian_kl(ref, eps)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        self.pipe.save(path)
+
+    def forget_prompts(self, concept: str) -> list[str]:
+        """Prompts ESD trains on for ``concept``: the template prompts containing it, else the concept itself."""
+        if self.concepts is not None:
+            try:
+                return self.concepts.prompts_with(concept)
+            except ValueError:
+                pass
+        return [concept]
+
+    def retain_prompts(self, concept: str) -> list[str]:
+        """Default retain prompts: the model's other concepts' prompts (empty if the vocabulary is unknown)."""
+        if self.concepts is not None:
+            try:
+                return self.concepts.prompts_without(concept)
+            except ValueError:
+                pass
+        return []

@@ -1,0 +1,243 @@
+"""A minimal text-to-image pipeline over diffusers components: load/save, prompt encoding, CFG sampling.
+
+Works for the tiny pixel-space default (no VAE) and for latent models such as Stable Diffusion (VAE
+present): the latent shape and scaling come from the components' own configs, never from constants.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase
+
+from diffusion.concepts import ConceptSet
+from erasure.progress import progress
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class T2IPipeline:
+    """UNet + text encoder + tokenizer + scheduler (+ optional VAE).
+
+    Args:
+        unet: a ``UNet2DConditionModel`` predicting epsilon.
+        text_encoder: a CLIP-style text encoder whose last hidden state conditions the UNet.
+        tokenizer: the text encoder's tokenizer.
+        scheduler: the training noise scheduler (its config also builds the DDIM sampler).
+        vae: optional ``AutoencoderKL``; when present the UNet works on ``vae.config.scaling_factor`` latents.
+        concepts: the concept vocabulary the model knows (saved as concepts.json), when there is one.
+    """
+
+    unet: UNet2DConditionModel
+    text_encoder: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    scheduler: Any
+    vae: AutoencoderKL | None = None
+    concepts: ConceptSet | None = None
+
+    def __post_init__(self) -> None:
+        vocab = getattr(self.text_encoder.config, "vocab_size", None)
+        if vocab is not None and len(self.tokenizer) > vocab:
+            raise ValueError(
+                f"tokenizer has {len(self.tokenizer)} tokens but the text encoder's embedding table has {vocab}: "
+                "they do not belong to the same model"
+            )
+        width = getattr(self.text_encoder.config, "hidden_size", None)
+        if width is not None and self.unet.config.cross_attention_dim not in (width, None):
+            raise ValueError(
+                f"text encoder width {width} does not match the UNet's cross_attention_dim "
+                f"{self.unet.config.cross_attention_dim}"
+            )
+
+    # ------------------------------------------------------------------ properties from configs
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def max_length(self) -> int:
+        """Longest token sequence (BOS/EOS included) the text encoder accepts."""
+        n = getattr(self.text_encoder.config, "max_position_embeddings", None)
+        return int(min(n, self.tokenizer.model_max_length) if n else self.tokenizer.model_max_length)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the UNet denoises."""
+        s = self.unet.config.sample_size
+        h, w = (s, s) if isinstance(s, int) else tuple(s)
+        return (self.unet.config.in_channels, h, w)
+
+    def to(self, device: torch.device | str) -> "T2IPipeline":
+        for m in self.modules().values():
+            m.to(device)
+        return self
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        mods = {"unet": self.unet, "text_encoder": self.text_encoder}
+        if self.vae is not None:
+            mods["vae"] = self.vae
+        return mods
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token ids (B, L) padded to ``max_length``; raises on prompts the encoder cannot hold."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        for p, t in zip(prompts, ids):
+            if len(t) > self.max_length:
+                raise ValueError(
+                    f"prompt {p!r} is {len(t)} tokens long; the text encoder accepts at most {self.max_length}"
+                )
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out = torch.full((len(ids), self.max_length), pad, dtype=torch.long)
+        for i, t in enumerate(ids):
+            out[i, : len(t)] = torch.tensor(t)
+        return out.to(self.device)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text-encoder hidden states (B, L, D) for ``prompts`` (gradients flow if the encoder trains)."""
+        return self.encode_ids(self.tokenize(prompts))
+
+    def encode_ids(self, ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states from token ids, or from token embeddings (B, L, D) when ``inputs_embeds`` is given."""
+        if inputs_embeds is not None:
+            return self.text_encoder(input_ids=ids, inputs_embeds=inputs_embeds).last_hidden_state
+        return self.text_encoder(input_ids=ids).last_hidden_state
+
+    # ------------------------------------------------------------------ images <-> model space
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B, 3, H, W) -> what the UNet denoises (pixels in [-1, 1] or scaled latents)."""
+        x = images * 2 - 1
+        if self.vae is None:
+            return x
+        return self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> images in [0, 1] (B, 3, H, W)."""
+        if self.vae is not None:
+            x = self.vae.decode(x / self.vae.config.scaling_factor).sample
+        return ((x.float() + 1) / 2).clamp(0, 1)
+
+    # ------------------------------------------------------------------ sampling
+    def ddim(self, num_steps: int) -> DDIMScheduler:
+        sched = DDIMScheduler.from_config(self.scheduler.config)
+        sched.set_timesteps(num_steps, device=self.device)
+        return sched
+
+    def predict_noise(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
+        """eps_theta(x_t, c, t) for a batch; ``t`` may be a scalar or a (B,) tensor."""
+        if not torch.is_tensor(t) or t.ndim == 0:
+            t = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        return self.unet(x, t, encoder_hidden_states=cond).sample
+
+    def guided_noise(self, x, t, cond, uncond, guidance: float) -> torch.Tensor:
+        """Classifier-free guidance in one batched UNet call: eps_u + g * (eps_c - eps_u)."""
+        eps = self.predict_noise(torch.cat([x, x]), torch.cat([t, t]) if torch.is_tensor(t) and t.ndim else t,
+                                 torch.cat([uncond, cond]))
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u + guidance * (eps_c - eps_u)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        prompts: Sequence[str],
+        num_steps: int = 20,
+        guidance: float = 3.0,
+        seed: int = 0,
+        batch_size: int = 64,
+        cond: torch.Tensor | None = None,
+        show_progress: bool = False,
+    ) -> torch.Tensor:
+        """Generate one image per prompt with DDIM + classifier-free guidance.
+
+        Args:
+            prompts: the prompts (B of them).
+            num_steps: DDIM steps.
+            guidance: CFG scale (1.0 disables guidance).
+            seed: seeds the initial noise; image ``i`` depends only on (seed, i).
+            batch_size: prompts per UNet call.
+            cond: optional precomputed prompt embeddings (B, L, D) replacing ``prompts``' encodings.
+            show_progress: show a tqdm bar over batches.
+
+        Returns:
+            Images in [0, 1], shape (B, 3, H, W), on the CPU.
+        """
+        n = len(prompts) if cond is None else cond.shape[0]
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn((n, *self.latent_shape), generator=gen)
+        uncond_one = self.encode_prompts([""])
+        outs = []
+        for start in progress(range(0, n, batch_size), desc="sampling", disable=not show_progress):
+            stop = min(start + batch_size, n)
+            c = cond[start:stop] if cond is not None else self.encode_prompts(prompts[start:stop])
+            x = self.denoise(noise[start:stop].to(self.device), c, uncond_one.expand_as(c), num_steps, guidance)
+            outs.append(self.decode(x).cpu())
+        return torch.cat(outs)
+
+    def denoise(self, x, cond, uncond, num_steps: int, guidance: float, stop_at: int | None = None):
+        """Run DDIM from noise ``x``; with ``stop_at`` return the partially denoised x after that many steps."""
+        sched = self.ddim(num_steps)
+        for i, t in enumerate(sched.timesteps):
+            if stop_at is not None and i >= stop_at:
+                break
+            eps = self.guided_noise(x, t, cond, uncond, guidance)
+            x = sched.step(eps, t, x).prev_sample
+        return x
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write diffusers-style component folders (unet/, text_encoder/, tokenizer/, scheduler/[, vae/])."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(path / "unet", safe_serialization=True)
+        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.scheduler.save_pretrained(path / "scheduler")
+        if self.vae is not None:
+            self.vae.save_pretrained(path / "vae", safe_serialization=True)
+        index = {
+            "_class_name": "StableDiffusionPipeline",
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "text_encoder": ["transformers", type(self.text_encoder).__name__],
+            "tokenizer": ["transformers", type(self.tokenizer).__name__],
+            "scheduler": ["diffusers", type(self.scheduler).__name__],
+        }
+        if self.vae is not None:
+            index["vae"] = ["diffusers", "AutoencoderKL"]
+        (path / "model_index.json").write_text(json.dumps(index, indent=2))
+        if self.concepts is not None:
+            self.concepts.save(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> "T2IPipeline":
+        """Load a pipeline folder written by ``save`` or by diffusers (Stable Diffusion layout)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model path {str(path)!r} does not exist or is not a folder")
+        missing = [c for c in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{path} is not a text-to-image pipeline folder: missing {', '.join(missing)}/")
+        kw = {"torch_dtype": torch_dtype} if torch_dtype else {}
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", **kw)
+        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", **kw)
+        tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+        scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+        vae = AutoencoderKL.from_pretrained(path / "vae", **kw) if (path / "vae").is_dir() else None
+        return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae,
+                   concepts=ConceptSet.load(path))
+
+    @classmethod
+    def from_diffusers(cls, pipe: Any) -> "T2IPipeline":
+        """Wrap a diffusers ``StableDiffusionPipeline`` (shares its modules; nothing is copied)."""
+        return cls(unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                   scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None))

@@ -1,0 +1,5 @@
+import sys
+
+from erasure.cli import main
+
+sys.exit(main())

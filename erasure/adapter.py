@@ -1,0 +1,61 @@
+"""The contract between the modality-agnostic core and a modality (``llm``, ``diffusion``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import nn
+
+from erasure.reference import Reference
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What the unlearning loop needs from a model of one modality.
+
+    ``modules()`` names the components whose parameters selectors address as ``"{component}.{param}"``
+    (e.g. ``unet.down_blocks.1.attentions.0...`` or ``model.layers.3.mlp...``).
+    """
+
+    modality: str
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Named components (their parameters are what selectors choose from)."""
+        ...
+
+    def collate(self, rows: Sequence[Any]) -> Any:
+        """Raw forget/retain records -> one batch the other methods accept."""
+        ...
+
+    def per_example_nll(self, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nll (B,), length (B,)): summed negative log-likelihood (or its surrogate) and its unit count."""
+        ...
+
+    def output_divergence(self, batch: Any, reference: Reference, generator: torch.Generator) -> torch.Tensor:
+        """(B,) divergence of the model's output distribution from the reference's on ``batch``."""
+        ...
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the (possibly edited) model in its ecosystem's format."""
+        ...
+
+
+def named_parameters(modules: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
+    """All parameters of the components as ``{"component.param": Parameter}`` (shared tensors once)."""
+    out: dict[str, nn.Parameter] = {}
+    seen: set[int] = set()
+    for comp, module in modules.items():
+        for name, p in module.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[f"{comp}.{name}"] = p
+    return out
+
+
+def first_device(modules: dict[str, nn.Module]) -> torch.device:
+    for m in modules.values():
+        for p in m.parameters():
+            return p.device
+    return torch.device("cpu")

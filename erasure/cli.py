@@ -1,0 +1,145 @@
+"""The ``erasure`` command line (also ``python -m erasure``).
+
+    erasure concepts --model mini-canvas
+    erasure erase --model mini-canvas --concept Neon --method esd-x --out out/neon
+    erasure eval  --model out/neon --concept Neon --out out/neon-eval
+    erasure demo  --out out/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import sys
+from typing import Any
+
+from erasure.registry import method_names
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``["eta=2.0", "retain=kl"]`` -> ``{"eta": 2.0, "retain": "kl"}`` (values parsed as Python literals)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    train: dict[str, Any] = {}
+    if args.checkpoint_every:
+        train["checkpoint_every"] = args.checkpoint_every
+    if args.checkpoint_every or args.resume:
+        train["checkpoint_dir"] = args.checkpoint_dir or f"{args.out}/checkpoints"
+    if args.resume:
+        train["resume"] = True
+    if args.batch_size:
+        train["batch_size"] = args.batch_size
+    return train
+
+
+def cmd_concepts(args: argparse.Namespace) -> dict:
+    from evals.canvas_run import load_pipeline
+
+    pipe = load_pipeline(args.model)
+    if pipe.concepts is None:
+        raise ValueError(f"model {args.model!r} ships no concept vocabulary (concepts.json)")
+    return {"styles": pipe.concepts.styles, "objects": pipe.concepts.objects}
+
+
+def cmd_erase(args: argparse.Namespace) -> dict:
+    from evals.canvas_run import run_erase
+
+    summary = run_erase(args.model, args.concept, args.method, args.out, steps=args.steps, lr=args.lr,
+                        seed=args.seed, train=_train_options(args), method_options=_parse_options(args.option))
+    return {k: summary[k] for k in ("method", "concept", "steps", "seconds", "trainable_parameters")} | {
+        "out": args.out, "final_loss": summary["history"][-1]["loss"] if summary["history"] else None}
+
+
+def cmd_eval(args: argparse.Namespace) -> dict:
+    from evals.canvas_run import run_eval
+
+    record = run_eval(args.model, args.concept, args.out, evaluator=args.evaluator,
+                      target_per_prompt=args.per_prompt, other_per_prompt=args.other_per_prompt,
+                      ddim_steps=args.ddim_steps, guidance=args.guidance, seed=args.seed)
+    return {k: record[k] for k in ("concept", "domain", "ua", "ira", "cra", "n_target", "n_other", "seconds")}
+
+
+def cmd_demo(args: argparse.Namespace) -> dict:
+    from evals.canvas_run import run_demo
+
+    return run_demo(out=args.out, concept=args.concept, method=args.method, model=args.model, steps=args.steps,
+                    lr=args.lr, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="erasure", description="Erase concepts from diffusion models and data from LLMs.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("concepts", help="print the concept vocabulary of a model as JSON")
+    c.add_argument("--model", default="mini-canvas")
+    c.set_defaults(fn=cmd_concepts)
+
+    e = sub.add_parser("erase", help="erase a concept and save the edited model")
+    e.add_argument("--model", required=True, help="a local model folder or a built-in name (mini-canvas)")
+    e.add_argument("--concept", required=True)
+    e.add_argument("--method", default="esd-x", help=f"one of: {', '.join(method_names())}")
+    e.add_argument("--out", required=True)
+    e.add_argument("--steps", type=int)
+    e.add_argument("--lr", type=float)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int)
+    e.add_argument("--checkpoint-every", type=int, default=0)
+    e.add_argument("--checkpoint-dir")
+    e.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    e.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. eta=2.0")
+    e.set_defaults(fn=cmd_erase)
+
+    v = sub.add_parser("eval", help="UnlearnCanvas UA / IRA / CRA of a model for a concept")
+    v.add_argument("--model", required=True)
+    v.add_argument("--concept", required=True)
+    v.add_argument("--out", required=True)
+    v.add_argument("--evaluator", default="mini-canvas-evaluator", help="judge folder or built-in name")
+    v.add_argument("--per-prompt", type=int, default=5, help="images per prompt containing the concept")
+    v.add_argument("--other-per-prompt", type=int, default=1, help="images per prompt of other concepts")
+    v.add_argument("--ddim-steps", type=int, default=20)
+    v.add_argument("--guidance", type=float, default=3.0)
+    v.add_argument("--seed", type=int, default=0)
+    v.set_defaults(fn=cmd_eval)
+
+    d = sub.add_parser("demo", help="erase a style from the shipped tiny model and evaluate before/after")
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--concept", default="Neon")
+    d.add_argument("--method", default="esd-x")
+    d.add_argument("--model", default="mini-canvas")
+    d.add_argument("--steps", type=int)
+    d.add_argument("--lr", type=float)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = args.fn(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"erasure {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Objectives: weighted loss terms over what an adapter scores on the forget and retain batches.
+
+An ``Objective`` is a list of ``(weight, term)``. Every term reads the step's scores through ``StepScores``,
+which runs each forward at most once per step (GA and NPO on the same forget batch share one pass; the
+reference pass runs under ``no_grad``). The terms below only need per-example NLLs or an adapter-defined
+divergence from the reference, so they serve LLMs and diffusion models alike; modality-specific terms
+(ESD's negative-guidance target) implement the same ``LossTerm`` protocol next to their adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from erasure import losses
+from erasure.adapter import Adapter
+from erasure.reference import Reference
+
+SPLITS = ("forget", "retain")
+
+
+class StepScores:
+    """Lazily computed, cached per-step scores of one forget batch and one retain batch.
+
+    Args:
+        adapter: the modality adapter.
+        reference: the frozen-reference strategy (or None when no term needs it).
+        batches: {"forget": batch, "retain": batch-or-None} as produced by ``adapter.collate``.
+        seed: seeds every random draw of the step (noise, timesteps), so the model and the reference see the
+            same draws and a resumed run repeats them exactly.
+    """
+
+    def __init__(self, adapter: Adapter, reference: Reference | None, batches: dict[str, Any], seed: int):
+        self.adapter = adapter
+        self.reference = reference
+        self.batches = batches
+        self.seed = seed
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def batch(self, split: str) -> Any:
+        b = self.batches.get(split)
+        if b is None:
+            raise ValueError(f"this objective needs a {split} set, but none was given")
+        return b
+
+    def generator(self, split: str) -> torch.Generator:
+        """A fresh generator for ``split``: identical draws for every call within the step."""
+        return torch.Generator().manual_seed(self.seed * 4 + SPLITS.index(split))
+
+    def _cached(self, key: tuple[str, str], fn):
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def nll(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nll (B,), length (B,)) under the model being trained, with gradients."""
+        return self._cached(("nll", split), lambda: self.adapter.per_example_nll(self.batch(split), self.generator(split)))
+
+    def reference_nll(self, split: str) -> torch.Tensor:
+        """(B,) NLL under the frozen reference (no gradients)."""
+
+        def run():
+            with torch.no_grad(), self.require_reference().active():
+                return self.adapter.per_example_nll(self.batch(split), self.generator(split))[0]
+
+        return self._cached(("ref_nll", split), run)
+
+    def divergence(self, split: str) -> torch.Tensor:
+        """(B,) divergence of the trained model's outputs from the reference's (KL for LLMs, MSE for diffusion)."""
+        return self._cached(("div", split), lambda: self.adapter.output_divergence(
+            self.batch(split), self.require_reference(), self.generator(split)))
+
+    def require_reference(self) -> Reference:
+        if self.reference is None:
+            raise ValueError("this objective needs a frozen reference, but none was set up")
+        return self.reference
+
+
+class LossTerm(Protocol):
+    """One term of an objective; ``needs_reference`` tells the loop to set up a reference strategy."""
+
+    name: str
+    needs_reference: bool
+
+    def __call__(self, scores: StepScores) -> torch.Tensor: ...
+
+
+@dataclass
+class GradientAscent:
+    """-NLL on the forget set (Jang et al. 2022, https://arxiv.org/abs/2210.01504)."""
+
+    split: str = "forget"
+    name: str = "ga"
+    needs_reference: bool = False
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        return losses.gradient_ascent(*s.nll(self.split))
+
+
+@dataclass
+class NLL:
+    """Likelihood on the retain set (GradDiff's retain term)."""
+
+    split: str = "retain"
+    name: str = "retain_nll"
+    needs_reference: bool = False
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        return losses.nll_loss(*s.nll(self.split))
+
+
+@dataclass
+class NPO:
+    """NPO forget term against the frozen reference (https://arxiv.org/abs/2404.05868)."""
+
+    beta: float = 0.1
+    split: str = "forget"
+    name: str = "npo"
+    needs_reference: bool = True
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        nll, _ = s.nll(self.split)
+        return losses.npo(nll, s.reference_nll(self.split), beta=self.beta)
+
+
+@dataclass
+class SimNPO:
+    """SimNPO forget term, reference-free (https://arxiv.org/abs/2410.07163)."""
+
+    beta: float = 4.5
+    gamma: float = 0.0
+    split: str = "forget"
+    name: str = "simnpo"
+    needs_reference: bool = False
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        return losses.simnpo(*s.nll(self.split), beta=self.beta, gamma=self.gamma)
+
+
+@dataclass
+class KL:
+    """KL(reference || model) on the retain set: keeps outputs where they were."""
+
+    split: str = "retain"
+    name: str = "retain_kl"
+    needs_reference: bool = True
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        return s.divergence(self.split).mean()
+
+
+@dataclass
+class Objective:
+    """A weighted sum of loss terms. ``Objective([(1.0, NPO()), (1.0, NLL())])``."""
+
+    terms: list[tuple[float, LossTerm]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise ValueError("an objective needs at least one loss term")
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(t.needs_reference for _, t in self.terms)
+
+    @property
+    def splits(self) -> set[str]:
+        return {getattr(t, "split", "forget") for _, t in self.terms}
+
+    def __call__(self, scores: StepScores) -> tuple[torch.Tensor, dict[str, float]]:
+        """Returns (total loss, {term name: unweighted value})."""
+        total = None
+        logs: dict[str, float] = {}
+        for weight, term in self.terms:
+            if weight == 0:
+                continue
+            value = term(scores)
+            logs[term.name] = float(value.detach())
+            total = weight * value if total is None else total + weight * value
+        if total is None:
+            raise ValueError("every term of the objective has weight 0")
+        return total, logs

@@ -1,0 +1,84 @@
+"""Reference strategies: how the frozen original model is evaluated while its copy trains.
+
+Choose the cheapest strategy that is exact:
+
+* ``SnapshotReference`` keeps a copy of *only the trainable tensors* and swaps them in under ``no_grad``.
+  Everything not trained is shared, so it is exact and costs one copy of the trained subset (a full frozen
+  copy is never cheaper: it also duplicates what does not change).
+* ``PeftReference`` turns LoRA adapters off (peft's ``disable_adapter``), costing nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Protocol
+
+import torch
+from torch import nn
+
+
+class Reference(Protocol):
+    """Within ``active()``, the model's modules compute as the frozen reference (call only under no_grad)."""
+
+    name: str
+
+    def active(self) -> contextlib.AbstractContextManager: ...
+
+
+class SnapshotReference:
+    """Snapshot of the trainable tensors; ``active()`` swaps them in (O(1) pointer swaps, exact).
+
+    Args:
+        params: the parameters that will be trained, by name.
+    """
+
+    name = "snapshot"
+
+    def __init__(self, params: dict[str, nn.Parameter]):
+        self.params = params
+        self.snapshot = {n: p.detach().clone() for n, p in params.items()}
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.snapshot.values())
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        if torch.is_grad_enabled():
+            raise RuntimeError("the reference model may only run under torch.no_grad()")
+        live = {}
+        try:
+            for n, p in self.params.items():
+                live[n] = p.data
+                p.data = self.snapshot[n].to(device=p.device, dtype=p.dtype)
+            yield
+        finally:
+            for n, data in live.items():
+                self.params[n].data = data
+
+
+class PeftReference:
+    """Reference = the base model with every peft LoRA layer disabled."""
+
+    name = "peft"
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.layers = [m for module in modules.values() for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        if not self.layers:
+            raise ValueError("PeftReference needs a model with peft adapters injected")
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        if torch.is_grad_enabled():
+            raise RuntimeError("the reference model may only run under torch.no_grad()")
+        flags = [(p, p.requires_grad) for layer in self.layers for p in layer.parameters()]
+        try:
+            for layer in self.layers:
+                layer.enable_adapters(False)
+            yield
+        finally:
+            for layer in self.layers:
+                layer.enable_adapters(True)
+            for p, flag in flags:  # peft toggles requires_grad; restore exactly what the selector chose
+                p.requires_grad_(flag)

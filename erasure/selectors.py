@@ -1,0 +1,131 @@
+"""Parameter selectors: which weights may move. Regexes over ``"{component}.{param}"`` names, or LoRA.
+
+Presets name the published choices: ``esd-x`` (UNet cross-attention, Gandikota et al. 2023), ``esd-u``
+(UNet except cross-attention), ``esd-x-strict`` (cross-attention keys/values), ``text-encoder`` (all text
+transformer blocks + final layer norm, not the embeddings: AdvUnlearn), ``all``. Everything a selector does
+not choose gets ``requires_grad=False`` and stays byte-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from torch import nn
+
+from erasure.adapter import named_parameters
+
+logger = logging.getLogger(__name__)
+
+PRESETS: dict[str, dict] = {
+    "esd-x": {"include": [r"^unet\..*\.attn2\."]},
+    "esd-x-strict": {"include": [r"^unet\..*\.attn2\.to_[kv]\."]},
+    "esd-u": {"include": [r"^unet\."], "exclude": [r"\.attn2\."]},
+    "esd-all": {"include": [r"^unet\."]},
+    "text-encoder": {"include": [r"^text_encoder\..*(encoder\.layers\.|final_layer_norm)"]},
+    "all": {"include": [r".*"]},
+}
+
+
+@dataclass
+class LoraSpec:
+    """LoRA through peft on the modules the selector's regexes pick (module names, not parameter names).
+
+    Args:
+        rank: LoRA rank r.
+        alpha: LoRA scaling alpha.
+        dropout: LoRA dropout.
+        target_modules: module-name suffixes peft should wrap (linear layers), e.g. ``["to_k", "to_v"]``;
+            None wraps every ``nn.Linear`` under the selected names.
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+
+
+@dataclass
+class Selector:
+    """Regex selection of trainable parameters (optionally through LoRA).
+
+    Args:
+        include: regexes; a parameter is selected if any matches its ``component.name``.
+        exclude: regexes; a match removes a parameter even if included.
+        lora: when set, freeze the selected weights and train peft LoRA adapters on the selected linears.
+    """
+
+    include: list[str] = field(default_factory=lambda: [r".*"])
+    exclude: list[str] = field(default_factory=list)
+    lora: LoraSpec | None = None
+
+    @classmethod
+    def preset(cls, name: str, lora: LoraSpec | None = None) -> "Selector":
+        if name not in PRESETS:
+            raise ValueError(f"unknown selector preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return cls(**PRESETS[name], lora=lora)
+
+    def matches(self, name: str) -> bool:
+        return any(re.search(r, name) for r in self.include) and not any(re.search(r, name) for r in self.exclude)
+
+    def apply(self, modules: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
+        """Freeze everything, then enable (or LoRA-wrap) the selection. Returns the trainable parameters."""
+        for m in modules.values():
+            m.requires_grad_(False)
+        if self.lora is not None:
+            return self._apply_lora(modules)
+        chosen = {n: p for n, p in named_parameters(modules).items() if self.matches(n)}
+        if not chosen:
+            raise ValueError(f"selector {self.include} (exclude {self.exclude}) matched no parameter; "
+                             f"components: {', '.join(modules)}")
+        for p in chosen.values():
+            p.requires_grad_(True)
+        logger.info("selector: %d tensors, %d parameters trainable", len(chosen),
+                    sum(p.numel() for p in chosen.values()))
+        return chosen
+
+    def _apply_lora(self, modules: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        spec = self.lora
+        chosen: dict[str, nn.Parameter] = {}
+        for comp, module in modules.items():
+            targets = [n for n, m in module.named_modules()
+                       if isinstance(m, nn.Linear) and self.matches(f"{comp}.{n}.weight")
+                       and (spec.target_modules is None or any(n.endswith(t) for t in spec.target_modules))]
+            if not targets:
+                continue
+            config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                                target_modules=targets)
+            inject_adapter_in_model(config, module)
+            for n, p in module.named_parameters():
+                if "lora_" in n:
+                    p.requires_grad_(True)
+                    chosen[f"{comp}.{n}"] = p
+        if not chosen:
+            raise ValueError(f"LoRA selector {self.include} matched no linear layer")
+        logger.info("selector: LoRA rank %d on %d tensors", spec.rank, len(chosen))
+        return chosen
+
+
+def merge_lora(modules: dict[str, nn.Module]) -> None:
+    """Merge every peft LoRA layer into its base weight and put the plain base layer back (in place)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in modules.values():
+        for parent in list(module.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, BaseTunerLayer):
+                    child.merge()
+                    setattr(parent, child_name, child.get_base_layer())
+
+
+def resolve_selector(spec: str | Selector | Sequence[str]) -> Selector:
+    """A preset name, a ``Selector``, or a list of include regexes -> ``Selector``."""
+    if isinstance(spec, Selector):
+        return spec
+    if isinstance(spec, str):
+        return Selector.preset(spec)
+    return Selector(include=list(spec))

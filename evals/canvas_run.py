@@ -1,0 +1,141 @@
+"""End-to-end diffusion runs behind the CLI: erase, evaluate, and the before/after demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusion.adapter import DiffusionAdapter
+from diffusion.pipeline import T2IPipeline
+from erasure.api import erase
+from erasure.models import resolve_model_path
+from evals.canvas import evaluate_concept
+from evals.judges import CanvasClassifier
+from evals.report import image_grid, markdown_table, save_text
+
+logger = logging.getLogger(__name__)
+
+RECOMMENDED_FILE = "recommended.json"
+
+
+def load_pipeline(model: str) -> T2IPipeline:
+    """A built-in name (``mini-canvas``) or a pipeline folder."""
+    return T2IPipeline.load(resolve_model_path(model))
+
+
+def recommended_settings(model: str, method: str) -> dict:
+    """Loop settings the model's authors tuned for ``method`` (``recommended.json`` beside the weights)."""
+    f = resolve_model_path(model) / RECOMMENDED_FILE
+    if not f.is_file():
+        return {}
+    return dict(json.loads(f.read_text()).get(method, {}))
+
+
+def require_concepts(pipe: T2IPipeline, model: str):
+    if pipe.concepts is None:
+        raise ValueError(f"model {model!r} has no concepts.json: the UnlearnCanvas metrics need its style/object "
+                         "vocabulary")
+    return pipe.concepts
+
+
+def run_erase(model: str, concept: str, method: str, out: str, steps: int | None = None, lr: float | None = None,
+              seed: int = 0, train: dict | None = None, method_options: dict | None = None) -> dict:
+    """Erase ``concept`` from ``model`` and save the result to ``out``; returns the erasure summary."""
+    pipe = load_pipeline(model)
+    if not str(concept).strip():
+        raise ValueError("concept is empty: name the concept to erase")
+    if pipe.concepts is not None:
+        pipe.concepts.domain(concept)  # unknown concept -> clear error before any work
+    rec = recommended_settings(model, method)
+    if rec:
+        logger.info("using %s's recommended settings for %s: %s", model, method, rec)
+    steps = steps if steps is not None else rec.pop("steps", None)
+    lr = lr if lr is not None else rec.pop("lr", None)
+    train = {**{k: v for k, v in rec.items() if k in ("batch_size", "optimizer")}, **(train or {})}
+    options = {**rec.get("options", {}), **(method_options or {})}
+    result = erase(DiffusionAdapter(pipe), concept=concept, method=method, steps=steps, lr=lr, seed=seed,
+                   train=train, **options)
+    result.save(out)
+    return json.loads((Path(out) / "erasure.json").read_text())
+
+
+def run_eval(model: str, concept: str, out: str | None = None, evaluator: str = "mini-canvas-evaluator",
+             target_per_prompt: int = 5, other_per_prompt: int = 1, ddim_steps: int = 20, guidance: float = 3.0,
+             seed: int = 0, pipe: T2IPipeline | None = None) -> dict:
+    """UnlearnCanvas UA/IRA/CRA of ``model`` for ``concept``; writes out/eval.json and out/samples.png."""
+    pipe = pipe or load_pipeline(model)
+    concepts = require_concepts(pipe, model)
+    judge = CanvasClassifier.load(resolve_model_path(evaluator))
+    record = evaluate_concept(pipe, judge, concepts, concept, target_per_prompt, other_per_prompt, ddim_steps,
+                              guidance, seed, show_progress=True, return_images=True)
+    images = record.pop("_images")
+    record["model"] = model
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "eval.json").write_text(json.dumps(record, indent=2))
+        t_img, t_pairs = images["target"]
+        per = max(1, target_per_prompt)
+        rows = [list(t_img[i : i + per]) for i in range(0, len(t_img), per)]
+        image_grid(rows, row_labels=[f"{s}/{o}" for s, o in t_pairs[::per]]).save(Path(out) / "samples.png")
+    record["_images"] = images
+    return record
+
+
+def run_demo(out: str = "out/demo", concept: str = "Neon", method: str = "esd-x", model: str = "mini-canvas",
+             steps: int | None = None, lr: float | None = None, seed: int = 0, ddim_steps: int = 20) -> dict:
+    """Evaluate, erase, re-evaluate; writes report.json, before_after.png, report.md and the erased model."""
+    t0 = time.time()
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    pipe = load_pipeline(model)
+    concepts = require_concepts(pipe, model)
+    domain = concepts.domain(concept)
+    logger.info("demo: evaluating the original model on %r", concept)
+    before = run_eval(model, concept, pipe=pipe, seed=seed, ddim_steps=ddim_steps)
+    t_before = time.time() - t0
+    t1 = time.time()
+    summary = run_erase(model, concept, method, str(outp / "model"), steps=steps, lr=lr, seed=seed)
+    t_erase = time.time() - t1
+    t2 = time.time()
+    after = run_eval(str(outp / "model"), concept, seed=seed, ddim_steps=ddim_steps)
+    t_after = time.time() - t2
+
+    keys = ("ua", "ira", "cra")
+    report = {
+        "concept": concept, "domain": domain, "method": method, "model": model,
+        "before": {k: before[k] for k in keys}, "after": {k: after[k] for k in keys},
+        "n_target": after["n_target"], "n_other": after["n_other"],
+        "erase": {"steps": summary["steps"], "lr": summary["train_config"]["lr"],
+                  "trainable_parameters": summary["trainable_parameters"]},
+        "seconds": {"eval_before": round(t_before, 1), "erase": round(t_erase, 1), "eval_after": round(t_after, 1),
+                    "total": round(time.time() - t0, 1)},
+    }
+    (outp / "report.json").write_text(json.dumps(report, indent=2))
+
+    # before/after grid: the erased concept's prompts, then a few other prompts (same seeds on both sides)
+    tb, ta = before["_images"]["target"][0], after["_images"]["target"][0]
+    ob, oa = before["_images"]["other"][0], after["_images"]["other"][0]
+    o_pairs = after["_images"]["other"][1]
+    per = max(1, len(tb) // len(concepts.prompts_with(concept)))
+    pick_t = list(range(0, len(tb), per))[:6]
+    pick_o = list(range(0, len(ob), max(1, len(ob) // 6)))[:6]
+    grid = image_grid([[tb[i] for i in pick_t], [ta[i] for i in pick_t], [ob[i] for i in pick_o],
+                       [oa[i] for i in pick_o]],
+                      row_labels=[f"{concept} before", f"{concept} after", "others before", "others after"])
+    grid.save(outp / "before_after.png")
+    table = markdown_table(["", "UA", "IRA", "CRA"],
+                           [["before", *(before[k] for k in keys)], ["after", *(after[k] for k in keys)]])
+    md = (f"# Erasing {domain} `{concept}` with {method}\n\n"
+          f"Model `{model}`; {summary['steps']} steps at lr {summary['train_config']['lr']:g}; "
+          f"{report['n_target']} images of the concept, {report['n_other']} of other concepts; judge: "
+          f"mini-canvas evaluator.\n\n{table}\n\n"
+          "UA: share of the concept's images the judge no longer recognises as the concept (higher = erased).\n"
+          "IRA/CRA: judge accuracy on the other concepts of the same / the other domain (higher = kept).\n\n"
+          f"![before and after](before_after.png)\n\nSeconds: {report['seconds']}\n")
+    save_text(outp / "report.md", md)
+    return report

@@ -1,0 +1,59 @@
+"""Human-readable outputs: image grids (PNG) and markdown tables."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] -> PIL RGB."""
+    arr = (image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def image_grid(rows: Sequence[Sequence[torch.Tensor]], row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[str] | None = None, scale: int = 3, pad: int = 2) -> Image.Image:
+    """Tile images (each (3, H, W) in [0, 1]) into a labelled grid.
+
+    Args:
+        rows: a list of rows, each a list of images of equal size.
+        row_labels: text drawn left of each row.
+        col_labels: text drawn above each column.
+        scale: nearest-neighbour upscaling factor (tiny images are hard to see at 1x).
+        pad: pixels between tiles.
+    """
+    h, w = rows[0][0].shape[-2] * scale, rows[0][0].shape[-1] * scale
+    ncol = max(len(r) for r in rows)
+    left = 8 + 7 * max((len(s) for s in row_labels), default=0) if row_labels else 0
+    top = 16 if col_labels else 0
+    grid = Image.new("RGB", (left + ncol * (w + pad), top + len(rows) * (h + pad)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, label in enumerate(col_labels or []):
+        draw.text((left + j * (w + pad) + 2, 2), label, fill="black")
+    for i, row in enumerate(rows):
+        if row_labels:
+            draw.text((4, top + i * (h + pad) + h // 2 - 5), row_labels[i], fill="black")
+        for j, img in enumerate(row):
+            grid.paste(to_pil(img).resize((w, h), Image.NEAREST), (left + j * (w + pad), top + i * (h + pad)))
+    return grid
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; floats are printed with 3 decimals."""
+
+    def fmt(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_text(path: str | os.PathLike, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)

@@ -1,0 +1,119 @@
+"""The causal-LM adapter: answer-token likelihoods of a transformers model for the shared core.
+
+Records are TOFU-style dicts with ``question`` and ``answer``. Loss and KL count answer tokens only;
+padding and prompt tokens are masked everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from erasure import losses
+from erasure.reference import Reference
+
+PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+@dataclass
+class LMBatch:
+    """Token ids (B, T), attention mask (B, T) and answer mask (B, T) marking the answer tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    answer_mask: torch.Tensor
+
+
+class CausalLMAdapter:
+    """Adapter over a transformers causal LM and its tokenizer.
+
+    Args:
+        model: a ``PreTrainedModel`` with a causal-LM head.
+        tokenizer: its tokenizer (vocabulary must fit the model's embedding table).
+        template: prompt template with ``{question}`` (ignored when ``use_chat_template``).
+        use_chat_template: format questions with the tokenizer's chat template.
+        max_length: truncate longer examples (default: the model's ``max_position_embeddings``).
+    """
+
+    modality = "llm"
+    default_selector = "all"
+
+    def __init__(self, model: Any, tokenizer: Any, template: str = PLAIN_TEMPLATE, use_chat_template: bool = False,
+                 max_length: int | None = None):
+        vocab = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > vocab:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding table has {vocab}: "
+                             "they do not belong together")
+        self.model, self.tokenizer = model, tokenizer
+        self.template, self.use_chat_template = template, use_chat_template
+        self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return hasattr(model, "get_input_embeddings") and hasattr(model, "config") and not hasattr(model, "unet")
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any = None, **kwargs: Any) -> "CausalLMAdapter":
+        if tokenizer is None:
+            raise ValueError("an LLM needs its tokenizer: erase(model, tokenizer=tok, ...)")
+        return cls(model, tokenizer, **kwargs)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    # ------------------------------------------------------------------ data
+    def _prompt(self, question: str) -> str:
+        if self.use_chat_template:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return self.template.format(question=question)
+
+    def collate(self, rows: Sequence[dict]) -> LMBatch:
+        seqs, masks = [], []
+        for r in rows:
+            p = self.tokenizer(self._prompt(r["question"]), add_special_tokens=True)["input_ids"]
+            a = self.tokenizer(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"]
+            if self.tokenizer.eos_token_id is not None:
+                a = a + [self.tokenizer.eos_token_id]
+            ids = (p + a)[: self.max_length] if self.max_length else p + a
+            if len(ids) <= len(p):
+                raise ValueError(f"example {r['question'][:40]!r} leaves no answer token within max_length")
+            seqs.append(ids)
+            masks.append([0] * len(p) + [1] * (len(ids) - len(p)))
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        ans = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, (s, m) in enumerate(zip(seqs, masks)):
+            ids[i, : len(s)], attn[i, : len(s)], ans[i, : len(m)] = torch.tensor(s), 1, torch.tensor(m)
+        dev = self.model.device
+        return LMBatch(ids.to(dev), attn.to(dev), ans.to(dev))
+
+    # ------------------------------------------------------------------ scores
+    def _logprobs(self, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token log-probs (B, T-1, V) and the mask (B, T-1) of positions predicting answer tokens."""
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
+        return F.log_softmax(logits[:, :-1].float(), dim=-1), batch.answer_mask[:, 1:]
+
+    def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None):
+        logp, mask = self._logprobs(batch)
+        tok = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        mask = mask.to(tok.dtype)
+        return -(tok * mask).sum(-1), mask.sum(-1)
+
+    def output_divergence(self, batch: LMBatch, reference: Reference, generator: torch.Generator | None = None):
+        with torch.no_grad(), reference.active():
+            ref_logp, _ = self._logprobs(batch)
+        logp, mask = self._logprobs(batch)
+        return losses.kl_divergence(ref_logp, logp, mask)
+
+    def save(self, path: str | os.PathLike) -> None:
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)

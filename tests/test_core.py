@@ -1,0 +1,202 @@
+"""The shared core: selectors, reference strategies, the loop (checkpoint/resume, non-finite guard), erase()."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from erasure import erase
+from erasure.adapter import named_parameters
+from erasure.config import TrainConfig, from_dict
+from erasure.loop import NonFiniteLossError, Unlearner, batch_indices
+from erasure.objectives import Objective
+from erasure.reference import PeftReference, SnapshotReference
+from erasure.selectors import LoraSpec, Selector
+from tests.conftest import make_tiny_pipeline
+
+
+def _state(modules):
+    return {n: p.detach().clone() for n, p in named_parameters(modules).items()}
+
+
+def test_presets_pick_the_published_parameter_sets(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    names = list(named_parameters(DiffusionAdapter(tiny_pipe).modules()))
+    x = [n for n in names if Selector.preset("esd-x").matches(n)]
+    u = [n for n in names if Selector.preset("esd-u").matches(n)]
+    te = [n for n in names if Selector.preset("text-encoder").matches(n)]
+    assert x and all(".attn2." in n and n.startswith("unet.") for n in x)
+    assert u and not any(".attn2." in n for n in u) and all(n.startswith("unet.") for n in u)
+    assert set(x) | set(u) == {n for n in names if n.startswith("unet.")}
+    assert te and all(n.startswith("text_encoder.") and "embeddings" not in n for n in te)
+    assert any("final_layer_norm" in n for n in te)
+    strict = [n for n in names if Selector.preset("esd-x-strict").matches(n)]
+    assert strict and all(".to_k." in n or ".to_v." in n for n in strict)
+
+
+def test_unknown_preset_and_empty_selection_are_clear_errors(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    with pytest.raises(ValueError, match="unknown selector preset"):
+        Selector.preset("esd-z")
+    with pytest.raises(ValueError, match="matched no parameter"):
+        Selector(include=[r"^nothing\."]).apply(DiffusionAdapter(tiny_pipe).modules())
+
+
+def test_esd_x_changes_only_cross_attention(tiny_pipe):
+    modules = {"unet": tiny_pipe.unet, "text_encoder": tiny_pipe.text_encoder}
+    before = _state(modules)
+    erase(tiny_pipe, concept="Neon", method="esd-x", steps=3, lr=1e-2, ddim_steps=4, train={"show_progress": False})
+    after = _state(modules)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed, "training changed nothing"
+    assert all(".attn2." in n for n in changed)
+    frozen = [n for n in before if ".attn2." not in n]
+    assert all(torch.equal(before[n], after[n]) for n in frozen)  # byte-identical
+
+
+def test_snapshot_reference_is_exact_and_restores_weights(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    adapter = DiffusionAdapter(tiny_pipe)
+    trainable = Selector.preset("esd-x").apply(adapter.modules())
+    ref = SnapshotReference(trainable)
+    x = torch.randn(2, 3, 8, 8)
+    cond = tiny_pipe.encode_prompts(["a image", "a image"])
+    with torch.no_grad():
+        orig = tiny_pipe.predict_noise(x, 10, cond)
+        for p in trainable.values():
+            p.add_(0.5)
+        moved = tiny_pipe.predict_noise(x, 10, cond)
+        with ref.active():
+            as_ref = tiny_pipe.predict_noise(x, 10, cond)
+        back = tiny_pipe.predict_noise(x, 10, cond)
+    assert not torch.allclose(orig, moved)
+    assert torch.equal(orig, as_ref)
+    assert torch.equal(moved, back)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        with ref.active():
+            pass
+
+
+def test_lora_selector_trains_adapters_and_reference_disables_them(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    adapter = DiffusionAdapter(tiny_pipe)
+    base = _state(adapter.modules())
+    result = erase(tiny_pipe, concept="Neon", method="esd-x", steps=2, lr=1e-2, ddim_steps=3,
+                   lora={"rank": 2, "alpha": 4}, train={"show_progress": False})
+    assert result.loop.reference == "peft"
+    # merged back into plain layers: same parameter names as before, only attn2 weights differ
+    after = _state(adapter.modules())
+    assert set(after) == set(base)
+    changed = {n for n in base if not torch.equal(base[n], after[n])}
+    assert changed and all(".attn2." in n for n in changed)
+
+
+def test_peft_reference_requires_adapters(tiny_pipe):
+    with pytest.raises(ValueError, match="peft"):
+        PeftReference({"unet": tiny_pipe.unet})
+
+
+def test_batch_indices_cover_each_epoch_once():
+    rows = [i for s in range(5) for i in batch_indices(10, s, 2, seed=3, split=0)]
+    assert sorted(rows) == list(range(10))
+    assert batch_indices(10, 7, 3, 3, 0) == batch_indices(10, 7, 3, 3, 0)
+
+
+def _esd_run(tmp_path, steps, resume=False, every=0):
+    pipe = make_tiny_pipeline(seed=0)
+    train = {"show_progress": False, "checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": every,
+             "resume": resume}
+    erase(pipe, concept="Neon", method="esd-x", steps=steps, lr=1e-2, ddim_steps=4, train=train)
+    return _state({"unet": pipe.unet})
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(tmp_path):
+    full = _esd_run(tmp_path / "a", steps=6)
+    _esd_run(tmp_path / "b", steps=3, every=3)  # "interrupted" after 3 steps, checkpoint at 3
+    resumed = _esd_run(tmp_path / "b", steps=6, resume=True, every=3)
+    assert all(torch.equal(full[n], resumed[n]) for n in full)
+    state = json.loads((sorted((tmp_path / "b" / "ckpt").glob("step-*"))[-1] / "state.json").read_text())
+    assert state["step"] == 6 and len(state["history"]) == 6
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        _esd_run(tmp_path, steps=2, resume=True)
+
+
+class _NaNAfter:
+    """A loss term that turns NaN at a given step (counts its calls)."""
+
+    name, split, needs_reference = "nan", "forget", False
+
+    def __init__(self, at: int):
+        self.at, self.calls = at, 0
+
+    def __call__(self, s):
+        self.calls += 1
+        nll, _ = s.nll("forget")
+        return nll.mean() * (float("nan") if self.calls > self.at else 1.0)
+
+
+def test_non_finite_loss_stops_with_error_and_keeps_last_good_state(tmp_path):
+    from diffusion.adapter import DiffusionAdapter
+
+    pipe = make_tiny_pipeline()
+    adapter = DiffusionAdapter(pipe)
+    rows = [{"prompt": "a circle image in neon style .", "image": torch.rand(3, 8, 8)}]
+    cfg = TrainConfig(steps=5, lr=1e-3, checkpoint_dir=str(tmp_path), show_progress=False)
+    loop = Unlearner(adapter, Objective([(1.0, _NaNAfter(at=2))]), Selector.preset("esd-x"), cfg, forget=rows)
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        loop.run()
+    saved = sorted(tmp_path.glob("step-*"))
+    assert saved and saved[-1].name == "step-0000002"
+    from safetensors.torch import load_file
+
+    weights = load_file(saved[-1] / "trainable.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown training option.*stpes"):
+        from_dict(TrainConfig, {"stpes": 3}, what="training")
+    with pytest.raises(ValueError, match="steps must be"):
+        TrainConfig(steps=0)
+
+
+def test_erase_rejects_bad_input(tiny_pipe):
+    with pytest.raises(ValueError, match="unknown method 'esd-z'"):
+        erase(tiny_pipe, concept="Neon", method="esd-z")
+    with pytest.raises(ValueError, match="concept is empty"):
+        erase(tiny_pipe, concept="  ", method="esd-x")
+    with pytest.raises(ValueError, match="unknown 'esd-x' method option"):
+        erase(tiny_pipe, concept="Neon", method="esd-x", etaa=2.0)
+    with pytest.raises(ValueError, match="forget set is empty"):
+        erase(tiny_pipe, forget=[], method="esd-x", steps=1)
+    with pytest.raises(ValueError, match="is .* tokens long"):
+        erase(tiny_pipe, concept="neon " * 20, method="esd-x", steps=1, train={"show_progress": False})
+
+
+def test_result_save_is_loadable_by_toolkit_and_diffusers(tiny_pipe, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from diffusion.pipeline import T2IPipeline
+
+    result = erase(tiny_pipe, concept="Neon", method="esd-x", steps=1, lr=1e-3, ddim_steps=2,
+                   train={"show_progress": False})
+    result.save(tmp_path)
+    again = T2IPipeline.load(tmp_path)
+    assert again.concepts.styles == tiny_pipe.concepts.styles
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "unet")
+    te = CLIPTextModel.from_pretrained(tmp_path / "text_encoder")
+    for n, p in tiny_pipe.unet.named_parameters():
+        assert torch.equal(p, unet.get_parameter(n))
+    assert te.config.hidden_size == 16
+    summary = json.loads((tmp_path / "erasure.json").read_text())
+    assert summary["method"] == "esd-x" and len(summary["history"]) == 1
