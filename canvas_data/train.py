@@ -51,14 +51,15 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def train_evaluator(out: str, per_pair: int = 60, steps: int = 2000, batch: int = 64, seed: int = 0) -> dict:
+def train_evaluator(out: str, per_pair: int = 60, steps: int = 2500, batch: int = 64, width: int = 16,
+                    seed: int = 0) -> dict:
     """Train the CanvasClassifier judge; returns held-out style/object accuracy."""
     from evals.judges import CanvasClassifier, accuracy
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, ys, yo, _ = _tensors(per_pair, TRAIN_START)
-    model = CanvasClassifier({"style": list(STYLES), "object": list(OBJECTS)})
+    model = CanvasClassifier({"style": list(STYLES), "object": list(OBJECTS)}, width=width)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
     t0 = time.time()
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("evaluator")
     e.add_argument("--out", required=True)
-    e.add_argument("--steps", type=int, default=2000)
+    e.add_argument("--steps", type=int, default=2500)
     e.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("t2i")
     t.add_argument("--out", required=True)

@@ -71,7 +71,7 @@ def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.opti
 def make_reference(modules: dict[str, torch.nn.Module], trainable: dict[str, torch.nn.Parameter],
                    selector: Selector) -> Reference:
     """The cheapest exact reference: LoRA off when training LoRA, else a snapshot of the trained tensors."""
-    return PeftReference(modules) if selector.lora is not None else SnapshotReference(trainable)
+    return PeftReference(modules) if selector.lora is not None else SnapshotReference(trainable, modules)
 
 
 class Unlearner:

@@ -17,8 +17,22 @@ import torch
 from torch import nn
 
 
+@contextlib.contextmanager
+def eval_mode(modules: list[nn.Module]) -> Iterator[None]:
+    """Put modules (and all their submodules) in eval mode, restoring each one's own flag afterwards."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 class Reference(Protocol):
-    """Within ``active()``, the model's modules compute as the frozen reference (call only under no_grad)."""
+    """Within ``active()``, the model computes as the frozen reference, deterministically (eval mode: no
+    dropout), under no_grad."""
 
     name: str
 
@@ -30,12 +44,14 @@ class SnapshotReference:
 
     Args:
         params: the parameters that will be trained, by name.
+        modules: the model's components (switched to eval mode while the reference runs).
     """
 
     name = "snapshot"
 
-    def __init__(self, params: dict[str, nn.Parameter]):
+    def __init__(self, params: dict[str, nn.Parameter], modules: dict[str, nn.Module] | None = None):
         self.params = params
+        self.modules = list((modules or {}).values())
         self.snapshot = {n: p.detach().clone() for n, p in params.items()}
 
     def nbytes(self) -> int:
@@ -50,7 +66,8 @@ class SnapshotReference:
             for n, p in self.params.items():
                 live[n] = p.data
                 p.data = self.snapshot[n].to(device=p.device, dtype=p.dtype)
-            yield
+            with eval_mode(self.modules):
+                yield
         finally:
             for n, data in live.items():
                 self.params[n].data = data
@@ -64,7 +81,8 @@ class PeftReference:
     def __init__(self, modules: dict[str, nn.Module]):
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        self.layers = [m for module in modules.values() for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        self.modules = list(modules.values())
+        self.layers = [m for module in self.modules for m in module.modules() if isinstance(m, BaseTunerLayer)]
         if not self.layers:
             raise ValueError("PeftReference needs a model with peft adapters injected")
 
@@ -76,7 +94,8 @@ class PeftReference:
         try:
             for layer in self.layers:
                 layer.enable_adapters(False)
-            yield
+            with eval_mode(self.modules):
+                yield
         finally:
             for layer in self.layers:
                 layer.enable_adapters(True)
