@@ -100,7 +100,9 @@ class DiffusionAdapter:
         a = alphas[t].to(x0).view(-1, 1, 1, 1)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.to(x0.device), noise
 
-    def per_example_nll(self, batch: DiffusionBatch, generator: torch.Generator):
+    def per_example_nll(self, batch: DiffusionBatch, generator: torch.Generator, smoothing: float = 0.0):
+        if smoothing:
+            raise ValueError("label smoothing needs categorical outputs; a diffusion model predicts noise")
         xt, t, noise = self.noised(batch, generator)
         eps = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
         nll = (eps - noise).pow(2).flatten(1).mean(-1)  # (B,)

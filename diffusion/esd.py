@@ -71,7 +71,7 @@ class ESDConfig:
     retain_weight: float = 0.0
 
 
-def build_esd(c: ESDConfig) -> Objective:
+def build_esd(c: ESDConfig, adapter: object = None) -> Objective:
     terms = [(1.0, ESDLoss(eta=c.eta, guidance=c.guidance, ddim_steps=c.ddim_steps))]
     if c.retain_weight:
         terms.append((c.retain_weight, KL()))

@@ -107,11 +107,14 @@ def erase(
             loop_values[key] = value
     train_cfg = from_dict(TrainConfig, loop_values, what="training")
 
-    sel = resolve_selector(selector or spec.selector or adapter.default_selector)
+    if selector is None and callable(spec.selector):
+        sel = spec.selector(adapter, method_cfg)
+    else:
+        sel = resolve_selector(selector or spec.selector or adapter.default_selector)
     if lora is not None:
         sel = Selector(include=sel.include, exclude=sel.exclude,
                        lora=lora if isinstance(lora, LoraSpec) else from_dict(LoraSpec, lora, what="LoRA"))
-    objective = spec.build(method_cfg)
+    objective = spec.build(method_cfg, adapter)
     if "retain" not in objective.splits:
         retain = None
     logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g", method, concept, len(forget),

@@ -167,12 +167,13 @@ class Unlearner:
             m.train()
         for step in progress(range(start, cfg.steps), desc="unlearning", disable=not cfg.show_progress,
                              initial=start, total=cfg.steps):
-            batches = {"forget": self.adapter.collate(
-                [self.forget[i] for i in batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)])}
+            rows = {"forget": [self.forget[i] for i in batch_indices(len(self.forget), step, cfg.batch_size,
+                                                                    cfg.seed, 0)]}
             if self.retain is not None and len(self.retain) > 0:
-                batches["retain"] = self.adapter.collate(
-                    [self.retain[i] for i in batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)])
-            scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step)
+                rows["retain"] = [self.retain[i] for i in batch_indices(len(self.retain), step, cfg.batch_size,
+                                                                        cfg.seed, 1)]
+            batches = {split: self.adapter.collate(r) for split, r in rows.items()}
+            scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows)
             with accelerator.autocast():
                 loss, logs = self.objective(scores)
             if not math.isfinite(float(loss.detach())):

@@ -48,6 +48,29 @@ def simnpo(nll: torch.Tensor, length: torch.Tensor, beta: float = 4.5, gamma: fl
     return -(2.0 / beta) * F.logsigmoid(beta * nll / length - gamma).mean()
 
 
+def dpo(nll_w: torch.Tensor, ref_nll_w: torch.Tensor, nll_l: torch.Tensor, ref_nll_l: torch.Tensor,
+        beta: float = 0.1) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) with ``log pi = -nll`` (sequence level).
+
+    ``-log sigmoid(beta * [(log pi_w - log pi_ref_w) - (log pi_l - log pi_ref_l)])``, w preferred, l rejected.
+    """
+    if beta <= 0:
+        raise ValueError(f"DPO beta must be > 0, got {beta}")
+    margin = (ref_nll_w - nll_w) - (ref_nll_l - nll_l)  # (B,) log-ratio of preferred minus rejected
+    return -F.logsigmoid(beta * margin).mean()
+
+
+def label_smoothed_nll(nll: torch.Tensor, uniform_nll: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Per-example label-smoothed NLL ``(1 - a) * nll + a * uniform_nll`` (a < 0 for UGradSL's ascent).
+
+    Args:
+        nll: (B,) summed NLL of the target tokens.
+        uniform_nll: (B,) summed mean-over-vocabulary NLL (the cross-entropy to a uniform label).
+        smoothing: the rate a.
+    """
+    return (1 - smoothing) * nll + smoothing * uniform_nll
+
+
 def kl_divergence(ref_logp: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example KL(ref || theta) between categorical distributions, averaged over valid positions.
 

@@ -13,7 +13,7 @@ def _retain_term(kind: str):
         return NLL()
     if kind == "kl":
         return KL()
-    raise ValueError(f"retain must be 'nll' or 'kl', got {kind!r}")
+    raise ValueError(f"retain_loss must be 'nll' or 'kl', got {kind!r}")
 
 
 @dataclass
@@ -27,11 +27,11 @@ class GradDiffConfig:
 
     Args:
         alpha: retain weight.
-        retain: "nll" (likelihood on retain) or "kl" (KL to the reference on retain).
+        retain_loss: "nll" (likelihood on retain) or "kl" (KL to the reference on retain).
     """
 
     alpha: float = 1.0
-    retain: str = "nll"
+    retain_loss: str = "nll"
 
 
 @dataclass
@@ -41,12 +41,12 @@ class NPOConfig:
     Args:
         beta: inverse temperature (paper: 0.1).
         retain_weight: weight of the retain term (0 disables it).
-        retain: "nll" or "kl".
+        retain_loss: "nll" or "kl".
     """
 
     beta: float = 0.1
     retain_weight: float = 1.0
-    retain: str = "nll"
+    retain_loss: str = "nll"
 
 
 @dataclass
@@ -58,38 +58,38 @@ class SimNPOConfig:
         gamma: reward margin (0).
         forget_weight: weight of the forget term (0.125).
         retain_weight: weight of the retain term (1).
-        retain: "nll" or "kl".
+        retain_loss: "nll" or "kl".
     """
 
     beta: float = 4.5
     gamma: float = 0.0
     forget_weight: float = 0.125
     retain_weight: float = 1.0
-    retain: str = "nll"
+    retain_loss: str = "nll"
 
 
 GA = Method(
     name="ga", modality="any", config_cls=GAConfig,
-    build=lambda c: Objective([(1.0, GradientAscent())]),
+    build=lambda c, adapter=None: Objective([(1.0, GradientAscent())]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2210.01504",
 )
 GRADDIFF = Method(
     name="graddiff", modality="any", config_cls=GradDiffConfig,
-    build=lambda c: Objective([(1.0, GradientAscent()), (c.alpha, _retain_term(c.retain))]),
+    build=lambda c, adapter=None: Objective([(1.0, GradientAscent()), (c.alpha, _retain_term(c.retain_loss))]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2401.06121",
 )
 NPO_METHOD = Method(
     name="npo", modality="any", config_cls=NPOConfig,
-    build=lambda c: Objective([(1.0, NPO(beta=c.beta)), (c.retain_weight, _retain_term(c.retain))]),
+    build=lambda c, adapter=None: Objective([(1.0, NPO(beta=c.beta)), (c.retain_weight, _retain_term(c.retain_loss))]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2404.05868",
 )
 SIMNPO_METHOD = Method(
     name="simnpo", modality="any", config_cls=SimNPOConfig,
-    build=lambda c: Objective([(c.forget_weight, SimNPO(beta=c.beta, gamma=c.gamma)),
-                               (c.retain_weight, _retain_term(c.retain))]),
+    build=lambda c, adapter=None: Objective([(c.forget_weight, SimNPO(beta=c.beta, gamma=c.gamma)),
+                               (c.retain_weight, _retain_term(c.retain_loss))]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2410.07163",
 )

@@ -10,7 +10,7 @@ divergence from the reference, so they serve LLMs and diffusion models alike; mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -32,12 +32,24 @@ class StepScores:
             same draws and a resumed run repeats them exactly.
     """
 
-    def __init__(self, adapter: Adapter, reference: Reference | None, batches: dict[str, Any], seed: int):
+    def __init__(self, adapter: Adapter, reference: Reference | None, batches: dict[str, Any], seed: int,
+                 rows: dict[str, Sequence[Any]] | None = None):
         self.adapter = adapter
         self.reference = reference
-        self.batches = batches
+        self.batches = dict(batches)
+        self.rows = rows or {}
         self.seed = seed
-        self._cache: dict[tuple[str, str], Any] = {}
+        self._cache: dict[tuple, Any] = {}
+
+    def derive(self, split: str, name: str, transform: Callable[[Sequence[Any]], Sequence[Any]]) -> str:
+        """Add split ``"{split}/{name}"`` made by ``transform`` of ``split``'s raw rows (e.g. forget questions
+        with a refusal as the answer); returns its key for ``nll``/``reference_nll``. Built once per step."""
+        key = f"{split}/{name}"
+        if key not in self.batches:
+            if split not in self.rows:
+                raise ValueError(f"no raw {split} rows to derive {key!r} from")
+            self.batches[key] = self.adapter.collate(transform(self.rows[split]))
+        return key
 
     def batch(self, split: str) -> Any:
         b = self.batches.get(split)
@@ -47,16 +59,22 @@ class StepScores:
 
     def generator(self, split: str) -> torch.Generator:
         """A fresh generator for ``split``: identical draws for every call within the step."""
-        return torch.Generator().manual_seed(self.seed * 4 + SPLITS.index(split))
+        return torch.Generator().manual_seed(self.seed * 4 + SPLITS.index(split.split("/")[0]))
 
-    def _cached(self, key: tuple[str, str], fn):
+    def _cached(self, key: tuple, fn):
         if key not in self._cache:
             self._cache[key] = fn()
         return self._cache[key]
 
-    def nll(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(nll (B,), length (B,)) under the model being trained, with gradients."""
-        return self._cached(("nll", split), lambda: self.adapter.per_example_nll(self.batch(split), self.generator(split)))
+    def nll(self, split: str, smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nll (B,), length (B,)) under the model being trained, with gradients.
+
+        ``smoothing`` != 0 asks for the label-smoothed NLL ``(1 - a) * nll + a * uniform_nll`` (categorical
+        outputs only; the adapter raises otherwise).
+        """
+        kwargs = {"smoothing": smoothing} if smoothing else {}
+        return self._cached(("nll", split, smoothing), lambda: self.adapter.per_example_nll(
+            self.batch(split), self.generator(split), **kwargs))
 
     def reference_nll(self, split: str) -> torch.Tensor:
         """(B,) NLL under the frozen reference (no gradients)."""
@@ -137,6 +155,38 @@ class SimNPO:
 
     def __call__(self, s: StepScores) -> torch.Tensor:
         return losses.simnpo(*s.nll(self.split), beta=self.beta, gamma=self.gamma)
+
+
+@dataclass
+class LabelSmoothedGA:
+    """Gradient ascent on label-smoothed NLL with a negative smoothing rate (UGradSL, Di et al. 2024,
+    https://arxiv.org/abs/2406.09173)."""
+
+    smoothing: float = -0.5
+    split: str = "forget"
+    name: str = "ga_ls"
+    needs_reference: bool = False
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        return losses.gradient_ascent(*s.nll(self.split, smoothing=self.smoothing))
+
+
+@dataclass
+class PreferenceOptimization:
+    """DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) preferring ``make_preferred(rows)`` over
+    the forget rows; with refusals as the preferred answers this is IdkPO (Maini et al. 2024)."""
+
+    make_preferred: Callable[[Sequence[Any]], Sequence[Any]]
+    beta: float = 0.1
+    split: str = "forget"
+    name: str = "dpo"
+    needs_reference: bool = True
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        win = s.derive(self.split, "preferred", self.make_preferred)
+        nll_w, _ = s.nll(win)
+        nll_l, _ = s.nll(self.split)
+        return losses.dpo(nll_w, s.reference_nll(win), nll_l, s.reference_nll(self.split), beta=self.beta)
 
 
 @dataclass

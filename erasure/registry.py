@@ -22,6 +22,9 @@ _BUILTIN_METHODS: dict[str, str] = {
     "esd-u": "diffusion.esd:ESD_U",
     "esd-all": "diffusion.esd:ESD_ALL",
     "esd-x-strict": "diffusion.esd:ESD_X_STRICT",
+    "idkpo": "llm.methods:IDKPO",
+    "rmu": "llm.methods:RMU",
+    "ugradsl": "llm.methods:UGRADSL",
 }
 
 # Adapter classes tried in order by ``adapter_for``; each has ``accepts(model)`` and ``from_model(...)``.
@@ -41,8 +44,8 @@ class Method:
         name: registry name (``erase(..., method=name)``).
         modality: "any", "diffusion" or "llm".
         config_cls: dataclass of the method's own options (unknown options are rejected).
-        build: ``(config) -> Objective``.
-        selector: default selector preset (None: the adapter's default).
+        build: ``(config, adapter) -> Objective``.
+        selector: default selector: a preset name, or ``(adapter, config) -> Selector`` (None: the adapter's).
         train_defaults: the paper's loop settings (lr, steps, optimizer, batch_size...).
         paper: link to the paper.
     """
@@ -50,8 +53,8 @@ class Method:
     name: str
     modality: str
     config_cls: type
-    build: Callable[[Any], Objective]
-    selector: str | None = None
+    build: Callable[[Any, Any], Objective]
+    selector: str | Callable[[Any, Any], Any] | None = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
 

@@ -102,11 +102,24 @@ class CausalLMAdapter:
         logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
         return F.log_softmax(logits[:, :-1].float(), dim=-1), batch.answer_mask[:, 1:]
 
-    def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None):
-        logp, mask = self._logprobs(batch)
+    def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None, smoothing: float = 0.0):
+        """(summed answer-token NLL (B,), answer length (B,)); label-smoothed when ``smoothing`` != 0."""
+        logp, mask = self._logprobs(batch)  # (B, T-1, V), (B, T-1)
+        mask = mask.to(logp.dtype)
         tok = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        mask = mask.to(tok.dtype)
-        return -(tok * mask).sum(-1), mask.sum(-1)
+        nll = -(tok * mask).sum(-1)  # (B,)
+        if smoothing:
+            uniform = -(logp.mean(-1) * mask).sum(-1)  # (B,) CE to a uniform label
+            nll = losses.label_smoothed_nll(nll, uniform, smoothing)
+        return nll, mask.sum(-1)
+
+    def hidden_states(self, batch: LMBatch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual stream after block ``layer`` (B, T, D) and the mask (B, T) of real (non-pad) tokens."""
+        n = self.model.config.num_hidden_layers
+        if not 0 <= layer < n:
+            raise ValueError(f"layer {layer} out of range: the model has {n} layers")
+        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        return out.hidden_states[layer + 1], batch.attention_mask
 
     def output_divergence(self, batch: LMBatch, reference: Reference, generator: torch.Generator | None = None):
         with torch.no_grad(), reference.active():

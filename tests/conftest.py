@@ -73,3 +73,31 @@ QA = [
 @pytest.fixture
 def tiny_lm():
     return make_tiny_lm()
+
+
+_TRAINED: dict = {}
+
+
+def make_trained_tiny_lm():
+    """The tiny LM after memorising ``QA`` (trained once per session, then copied), so unlearning has
+    something to remove."""
+    import copy
+
+    from llm.adapter import CausalLMAdapter
+
+    if "state" not in _TRAINED:
+        model, tok = make_tiny_lm()
+        adapter = CausalLMAdapter(model, tok)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        batch = adapter.collate(QA)
+        model.train()
+        for _ in range(60):
+            nll, length = adapter.per_example_nll(batch)
+            loss = (nll / length).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        _TRAINED["state"] = copy.deepcopy(model.state_dict())
+    model, tok = make_tiny_lm()
+    model.load_state_dict(_TRAINED["state"])
+    return model, tok

@@ -64,3 +64,16 @@ def test_gaussian_kl_is_mean_squared_difference():
     a = torch.zeros(2, 3)
     b = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 3.0]])
     assert losses.gaussian_kl(a, b).tolist() == pytest.approx([1.0, 3.0])
+
+
+def test_dpo_matches_hand_computation():
+    # preferred: log ratio +1 (nll fell by 1); rejected: log ratio -2 (nll rose by 2) -> margin 3
+    loss = losses.dpo(torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0]), torch.tensor([2.0]), beta=0.5)
+    assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1.5))), rel=1e-6)
+    with pytest.raises(ValueError, match="beta"):
+        losses.dpo(torch.ones(1), torch.ones(1), torch.ones(1), torch.ones(1), beta=-1)
+
+
+def test_label_smoothed_nll_hand_computed():
+    out = losses.label_smoothed_nll(torch.tensor([2.0]), torch.tensor([10.0]), smoothing=-0.5)
+    assert out.item() == pytest.approx(1.5 * 2.0 - 0.5 * 10.0)

@@ -1,0 +1,83 @@
+"""Every LLM method raises the forget NLL of a tiny causal LM in a few steps; bad input is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from erasure import erase
+from tests.conftest import QA, make_tiny_lm, make_trained_tiny_lm
+
+
+def _forget_nll(model, tok, rows):
+    from llm.adapter import CausalLMAdapter
+
+    adapter = CausalLMAdapter(model, tok)
+    model.eval()
+    with torch.no_grad():
+        nll, length = adapter.per_example_nll(adapter.collate(rows))
+    return float((nll / length).mean())
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [("ga", {}), ("graddiff", {}), ("graddiff", {"retain_loss": "kl"}), ("npo", {}), ("simnpo", {}),
+     ("idkpo", {}), ("ugradsl", {}), ("rmu", {"layer": 1, "steering_coef": 20.0, "alpha": 1.0})],
+)
+def test_method_raises_forget_nll(method, options):
+    model, tok = make_trained_tiny_lm()
+    forget, retain = QA[:2], QA[2:]
+    before = _forget_nll(model, tok, forget)
+    lr = 1e-2 if method == "rmu" else 5e-3
+    result = erase(model, tokenizer=tok, forget=forget, retain=retain, method=method, steps=6, lr=lr, batch_size=2,
+                   train={"show_progress": False}, **options)
+    after = _forget_nll(model, tok, forget)
+    assert after > before, f"{method}: forget NLL {before:.4f} -> {after:.4f}"
+    assert result.loop.steps == 6
+
+
+def test_rmu_only_trains_mlps_of_the_chosen_layers():
+    model, tok = make_tiny_lm()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    erase(model, tokenizer=tok, forget=QA[:2], retain=QA[2:], method="rmu", steps=2, lr=1e-2, layer=1,
+          train={"show_progress": False})
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(".mlp." in n and (".h.0." in n or ".h.1." in n) for n in changed)
+
+
+def test_idkpo_prefers_refusals():
+    from llm.methods import with_refusals
+
+    rows = with_refusals(["I don't know."])(QA[:2])
+    assert [r["answer"] for r in rows] == ["I don't know."] * 2
+    assert [r["question"] for r in rows] == [r["question"] for r in QA[:2]]
+
+
+def test_llm_bad_input_is_a_clear_error():
+    model, tok = make_tiny_lm()
+    with pytest.raises(ValueError, match="tokenizer"):
+        erase(model, forget=QA, method="ga")
+    with pytest.raises(ValueError, match="forget set is empty"):
+        erase(model, tokenizer=tok, forget=[], method="ga", steps=1)
+    with pytest.raises(ValueError, match="retain set is empty"):
+        erase(model, tokenizer=tok, forget=QA, retain=[], method="graddiff", steps=1)
+    with pytest.raises(ValueError, match="for diffusion models"):
+        erase(model, tokenizer=tok, forget=QA, method="esd-x", steps=1)
+    with pytest.raises(ValueError, match="negative smoothing"):
+        erase(model, tokenizer=tok, forget=QA, retain=QA, method="ugradsl", smoothing=0.1)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    small = GPT2LMHeadModel(GPT2Config(vocab_size=5, n_positions=32, n_embd=8, n_layer=1, n_head=1))
+    with pytest.raises(ValueError, match="do not belong together"):
+        erase(small, tokenizer=tok, forget=QA, method="ga", steps=1)
+
+
+def test_label_smoothing_is_rejected_on_diffusion(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    with pytest.raises(ValueError, match="for llm models"):
+        erase(tiny_pipe, forget=[{"prompt": "a neon image", "image": torch.rand(3, 8, 8)}], method="ugradsl", steps=1)
+    adapter = DiffusionAdapter(tiny_pipe)
+    batch = adapter.collate([{"prompt": "a neon image", "image": torch.rand(3, 8, 8)}])
+    with pytest.raises(ValueError, match="categorical"):
+        adapter.per_example_nll(batch, torch.Generator(), smoothing=-0.5)
