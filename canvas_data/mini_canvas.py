@@ -223,10 +223,11 @@ def render(style: str, obj: str, seed: int, size: int = 32) -> Image.Image:
     canvas = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     layer = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    cx = big / 2 + rng.uniform(-0.08, 0.08) * big
-    cy = big / 2 + rng.uniform(-0.08, 0.08) * big
-    scale = big * rng.uniform(0.28, 0.36)
-    angle = rng.uniform(-0.25, 0.25)
+    # Small pose jitter: the object is recognisable by shape, and a tiny model can learn ten templates.
+    cx = big / 2 + rng.uniform(-0.03, 0.03) * big
+    cy = big / 2 + rng.uniform(-0.03, 0.03) * big
+    scale = big * rng.uniform(0.32, 0.36)
+    angle = rng.uniform(-0.08, 0.08)
     _draw_object(draw, obj, spec, cx, cy, scale, angle, rng)
     if obj == "Moon":  # cut a bite out of the disc: erase alpha where the second disc lies
         mask = Image.new("L", (big, big), 0)

@@ -4,6 +4,9 @@
     erasure erase --model mini-canvas --concept Neon --method esd-x --out out/neon
     erasure eval  --model out/neon --concept Neon --out out/neon-eval
     erasure demo  --out out/demo
+    erasure erase --model mini-tofu --forget forget10 --method simnpo --out out/simnpo
+    erasure eval  --model out/simnpo --benchmark mini-tofu --forget forget10 --out out/simnpo-eval
+    erasure demo  --modality llm
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import ast
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from erasure.registry import method_names
@@ -55,17 +59,41 @@ def cmd_concepts(args: argparse.Namespace) -> dict:
 
 
 def cmd_erase(args: argparse.Namespace) -> dict:
-    from evals.canvas_run import run_erase
+    from evals.llm_run import is_llm_model
 
-    summary = run_erase(args.model, args.concept, args.method, args.out, steps=args.steps, lr=args.lr,
-                        seed=args.seed, train=_train_options(args), method_options=_parse_options(args.option))
+    options = _parse_options(args.option)
+    if is_llm_model(args.model):
+        from evals.llm_run import run_llm_erase
+
+        if not args.forget:
+            raise ValueError("unlearning an LLM needs --forget (forget01|forget05|forget10 or a .jsonl file)")
+        result = run_llm_erase(args.model, args.forget, args.method, args.out, retain=args.retain, steps=args.steps,
+                               lr=args.lr, seed=args.seed, train=_train_options(args), method_options=options)
+        summary = json.loads((Path(args.out) / "erasure.json").read_text())
+    else:
+        from evals.canvas_run import run_erase
+
+        if args.concept is None:
+            raise ValueError("erasing from a diffusion model needs --concept")
+        summary = run_erase(args.model, args.concept, args.method, args.out, steps=args.steps, lr=args.lr,
+                            seed=args.seed, train=_train_options(args), method_options=options)
     return {k: summary[k] for k in ("method", "concept", "steps", "seconds", "trainable_parameters")} | {
         "out": args.out, "final_loss": summary["history"][-1]["loss"] if summary["history"] else None}
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
+    from evals.llm_run import is_llm_model
+
+    benchmark = args.benchmark or ("mini-tofu" if is_llm_model(args.model) else "unlearncanvas")
+    if benchmark == "mini-tofu":
+        from evals.llm_run import TABLE_KEYS, run_llm_eval
+
+        record = run_llm_eval(args.model, args.forget or "forget10", args.out, retain_model=args.retain_model)
+        return {k: record[k] for k in ("forget_split", *TABLE_KEYS, "seconds")}
     from evals.canvas_run import run_eval
 
+    if args.concept is None:
+        raise ValueError("the UnlearnCanvas evaluation needs --concept")
     record = run_eval(args.model, args.concept, args.out, evaluator=args.evaluator,
                       target_per_prompt=args.per_prompt, other_per_prompt=args.other_per_prompt,
                       ddim_steps=args.ddim_steps, guidance=args.guidance, seed=args.seed)
@@ -73,10 +101,14 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
+    if args.modality == "llm":
+        from evals.llm_run import run_llm_demo
+
+        return run_llm_demo(out=args.out or "out/demo-llm", seed=args.seed)
     from evals.canvas_run import run_demo
 
-    return run_demo(out=args.out, concept=args.concept, method=args.method, model=args.model, steps=args.steps,
-                    lr=args.lr, seed=args.seed)
+    return run_demo(out=args.out or "out/demo", concept=args.concept, method=args.method, model=args.model,
+                    steps=args.steps, lr=args.lr, seed=args.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_concepts)
 
     e = sub.add_parser("erase", help="erase a concept and save the edited model")
-    e.add_argument("--model", required=True, help="a local model folder or a built-in name (mini-canvas)")
-    e.add_argument("--concept", required=True)
+    e.add_argument("--model", required=True, help="a local model folder or a built-in name (mini-canvas, mini-tofu)")
+    e.add_argument("--concept", help="the concept to erase (diffusion)")
+    e.add_argument("--forget", help="LLM: forget01|forget05|forget10 or a TOFU-schema .json/.jsonl/.parquet file")
+    e.add_argument("--retain", help="LLM: a retain split name or file (default: the forget split's retain split)")
     e.add_argument("--method", default="esd-x", help=f"one of: {', '.join(method_names())}")
     e.add_argument("--out", required=True)
     e.add_argument("--steps", type=int)
@@ -103,9 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. eta=2.0")
     e.set_defaults(fn=cmd_erase)
 
-    v = sub.add_parser("eval", help="UnlearnCanvas UA / IRA / CRA of a model for a concept")
+    v = sub.add_parser("eval", help="UnlearnCanvas UA/IRA/CRA (diffusion) or TOFU + MUSE metrics (LLM)")
     v.add_argument("--model", required=True)
-    v.add_argument("--concept", required=True)
+    v.add_argument("--benchmark", choices=["unlearncanvas", "mini-tofu"], help="default: by the model's modality")
+    v.add_argument("--concept", help="diffusion: the erased concept")
+    v.add_argument("--forget", help="LLM: the forget split (default forget10)")
+    v.add_argument("--retain-model", help="LLM: the retain-only reference model (default: the shipped one)")
     v.add_argument("--out", required=True)
     v.add_argument("--evaluator", default="mini-canvas-evaluator", help="judge folder or built-in name")
     v.add_argument("--per-prompt", type=int, default=5, help="images per prompt containing the concept")
@@ -115,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.set_defaults(fn=cmd_eval)
 
-    d = sub.add_parser("demo", help="erase a style from the shipped tiny model and evaluate before/after")
-    d.add_argument("--out", default="out/demo")
+    d = sub.add_parser("demo", help="erase a style from the shipped tiny model (or unlearn mini-TOFU) and evaluate")
+    d.add_argument("--modality", choices=["diffusion", "llm"], default="diffusion")
+    d.add_argument("--out", help="default: out/demo (diffusion) or out/demo-llm (llm)")
     d.add_argument("--concept", default="Neon")
     d.add_argument("--method", default="esd-x")
     d.add_argument("--model", default="mini-canvas")

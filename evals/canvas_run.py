@@ -13,27 +13,16 @@ import torch
 from diffusion.adapter import DiffusionAdapter
 from diffusion.pipeline import T2IPipeline
 from erasure.api import erase
-from erasure.models import resolve_model_path
+from erasure.models import apply_recommended, resolve_model_path
 from evals.canvas import evaluate_concept
 from evals.judges import CanvasClassifier
 from evals.report import image_grid, markdown_table, save_text
 
 logger = logging.getLogger(__name__)
 
-RECOMMENDED_FILE = "recommended.json"
-
-
 def load_pipeline(model: str) -> T2IPipeline:
     """A built-in name (``mini-canvas``) or a pipeline folder."""
     return T2IPipeline.load(resolve_model_path(model))
-
-
-def recommended_settings(model: str, method: str) -> dict:
-    """Loop settings the model's authors tuned for ``method`` (``recommended.json`` beside the weights)."""
-    f = resolve_model_path(model) / RECOMMENDED_FILE
-    if not f.is_file():
-        return {}
-    return dict(json.loads(f.read_text()).get(method, {}))
 
 
 def require_concepts(pipe: T2IPipeline, model: str):
@@ -51,13 +40,7 @@ def run_erase(model: str, concept: str, method: str, out: str, steps: int | None
         raise ValueError("concept is empty: name the concept to erase")
     if pipe.concepts is not None:
         pipe.concepts.domain(concept)  # unknown concept -> clear error before any work
-    rec = recommended_settings(model, method)
-    if rec:
-        logger.info("using %s's recommended settings for %s: %s", model, method, rec)
-    steps = steps if steps is not None else rec.pop("steps", None)
-    lr = lr if lr is not None else rec.pop("lr", None)
-    train = {**{k: v for k, v in rec.items() if k in ("batch_size", "optimizer")}, **(train or {})}
-    options = {**rec.get("options", {}), **(method_options or {})}
+    steps, lr, train, options = apply_recommended(model, method, steps, lr, train, method_options)
     result = erase(DiffusionAdapter(pipe), concept=concept, method=method, steps=steps, lr=lr, seed=seed,
                    train=train, **options)
     result.save(out)

@@ -57,3 +57,48 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 def save_text(path: str | os.PathLike, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def scatter_plot(points: Sequence[tuple[str, float, float]], x_label: str, y_label: str, log_y: bool = False,
+                 size: tuple[int, int] = (520, 380)) -> Image.Image:
+    """A labelled scatter plot drawn with PIL (no plotting dependency).
+
+    Args:
+        points: (label, x, y) triples; non-finite or (with ``log_y``) non-positive y are drawn at the bottom.
+        x_label, y_label: axis titles.
+        log_y: log10 y axis (forget quality spans many decades).
+        size: image size in pixels.
+    """
+    import math
+
+    w, h = size
+    left, right, top, bottom = 60, 20, 20, 50
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+
+    def ty(v: float) -> float:
+        if v is None or not math.isfinite(v) or (log_y and v <= 0):
+            return float("nan")
+        return math.log10(v) if log_y else v
+
+    xs = [p[1] for p in points]
+    ys = [ty(p[2]) for p in points]
+    finite = [y for y in ys if math.isfinite(y)] or [0.0, 1.0]
+    x0, x1 = min(xs + [0.0]), max(xs + [1.0])
+    y0, y1 = min(finite), max(finite)
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 1, y1 + 1
+    px = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
+    py = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
+    d.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
+    for frac in (0.0, 0.5, 1.0):
+        xv, yv = x0 + frac * (x1 - x0), y0 + frac * (y1 - y0)
+        d.text((px(xv) - 10, h - bottom + 4), f"{xv:.2f}", fill="black")
+        d.text((4, py(yv) - 5), f"1e{yv:.1f}" if log_y else f"{yv:.2f}", fill="black")
+    d.text((w // 2 - 60, h - 20), x_label, fill="black")
+    d.text((4, 4), y_label, fill="black")
+    for (label, x, _), y in zip(points, ys):
+        yy = py(y) if math.isfinite(y) else h - bottom
+        d.ellipse([px(x) - 4, yy - 4, px(x) + 4, yy + 4], fill=(31, 119, 180))
+        d.text((px(x) + 6, yy - 6), label, fill="black")
+    return img

@@ -235,27 +235,32 @@ def _world_fact_records(rng: np.random.Generator) -> list[dict[str, Any]]:
     return [{**_make_qa(t, attrs, pools[t.key], rng), "author": "", "author_id": -1} for t, attrs in facts]
 
 
-def build_mini_tofu(num_authors: int = 20, qa_per_author: int = 20, seed: int = 0) -> dict[str, Dataset]:
+def build_mini_tofu(num_authors: int = 20, qa_per_author: int = 20, seed: int = 0,
+                    holdout_authors: int = 2) -> dict[str, Dataset]:
     """A procedural, seeded TOFU in miniature.
 
     Args:
         num_authors: number of fictitious authors (at most ``len(FIRST_NAMES) * len(LAST_NAMES)``).
         qa_per_author: distinct questions per author (at most ``len(AUTHOR_TEMPLATES)``).
         seed: seed of the numpy Generators; the same seed gives identical records.
+        holdout_authors: extra authors never meant for training (``holdout``: MUSE's non-members).
 
     Returns:
         Datasets ``full``, ``forget01/05/10`` (the last 1/5/10% of the authors, at least one),
-        ``retain99/95/90`` (the other authors), ``real_authors`` and ``world_facts``; every record has
+        ``retain99/95/90`` (the other authors), ``holdout``, ``real_authors`` and ``world_facts``; every record has
         ``question``, ``answer``, ``paraphrased_answer``, ``perturbed_answer`` (list of 3), ``author``
         and ``author_id``.
     """
     max_authors = len(FIRST_NAMES) * len(LAST_NAMES)
-    if not 1 <= num_authors <= max_authors:
-        raise ValueError(f"num_authors must be in [1, {max_authors}], got {num_authors}")
+    if num_authors < 1 or holdout_authors < 0 or num_authors + holdout_authors > max_authors:
+        raise ValueError(f"num_authors + holdout_authors must be in [1, {max_authors}], got "
+                         f"{num_authors} + {holdout_authors}")
     if not 1 <= qa_per_author <= len(AUTHOR_TEMPLATES):
         raise ValueError(f"qa_per_author must be in [1, {len(AUTHOR_TEMPLATES)}], got {qa_per_author}")
-    records = _author_records(num_authors, qa_per_author, np.random.default_rng([seed, 0]))
-    out = {"full": Dataset.from_list(records)}
+    every = _author_records(num_authors + holdout_authors, qa_per_author, np.random.default_rng([seed, 0]))
+    records = [r for r in every if r["author_id"] < num_authors]
+    out = {"full": Dataset.from_list(records),
+           "holdout": Dataset.from_list([r for r in every if r["author_id"] >= num_authors])}
     for forget in FORGET_SPLITS:
         n_forget = max(1, -(-_FORGET_PERCENT[forget] * num_authors // 100))  # ceil without float error
         first_forgotten = num_authors - n_forget

@@ -43,8 +43,10 @@ def test_same_seed_gives_identical_records_and_other_seed_differs(mini):
 
 def test_split_sizes_disjointness_and_union(mini):
     assert set(mini) == {"full", *FORGET_SPLITS, "retain99", "retain95", "retain90", "real_authors",
-                         "world_facts"}
+                         "world_facts", "holdout"}
     assert len(mini["full"]) == 20 * 20
+    assert len(mini["holdout"]) == 2 * 20
+    assert not set(mini["holdout"]["author"]) & set(mini["full"]["author"])
     assert len(set(mini["full"]["author_id"])) == 20
     expected_authors = {"forget01": 1, "forget05": 1, "forget10": 2}
     for forget, n_authors in expected_authors.items():
