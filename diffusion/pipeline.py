@@ -107,10 +107,8 @@ class T2IPipeline:
         """Text-encoder hidden states (B, L, D) for ``prompts`` (gradients flow if the encoder trains)."""
         return self.encode_ids(self.tokenize(prompts))
 
-    def encode_ids(self, ids: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states from token ids, or from token embeddings (B, L, D) when ``inputs_embeds`` is given."""
-        if inputs_embeds is not None:
-            return self.text_encoder(input_ids=ids, inputs_embeds=inputs_embeds).last_hidden_state
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Text-encoder hidden states (B, L, D) from token ids (B, L)."""
         return self.text_encoder(input_ids=ids).last_hidden_state
 
     # ------------------------------------------------------------------ images <-> model space

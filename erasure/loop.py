@@ -160,6 +160,7 @@ class Unlearner:
         reference = make_reference(modules, trainable, self.selector) if self.objective.needs_reference else None
         optimizer = accelerator.prepare(_optimizer(cfg, list(trainable.values())))
         start, history = 0, []
+        reference_cache: dict = {}  # reference NLL per example, reused across steps (deterministic adapters)
         if cfg.resume:
             start, history = self._load_checkpoint(trainable, optimizer)
         t0 = time.time()
@@ -167,13 +168,14 @@ class Unlearner:
             m.train()
         for step in progress(range(start, cfg.steps), desc="unlearning", disable=not cfg.show_progress,
                              initial=start, total=cfg.steps):
-            rows = {"forget": [self.forget[i] for i in batch_indices(len(self.forget), step, cfg.batch_size,
-                                                                    cfg.seed, 0)]}
+            ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
             if self.retain is not None and len(self.retain) > 0:
-                rows["retain"] = [self.retain[i] for i in batch_indices(len(self.retain), step, cfg.batch_size,
-                                                                        cfg.seed, 1)]
+                ids["retain"] = batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)
+            data = {"forget": self.forget, "retain": self.retain}
+            rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
             batches = {split: self.adapter.collate(r) for split, r in rows.items()}
-            scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows)
+            scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows,
+                                row_ids=ids, reference_cache=reference_cache)
             with accelerator.autocast():
                 loss, logs = self.objective(scores)
             if not math.isfinite(float(loss.detach())):

@@ -33,12 +33,17 @@ class StepScores:
     """
 
     def __init__(self, adapter: Adapter, reference: Reference | None, batches: dict[str, Any], seed: int,
-                 rows: dict[str, Sequence[Any]] | None = None):
+                 rows: dict[str, Sequence[Any]] | None = None, row_ids: dict[str, Sequence[int]] | None = None,
+                 reference_cache: dict | None = None):
         self.adapter = adapter
         self.reference = reference
         self.batches = dict(batches)
         self.rows = rows or {}
+        self.row_ids = row_ids or {}
         self.seed = seed
+        # Reference NLLs per (split, row id), kept across steps by the loop when the adapter's scores are
+        # deterministic (LLMs): the frozen reference is then evaluated once per example, not once per step.
+        self.reference_cache = reference_cache if getattr(adapter, "deterministic_scores", False) else None
         self._cache: dict[tuple, Any] = {}
 
     def derive(self, split: str, name: str, transform: Callable[[Sequence[Any]], Sequence[Any]]) -> str:
@@ -79,9 +84,19 @@ class StepScores:
     def reference_nll(self, split: str) -> torch.Tensor:
         """(B,) NLL under the frozen reference (no gradients)."""
 
-        def run():
+        def compute():
             with torch.no_grad(), self.require_reference().active():
                 return self.adapter.per_example_nll(self.batch(split), self.generator(split))[0]
+
+        def run():
+            ids = self.row_ids.get(split.split("/")[0])
+            if self.reference_cache is None or ids is None:
+                return compute()
+            keys = [(split, i) for i in ids]
+            if not all(k in self.reference_cache for k in keys):
+                for k, v in zip(keys, compute()):
+                    self.reference_cache[k] = v.detach()
+            return torch.stack([self.reference_cache[k] for k in keys])
 
         return self._cached(("ref_nll", split), run)
 

@@ -41,6 +41,7 @@ class CausalLMAdapter:
 
     modality = "llm"
     default_selector = "all"
+    deterministic_scores = True  # no sampling in the scores: the loop may cache reference NLLs per example
 
     def __init__(self, model: Any, tokenizer: Any, template: str = PLAIN_TEMPLATE, use_chat_template: bool = False,
                  max_length: int | None = None):

@@ -81,3 +81,27 @@ def test_label_smoothing_is_rejected_on_diffusion(tiny_pipe):
     batch = adapter.collate([{"prompt": "a neon image", "image": torch.rand(3, 8, 8)}])
     with pytest.raises(ValueError, match="categorical"):
         adapter.per_example_nll(batch, torch.Generator(), smoothing=-0.5)
+
+
+def test_reference_nll_is_computed_once_per_forget_example():
+    """NPO's frozen-reference log-probs are cached: 5 steps over 2 forget rows -> 1 reference pass."""
+    from erasure.config import TrainConfig
+    from erasure.loop import Unlearner
+    from erasure.objectives import NPO, Objective
+    from erasure.selectors import Selector
+    from llm.adapter import CausalLMAdapter
+
+    model, tok = make_trained_tiny_lm()
+    adapter = CausalLMAdapter(model, tok)
+    calls = {"ref": 0}
+    original = adapter.per_example_nll
+
+    def counting(batch, generator=None, **kw):
+        if not torch.is_grad_enabled():
+            calls["ref"] += 1
+        return original(batch, generator, **kw)
+
+    adapter.per_example_nll = counting
+    cfg = TrainConfig(steps=5, lr=1e-3, batch_size=2, show_progress=False)
+    Unlearner(adapter, Objective([(1.0, NPO())]), Selector.preset("all"), cfg, forget=QA[:2]).run()
+    assert calls["ref"] == 1

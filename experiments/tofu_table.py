@@ -1,0 +1,59 @@
+"""Every LLM method on mini-TOFU forget10: one row per method, TOFU + MUSE numbers, as a markdown table.
+
+    python experiments/tofu_table.py --out out/tofu-table      # writes table.md and results.json
+
+Uses each method's recommended settings for the shipped model (llm/weights/mini-tofu/full/recommended.json),
+the paper defaults otherwise; the retain-only model and the original are rows too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from evals.llm_run import TABLE_KEYS, mini_tofu_data, retain_model_name, run_llm_erase, run_llm_eval
+from evals.report import markdown_table
+from llm.adapter import CausalLMAdapter
+
+METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/tofu-table")
+    p.add_argument("--forget", default="forget10")
+    p.add_argument("--methods", nargs="*", default=list(METHODS))
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = mini_tofu_data()
+    original = run_llm_eval("mini-tofu", args.forget, data=data)
+    ref = original.pop("retain_reference")
+    rows = {"original (fine-tuned)": original,
+            "retain model": run_llm_eval(retain_model_name("mini-tofu", args.forget), args.forget,
+                                         retain_reference=ref, data=data)}
+    for method in args.methods:
+        t0 = time.time()
+        result = run_llm_erase("mini-tofu", args.forget, method, None, seed=args.seed, data=data)
+        seconds = round(time.time() - t0, 1)
+        rec = run_llm_eval(method, args.forget, adapter=CausalLMAdapter(result.adapter.model, result.adapter.tokenizer),
+                           retain_reference=ref, data=data)
+        rec.update(erase_seconds=seconds, steps=result.train_config["steps"], lr=result.train_config["lr"])
+        rows[method] = rec
+    base = original["model_utility"]
+    header = ["model", "steps", "lr", *TABLE_KEYS, "MU / original"]
+    table = markdown_table(header, [[name, r.get("steps", ""), r.get("lr", ""), *(r.get(k) for k in TABLE_KEYS),
+                                     r["model_utility"] / base] for name, r in rows.items()])
+    (out / "table.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps({n: {k: v for k, v in r.items() if k != "retain_reference"}
+                                                  for n, r in rows.items()}, indent=2, default=str))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
