@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
-from diffusion.concepts import ConceptSet
+from diffusion.concepts import ConceptSet, default_retain_prompts
 from diffusion.pipeline import T2IPipeline
 from erasure import losses
 from erasure.reference import Reference
@@ -23,10 +23,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DiffusionBatch:
-    """Prompts, and (optionally) images in [0, 1] (B, 3, H, W) that show them."""
+    """Prompts, optional images in [0, 1] (B, 3, H, W) that show them, and an optional adversarial prefix
+    (1 or B, k, D) of token embeddings inserted after BOS (set by attacks)."""
 
     prompts: list[str]
     images: torch.Tensor | None = None
+    prefix: torch.Tensor | None = None
+
+    def cond(self, pipe: T2IPipeline) -> torch.Tensor:
+        """The conditioning the model is trained/attacked with: prompt embeddings (+ prefix)."""
+        return pipe.encode_prompts(self.prompts, prefix=self.prefix)
 
 
 class DiffusionAdapter:
@@ -104,7 +110,7 @@ class DiffusionAdapter:
         if smoothing:
             raise ValueError("label smoothing needs categorical outputs; a diffusion model predicts noise")
         xt, t, noise = self.noised(batch, generator)
-        eps = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
+        eps = self.pipe.predict_noise(xt, t, batch.cond(self.pipe))
         nll = (eps - noise).pow(2).flatten(1).mean(-1)  # (B,)
         return nll, torch.ones_like(nll)
 
@@ -129,7 +135,7 @@ class DiffusionAdapter:
             xt, t = self.sample_xt(batch.prompts, generator)
         with torch.no_grad(), reference.active():
             ref = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
-        eps = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
+        eps = self.pipe.predict_noise(xt, t, batch.cond(self.pipe))
         return losses.gaussian_kl(ref, eps)
 
     # ------------------------------------------------------------------ persistence
@@ -146,10 +152,10 @@ class DiffusionAdapter:
         return [concept]
 
     def retain_prompts(self, concept: str) -> list[str]:
-        """Default retain prompts: the model's other concepts' prompts (empty if the vocabulary is unknown)."""
+        """Default retain prompts: the model's other concepts' prompts, else generic "a photo of a ..." ones."""
         if self.concepts is not None:
             try:
                 return self.concepts.prompts_without(concept)
             except ValueError:
                 pass
-        return []
+        return default_retain_prompts()

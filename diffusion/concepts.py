@@ -9,6 +9,16 @@ from pathlib import Path
 
 CONCEPTS_FILE = "concepts.json"
 
+# Generic retain prompts ("a photo of {object}", as AdvUnlearn's 243) for models without a concept vocabulary.
+RETAIN_OBJECTS = (
+    "dog cat bird horse fish tree flower house car boat bicycle chair table cup bottle apple banana clock "
+    "book lamp bridge mountain river beach city street train airplane cow sheep butterfly"
+).split()
+
+
+def default_retain_prompts() -> list[str]:
+    return [f"a photo of a {o}" for o in RETAIN_OBJECTS]
+
 
 @dataclass
 class ConceptSet:

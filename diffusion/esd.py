@@ -50,7 +50,9 @@ class ESDLoss:
         batch = s.batch(self.split)
         xt, t = s.adapter.sample_xt(batch.prompts, s.generator(self.split), self.ddim_steps, self.guidance)
         target = self.target(s, xt, t, batch.prompts)
-        pred = s.adapter.pipe.predict_noise(xt, t, s.adapter.pipe.encode_prompts(batch.prompts))
+        # The target comes from the clean concept prompt; the prediction uses the batch's conditioning, which
+        # carries the adversary's prefix during adversarial training (AdvUnlearn).
+        pred = s.adapter.pipe.predict_noise(xt, t, batch.cond(s.adapter.pipe))
         return F.mse_loss(pred, target)
 
 

@@ -87,8 +87,11 @@ class T2IPipeline:
         return mods
 
     # ------------------------------------------------------------------ text
-    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Token ids (B, L) padded to ``max_length``; raises on prompts the encoder cannot hold."""
+    def tokenize(self, prompts: Sequence[str], reserve: int = 0) -> torch.Tensor:
+        """Token ids (B, L) padded to ``max_length``; raises on prompts the encoder cannot hold.
+
+        ``reserve`` keeps that many positions free (for adversarial prefix tokens).
+        """
         if isinstance(prompts, str):
             prompts = [prompts]
         ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
@@ -97,15 +100,40 @@ class T2IPipeline:
                 raise ValueError(
                     f"prompt {p!r} is {len(t)} tokens long; the text encoder accepts at most {self.max_length}"
                 )
+            if len(t) + reserve > self.max_length:
+                raise ValueError(f"{reserve} prefix tokens do not fit: prompt {p!r} is {len(t)} tokens and the "
+                                 f"text encoder accepts {self.max_length} ({self.max_length - len(t)} free positions)")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         out = torch.full((len(ids), self.max_length), pad, dtype=torch.long)
         for i, t in enumerate(ids):
             out[i, : len(t)] = torch.tensor(t)
         return out.to(self.device)
 
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Text-encoder hidden states (B, L, D) for ``prompts`` (gradients flow if the encoder trains)."""
-        return self.encode_ids(self.tokenize(prompts))
+    def encode_prompts(self, prompts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Text-encoder hidden states (B, L, D) for ``prompts`` (gradients flow if the encoder trains).
+
+        ``prefix`` (B or 1, k, D) are token embeddings inserted right after BOS (adversarial prompts).
+        """
+        if prefix is None:
+            return self.encode_ids(self.tokenize(prompts))
+        k = prefix.shape[-2]
+        ids = self.tokenize(prompts, reserve=k)
+        emb = self.text_encoder.get_input_embeddings()(ids)  # (B, L, D)
+        pre = prefix.to(emb.dtype).expand(emb.shape[0], -1, -1)
+        return self.encode_embeddings(torch.cat([emb[:, :1], pre, emb[:, 1 : emb.shape[1] - k]], dim=1))
+
+    def encode_embeddings(self, token_embeds: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, D) from token embeddings (B, L, D) of a CLIP text encoder (positions added here)."""
+        from transformers.masking_utils import create_causal_mask
+
+        tm = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 4 nests it, 5 does not
+        if not all(hasattr(tm, a) for a in ("embeddings", "encoder", "final_layer_norm")):
+            raise ValueError(f"embedding-level prompts need a CLIP text encoder, got {type(self.text_encoder).__name__}")
+        h = tm.embeddings(inputs_embeds=token_embeds)
+        mask = create_causal_mask(config=self.text_encoder.config, inputs_embeds=h, attention_mask=None,
+                                  past_key_values=None)
+        h = tm.encoder(inputs_embeds=h, attention_mask=mask, is_causal=True).last_hidden_state
+        return tm.final_layer_norm(h)
 
     def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Text-encoder hidden states (B, L, D) from token ids (B, L)."""

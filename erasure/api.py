@@ -119,7 +119,8 @@ def erase(
         retain = None
     logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g", method, concept, len(forget),
                 len(retain or []), train_cfg.steps, train_cfg.lr)
-    loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain).run()
+    adversary = spec.adversary(method_cfg) if spec.adversary is not None else None
+    loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=adversary).run()
     if sel.lora is not None:
         from erasure.selectors import merge_lora
 

@@ -44,6 +44,7 @@ class TrainConfig:
         resume: continue from the newest checkpoint in checkpoint_dir.
         log_every: log the losses every N steps.
         show_progress: show a tqdm bar.
+        adversary_warmup: steps without the method's adversary before adversarial training starts.
     """
 
     steps: int = 100
@@ -59,6 +60,7 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 10
     show_progress: bool = True
+    adversary_warmup: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:

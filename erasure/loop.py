@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from erasure.adapter import Adapter
+from erasure.adversary import Adversary
 from erasure.config import TrainConfig
 from erasure.objectives import Objective, StepScores
 from erasure.progress import progress
@@ -85,17 +86,19 @@ class Unlearner:
         forget: forget records (any sequence the adapter's ``collate`` accepts).
         retain: retain records, or None when the objective has no retain term.
         on_step: optional callback ``(step, logs)`` after each step.
+        adversary: optional ``Adversary`` rewriting each forget batch (after ``config.adversary_warmup`` steps)
+            before the objective sees it: adversarial unlearning's inner maximisation.
     """
 
     def __init__(self, adapter: Adapter, objective: Objective, selector: Selector, config: TrainConfig,
                  forget: Sequence[Any], retain: Sequence[Any] | None = None,
-                 on_step: Callable[[int, dict], None] | None = None):
+                 on_step: Callable[[int, dict], None] | None = None, adversary: Adversary | None = None):
         if forget is None or len(forget) == 0:
             raise ValueError("the forget set is empty: give at least one forget example or concept prompt")
         if "retain" in objective.splits and (retain is None or len(retain) == 0):
             raise ValueError("this method has a retain term, but the retain set is empty")
         self.adapter, self.objective, self.selector, self.config = adapter, objective, selector, config
-        self.forget, self.retain, self.on_step = forget, retain, on_step
+        self.forget, self.retain, self.on_step, self.adversary = forget, retain, on_step, adversary
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int, trainable, optimizer, history) -> Path:
@@ -157,7 +160,8 @@ class Unlearner:
         for m in modules.values():
             m.to(accelerator.device)
         trainable = self.selector.apply(modules)
-        reference = make_reference(modules, trainable, self.selector) if self.objective.needs_reference else None
+        needs_ref = self.objective.needs_reference or self.adversary is not None
+        reference = make_reference(modules, trainable, self.selector) if needs_ref else None
         optimizer = accelerator.prepare(_optimizer(cfg, list(trainable.values())))
         start, history = 0, []
         reference_cache: dict = {}  # reference NLL per example, reused across steps (deterministic adapters)
@@ -174,6 +178,10 @@ class Unlearner:
             data = {"forget": self.forget, "retain": self.retain}
             rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
             batches = {split: self.adapter.collate(r) for split, r in rows.items()}
+            if self.adversary is not None and step >= cfg.adversary_warmup:
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919)
+                attack = self.adversary.attack(self.adapter, batches["forget"], gen, reference=reference)
+                batches["forget"] = attack.batch
             scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows,
                                 row_ids=ids, reference_cache=reference_cache)
             with accelerator.autocast():

@@ -22,6 +22,8 @@ _BUILTIN_METHODS: dict[str, str] = {
     "esd-u": "diffusion.esd:ESD_U",
     "esd-all": "diffusion.esd:ESD_ALL",
     "esd-x-strict": "diffusion.esd:ESD_X_STRICT",
+    "advunlearn": "diffusion.advunlearn:ADVUNLEARN",
+    "advunlearn-fast": "diffusion.advunlearn:ADVUNLEARN_FAST",
     "idkpo": "llm.methods:IDKPO",
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
@@ -48,6 +50,7 @@ class Method:
         selector: default selector: a preset name, or ``(adapter, config) -> Selector`` (None: the adapter's).
         train_defaults: the paper's loop settings (lr, steps, optimizer, batch_size...).
         paper: link to the paper.
+        adversary: ``(config) -> Adversary`` for adversarial unlearning (None: no inner attack).
     """
 
     name: str
@@ -57,6 +60,7 @@ class Method:
     selector: str | Callable[[Any, Any], Any] | None = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
+    adversary: Callable[[Any], Any] | None = None
 
 
 def _load(ref: str) -> Any:

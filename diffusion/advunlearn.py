@@ -1,0 +1,134 @@
+"""AdvUnlearn (Zhang et al., NeurIPS 2024, https://arxiv.org/abs/2405.15234): adversarial training of the
+text encoder for robust concept erasure.
+
+    outer: min_theta  L_ESD(E_theta([delta*; c])) + gamma * E_{c~retain} || eps(z_t, E_theta(c)) - eps_o(z_t, c) ||^2
+    inner: delta* = argmin_delta || eps(z_t, E_theta([delta; c])) - eps_o(z_t, c) ||^2
+
+The UNet stays frozen; the text encoder's transformer blocks and final layer norm train (selector
+``text-encoder``), so the saved ``text_encoder/`` can be swapped into another pipeline of the same tokenizer
+family ("plug-and-play"). ESD's loss term is reused as is; the retain term is the core's KL term (for a
+diffusion adapter: the mean squared difference to the frozen original's noise prediction).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from diffusion.esd import ESDLoss
+from erasure.adversary import AttackResult
+from erasure.objectives import KL, Objective
+from erasure.reference import Reference
+from erasure.registry import Method
+
+
+@dataclass
+class PrefixAttack:
+    """AdvUnlearn's inner maximisation: k continuous prefix token embeddings that make the current model
+    reproduce the original model's prediction for the concept (implements ``Adversary``).
+
+    Args:
+        k: prefix tokens (paper: 1).
+        steps: attack iterations (paper: 30; fast-AT uses fewer).
+        lr: Adam step size (1e-3), or the sign-gradient step size when ``fast``.
+        fast: fast adversarial training: signed-gradient steps instead of Adam.
+        ddim_steps: DDIM schedule z_t is sampled from (as in ESD).
+        guidance: CFG scale of that sampling.
+    """
+
+    k: int = 1
+    steps: int = 30
+    lr: float = 1e-3
+    fast: bool = False
+    ddim_steps: int = 50
+    guidance: float = 3.0
+    name: str = "advunlearn-prefix"
+
+    def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Reference | None = None,
+               judge: Any = None) -> AttackResult:
+        from diffusion.adapter import DiffusionBatch
+
+        if reference is None:
+            raise ValueError("the AdvUnlearn attack needs the frozen original model (a reference)")
+        pipe = adapter.pipe
+        t0 = time.time()
+        xt, t = adapter.sample_xt(batch.prompts, generator, self.ddim_steps, self.guidance)
+        with torch.no_grad(), reference.active():
+            target = pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts))  # eps_o(z_t, c)
+        embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
+        special = set(pipe.tokenizer.all_special_ids)
+        pool = torch.tensor([i for i in range(embed.shape[0]) if i not in special])
+        start = pool[torch.randint(0, len(pool), (self.k,), generator=generator)]
+        delta = embed[start].clone().requires_grad_(True)  # (k, D)
+        opt = None if self.fast else torch.optim.Adam([delta], lr=self.lr)
+        trace = []
+        for _ in range(self.steps):
+            loss = F.mse_loss(pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts, prefix=delta[None])), target)
+            (grad,) = torch.autograd.grad(loss, [delta])  # only delta: no parameter gradients accumulate
+            with torch.no_grad():
+                if self.fast:
+                    delta -= self.lr * grad.sign()
+                else:
+                    delta.grad = grad
+                    opt.step()
+            trace.append(float(loss.detach()))
+        adv = DiffusionBatch(list(batch.prompts), batch.images, prefix=delta.detach()[None])
+        return AttackResult(batch=adv, trace=trace, info={"seconds": round(time.time() - t0, 3)})
+
+
+@dataclass
+class AdvUnlearnConfig:
+    """AdvUnlearn options.
+
+    Args:
+        gamma: retain weight (0.3 nudity, 0.5 style/object).
+        eta: ESD negative guidance.
+        guidance: CFG scale when sampling z_t.
+        ddim_steps: DDIM schedule length for z_t.
+        attack_k: adversarial prefix tokens.
+        attack_steps: inner steps (30; fast-AT: e.g. 3 signed steps).
+        attack_lr: inner step size.
+        fast: fast-AT variant (signed gradient steps).
+    """
+
+    gamma: float = 0.5
+    eta: float = 1.0
+    guidance: float = 3.0
+    ddim_steps: int = 50
+    attack_k: int = 1
+    attack_steps: int = 30
+    attack_lr: float = 1e-3
+    fast: bool = False
+
+
+def build_advunlearn(c: AdvUnlearnConfig, adapter: Any = None) -> Objective:
+    return Objective([(1.0, ESDLoss(eta=c.eta, guidance=c.guidance, ddim_steps=c.ddim_steps)),
+                      (c.gamma, KL(split="retain"))])
+
+
+def advunlearn_adversary(c: AdvUnlearnConfig) -> PrefixAttack:
+    return PrefixAttack(k=c.attack_k, steps=c.attack_steps, lr=c.attack_lr, fast=c.fast, ddim_steps=c.ddim_steps,
+                        guidance=c.guidance)
+
+
+@dataclass
+class AdvUnlearnFastConfig(AdvUnlearnConfig):
+    """AdvUnlearn with fast adversarial training: a few signed-gradient inner steps."""
+
+    attack_steps: int = 3
+    attack_lr: float = 1e-2
+    fast: bool = True
+
+
+_PAPER = "https://arxiv.org/abs/2405.15234"
+ADVUNLEARN = Method("advunlearn", "diffusion", AdvUnlearnConfig, build_advunlearn, selector="text-encoder",
+                    train_defaults={"lr": 1e-5, "steps": 1000, "batch_size": 1, "optimizer": "adam",
+                                    "adversary_warmup": 200},
+                    paper=_PAPER, adversary=advunlearn_adversary)
+ADVUNLEARN_FAST = Method("advunlearn-fast", "diffusion", AdvUnlearnFastConfig, build_advunlearn,
+                         selector="text-encoder", train_defaults=ADVUNLEARN.train_defaults, paper=_PAPER,
+                         adversary=advunlearn_adversary)

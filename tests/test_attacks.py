@@ -1,0 +1,77 @@
+"""UnlearnDiff and AdvUnlearn on the tiny in-code pipeline: objective improves, bad input, UNet untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attacks.unlearndiff import UnlearnDiff, project_to_simplex
+from diffusion.adapter import DiffusionAdapter, DiffusionBatch
+from erasure import erase
+
+
+def test_simplex_projection():
+    z = torch.tensor([[0.5, 0.2, 0.9], [-1.0, 3.0, 0.0]])
+    p = project_to_simplex(z)
+    assert torch.allclose(p.sum(-1), torch.ones(2)) and (p >= 0).all()
+    assert torch.allclose(p[1], torch.tensor([0.0, 1.0, 0.0]))
+    q = torch.tensor([[0.2, 0.3, 0.5]])
+    assert torch.allclose(project_to_simplex(q), q)  # already on the simplex: unchanged
+    # hand-computed: (0.5, 0.2, 0.9) -> theta = (0.9 + 0.5 - 1) / 2 = 0.2 off the top two, the rest clipped
+    assert torch.allclose(p[0], torch.tensor([0.3, 0.0, 0.7]), atol=1e-6)
+
+
+def _target_batch(pipe, n=4):
+    g = torch.Generator().manual_seed(0)
+    return DiffusionBatch(["a star image in neon style ."] * n, torch.rand(n, 3, 8, 8, generator=g))
+
+
+@pytest.mark.parametrize("variant", ["embedding", "discrete"])
+def test_attack_lowers_its_objective_on_the_shipped_model(variant):
+    """Against the shipped mini-canvas model, the prefix found makes Neon images easier to denoise."""
+    from canvas_data.dataset import to_tensor
+    from canvas_data.mini_canvas import render
+    from diffusion.pipeline import T2IPipeline
+    from erasure.models import resolve_model_path
+
+    pipe = T2IPipeline.load(resolve_model_path("mini-canvas"))
+    images = to_tensor([render("Neon", "Star", i) for i in range(4)])
+    batch = DiffusionBatch(["A Star image in Sketch style."] * 4, images)  # wrong style: room to improve
+    lr = 0.05 if variant == "embedding" else 0.5
+    result = UnlearnDiff(k=3, iterations=25, lr=lr, weight_decay=0.0, variant=variant, check_every=0).attack(
+        DiffusionAdapter(pipe), batch, torch.Generator().manual_seed(1))
+    assert result.info["objective_end"] < result.info["objective_start"], result.info
+    assert len(result.trace) == 25 and result.success is None
+
+
+def test_discrete_attack_returns_a_prompt_and_stops_on_success(tiny_pipe):
+    adapter = DiffusionAdapter(tiny_pipe)
+    calls = []
+
+    def judge(images):
+        calls.append(images.shape)
+        return [True] * images.shape[0]
+
+    result = UnlearnDiff(k=2, iterations=20, check_every=5, sample_steps=2).attack(
+        adapter, _target_batch(tiny_pipe), torch.Generator().manual_seed(0), judge=judge)
+    assert result.success == [True] and result.info["steps"] == 5 and len(calls) == 1
+    assert result.info["adversarial_prompt"].endswith("a star image in neon style .")
+    assert len(result.info["prefix_tokens"]) == 2
+    specials = set(tiny_pipe.tokenizer.all_special_ids)
+    assert not specials & set(result.info["prefix_tokens"])
+
+
+def test_prefix_longer_than_free_positions_is_a_clear_error(tiny_pipe):
+    with pytest.raises(ValueError, match="free positions"):
+        UnlearnDiff(k=10).attack(DiffusionAdapter(tiny_pipe), _target_batch(tiny_pipe), torch.Generator())
+
+
+def test_advunlearn_trains_text_encoder_blocks_only(tiny_pipe):
+    unet = {n: p.clone() for n, p in tiny_pipe.unet.named_parameters()}
+    te = {n: p.clone() for n, p in tiny_pipe.text_encoder.named_parameters()}
+    result = erase(tiny_pipe, concept="Neon", method="advunlearn", steps=3, lr=1e-2, ddim_steps=3, attack_steps=2,
+                   train={"show_progress": False, "adversary_warmup": 1})
+    assert all(torch.equal(p, unet[n]) for n, p in tiny_pipe.unet.named_parameters())  # UNet byte-identical
+    changed = {n for n, p in tiny_pipe.text_encoder.named_parameters() if not torch.equal(p, te[n])}
+    assert changed and not any("embeddings" in n for n in changed)
+    assert {"esd", "retain_kl"} <= set(result.loop.history[-1])
