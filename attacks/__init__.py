@@ -1,1 +1,6 @@
-"""Placeholder package: see the open issues (LLM unlearning, adversarial robustness)."""
+"""Attacks on erased models; each implements ``erasure.adversary.Adversary``."""
+
+from attacks.random_tokens import RandomTokens
+from attacks.unlearndiff import UnlearnDiff
+
+__all__ = ["UnlearnDiff", "RandomTokens"]

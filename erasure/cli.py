@@ -111,6 +111,19 @@ def cmd_demo(args: argparse.Namespace) -> dict:
                     steps=args.steps, lr=args.lr, seed=args.seed)
 
 
+def cmd_audit(args: argparse.Namespace) -> dict:
+    from evals.canvas_run import run_audit
+
+    options = _parse_options(args.option)
+    for key in ("k", "iterations"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    record = run_audit(args.model, args.concept, args.attack, args.out, evaluator=args.evaluator, n=args.n,
+                       original=args.original, seed=args.seed, attack_options=options,
+                       with_utility=not args.no_utility)
+    return {k: record.get(k) for k in ("concept", "attack", "pre_asr", "post_asr", "n", "seconds", "utility")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="erasure", description="Erase concepts from diffusion models and data from LLMs.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -151,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--guidance", type=float, default=3.0)
     v.add_argument("--seed", type=int, default=0)
     v.set_defaults(fn=cmd_eval)
+
+    a = sub.add_parser("audit", help="attack an erased model and report attack success rates (ASR)")
+    a.add_argument("--model", required=True)
+    a.add_argument("--concept", required=True)
+    a.add_argument("--attack", default="unlearndiff", choices=["unlearndiff", "embedding", "random"])
+    a.add_argument("--out", required=True)
+    a.add_argument("--n", type=int, help="attack at most N of the concept's prompts")
+    a.add_argument("--k", type=int, help="adversarial prefix tokens")
+    a.add_argument("--iterations", type=int)
+    a.add_argument("--original", help="the model before erasure (its generations are the attack's targets)")
+    a.add_argument("--evaluator", default="mini-canvas-evaluator")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--no-utility", action="store_true", help="skip the UA/IRA/CRA evaluation")
+    a.add_argument("--option", action="append", metavar="KEY=VALUE", help="an attack option, e.g. lr=0.01")
+    a.set_defaults(fn=cmd_audit)
 
     d = sub.add_parser("demo", help="erase a style from the shipped tiny model (or unlearn mini-TOFU) and evaluate")
     d.add_argument("--modality", choices=["diffusion", "llm"], default="diffusion")
