@@ -21,11 +21,13 @@ PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
 @dataclass
 class LMBatch:
-    """Token ids (B, T), attention mask (B, T) and answer mask (B, T) marking the answer tokens."""
+    """Token ids (B, T), attention mask (B, T), answer mask (B, T) marking the answer tokens, and an optional
+    soft prompt (1 or B, k, D) of input embeddings placed before the tokens (set by attacks)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     answer_mask: torch.Tensor
+    prefix: torch.Tensor | None = None
 
 
 class CausalLMAdapter:
@@ -100,7 +102,14 @@ class CausalLMAdapter:
     # ------------------------------------------------------------------ scores
     def _logprobs(self, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token log-probs (B, T-1, V) and the mask (B, T-1) of positions predicting answer tokens."""
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
+        if batch.prefix is None:
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
+        else:  # soft prompt: (B, k + T, D) embeddings; keep the logits of the real tokens' positions
+            b, k = batch.input_ids.shape[0], batch.prefix.shape[-2]
+            emb = self.model.get_input_embeddings()(batch.input_ids)
+            emb = torch.cat([batch.prefix.to(emb.dtype).expand(b, -1, -1), emb], dim=1)
+            mask = torch.cat([batch.attention_mask.new_ones(b, k), batch.attention_mask], dim=1)
+            logits = self.model(inputs_embeds=emb, attention_mask=mask).logits[:, k:]  # (B, T, V)
         return F.log_softmax(logits[:, :-1].float(), dim=-1), batch.answer_mask[:, 1:]
 
     def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None, smoothing: float = 0.0):

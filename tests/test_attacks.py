@@ -75,3 +75,39 @@ def test_advunlearn_trains_text_encoder_blocks_only(tiny_pipe):
     changed = {n for n, p in tiny_pipe.text_encoder.named_parameters() if not torch.equal(p, te[n])}
     assert changed and not any("embeddings" in n for n in changed)
     assert {"esd", "retain_kl"} <= set(result.loop.history[-1])
+
+
+def _unlearned_tiny_lm():
+    from tests.conftest import QA, make_trained_tiny_lm
+
+    model, tok = make_trained_tiny_lm()
+    erase(model, tokenizer=tok, forget=QA[:2], retain=QA[2:], method="graddiff", steps=8, lr=5e-3, batch_size=2,
+          train={"show_progress": False})
+    return model, tok, QA[:2]
+
+
+def test_soft_prompt_attack_lowers_forget_nll_and_leaves_weights():
+    from attacks.llm_attacks import SoftPromptAttack
+    from evals.robustness import audit_llm
+    from llm.adapter import CausalLMAdapter
+
+    model, tok, forget = _unlearned_tiny_lm()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    record = audit_llm(CausalLMAdapter(model, tok), forget, SoftPromptAttack(k=3, steps=30, lr=0.05))
+    assert record["trace"][-1] < record["trace"][0]
+    assert record["post_asr"] >= record["pre_asr"] and record["n"] == 2
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_relearning_attack_recovers_and_leaves_weights():
+    from attacks.llm_attacks import RelearnAttack
+    from evals.robustness import audit_llm
+    from llm.adapter import CausalLMAdapter
+    from tests.conftest import QA
+
+    model, tok, _ = _unlearned_tiny_lm()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    record = audit_llm(CausalLMAdapter(model, tok), QA, RelearnAttack(steps=15, lr=5e-3))
+    assert record["trace"][-1] < record["trace"][0]  # relearning lowered the loss on the relearn rows
+    assert record["n"] == 2
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
