@@ -84,8 +84,12 @@ def train_evaluator(out: str, per_pair: int = 60, steps: int = 2500, batch: int 
 
 
 def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, lr: float = 1e-3,
-              ema_decay: float = 0.999, uncond_prob: float = 0.1, seed: int = 0, save_every: int = 500) -> dict:
-    """Train the tiny text-to-image model (UNet + text encoder) with the noise-prediction MSE; saves EMA weights."""
+              ema_decay: float = 0.999, uncond_prob: float = 0.1, seed: int = 0, save_every: int = 500,
+              init: str | None = None) -> dict:
+    """Train the tiny text-to-image model (UNet + text encoder) with the noise-prediction MSE; saves EMA weights.
+
+    ``init`` continues from a saved pipeline (its tokenizer and weights) with a fresh learning-rate schedule.
+    """
     from diffusion.concepts import ConceptSet
     from diffusion.pipeline import T2IPipeline
     from diffusion.tiny import build_scheduler, build_text_encoder, build_tokenizer, build_unet
@@ -93,10 +97,19 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, _, _, prompts = _tensors(per_pair, TRAIN_START)
-    words = [w for p in prompts[:: per_pair] for w in p.replace(".", " ").split()]
-    tokenizer = build_tokenizer(words, model_max_length=16)
-    pipe = T2IPipeline(unet=build_unet(seed=seed), text_encoder=build_text_encoder(tokenizer, seed=seed),
-                       tokenizer=tokenizer, scheduler=build_scheduler())
+    previous = None
+    if init:
+        pipe = T2IPipeline.load(init)
+        tokenizer = pipe.tokenizer
+        if (Path(init) / "train_report.json").is_file():  # keep the earlier stage's record
+            previous = json.loads((Path(init) / "train_report.json").read_text())
+    else:
+        words = [w for p in prompts[:: per_pair] for w in p.replace(".", " ").split()]
+        tokenizer = build_tokenizer(words, model_max_length=16)
+        pipe = T2IPipeline(unet=build_unet(seed=seed), text_encoder=build_text_encoder(tokenizer, seed=seed),
+                           tokenizer=tokenizer, scheduler=build_scheduler())
+    pipe.unet.train()
+    pipe.text_encoder.train()
     unique = sorted(set(prompts)) + [""]
     ids = pipe.tokenize(unique)  # (P, L); the last row is the empty prompt
     prompt_index = torch.tensor([unique.index(p) for p in prompts])
@@ -136,8 +149,8 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
         if (step + 1) % save_every == 0 or step + 1 == steps:
             T2IPipeline(unet=ema["unet"], text_encoder=ema["text_encoder"], tokenizer=tokenizer,
                         scheduler=pipe.scheduler, concepts=ConceptSet(list(STYLES), list(OBJECTS))).save(out)
-    report = {"steps": steps, "batch": batch, "train_images": int(x.shape[0]), "final_loss": float(loss.detach()),
-              "seconds": round(time.time() - t0, 1)}
+    report = {"steps": steps, "batch": batch, "lr": lr, "init": init, "seed": seed, "train_images": int(x.shape[0]),
+              "final_loss": float(loss.detach()), "seconds": round(time.time() - t0, 1), "previous_stage": previous}
     (Path(out) / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -174,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--steps", type=int, default=2400)
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--init", help="continue from this saved pipeline (fresh LR schedule)")
     c = sub.add_parser("check")
     c.add_argument("--model", required=True)
     c.add_argument("--evaluator", required=True)
@@ -184,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "evaluator":
         report = train_evaluator(args.out, steps=args.steps, seed=args.seed)
     elif args.cmd == "t2i":
-        report = train_t2i(args.out, steps=args.steps, batch=args.batch, seed=args.seed)
+        report = train_t2i(args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr, init=args.init)
     else:
         report = check_fidelity(args.model, args.evaluator, per_prompt=args.per_prompt, num_steps=args.ddim_steps)
     print(json.dumps(report, indent=2))

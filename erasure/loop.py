@@ -170,12 +170,12 @@ class Unlearner:
         t0 = time.time()
         for m in modules.values():
             m.train()
+        data = {"forget": self.forget, "retain": self.retain}
         for step in progress(range(start, cfg.steps), desc="unlearning", disable=not cfg.show_progress,
                              initial=start, total=cfg.steps):
             ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
             if self.retain is not None and len(self.retain) > 0:
                 ids["retain"] = batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)
-            data = {"forget": self.forget, "retain": self.retain}
             rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
             batches = {split: self.adapter.collate(r) for split, r in rows.items()}
             if self.adversary is not None and step >= cfg.adversary_warmup:

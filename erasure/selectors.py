@@ -90,10 +90,17 @@ class Selector:
         from peft import LoraConfig, inject_adapter_in_model
 
         spec = self.lora
+        linear: tuple[type, ...] = (nn.Linear,)
+        try:  # GPT-2 style models use transformers' Conv1D as their linear layer; peft supports it
+            from transformers.pytorch_utils import Conv1D
+
+            linear = (nn.Linear, Conv1D)
+        except ImportError:  # pragma: no cover - transformers is a dependency
+            pass
         chosen: dict[str, nn.Parameter] = {}
         for comp, module in modules.items():
             targets = [n for n, m in module.named_modules()
-                       if isinstance(m, nn.Linear) and self.matches(f"{comp}.{n}.weight")
+                       if isinstance(m, linear) and self.matches(f"{comp}.{n}.weight")
                        and (spec.target_modules is None or any(n.endswith(t) for t in spec.target_modules))]
             if not targets:
                 continue

@@ -117,11 +117,16 @@ def evaluate_tofu(adapter: CausalLMAdapter, data: dict[str, Any], forget_split: 
     utility = tofu.model_utility({f"{name}_{k}": s[k] for name, s in (("retain", r), ("real_authors", ra),
                                                                       ("world_facts", wf))
                                   for k in ("prob", "rouge", "truth_ratio")})
-    auc = muse.auc(min_k_scores(adapter, forget), min_k_scores(adapter, holdout))
+    def aucs(a: CausalLMAdapter) -> dict[str, float]:
+        """Membership-inference AUC of forget (members) vs holdout (non-members), Min-K% and Min-K%++."""
+        return {"minK": muse.auc(min_k_scores(a, forget), min_k_scores(a, holdout)),
+                "minKpp": muse.auc(min_k_scores(a, forget, plus_plus=True), min_k_scores(a, holdout, plus_plus=True))}
+
+    auc = aucs(adapter)
     if retain_reference is None and retain_adapter is not None:
         retain_adapter.model.eval()
         retain_reference = {"forget_ratios": qa_scores(retain_adapter, forget, mode="forget")["ratios"],
-                            "auc": muse.auc(min_k_scores(retain_adapter, forget), min_k_scores(retain_adapter, holdout))}
+                            "auc": aucs(retain_adapter)}
     record = {
         "forget_split": forget_split,
         "forget_rouge": f["rouge"], "forget_prob": f["prob"], "forget_truth_ratio": f["truth_ratio"],
@@ -131,14 +136,15 @@ def evaluate_tofu(adapter: CausalLMAdapter, data: dict[str, Any], forget_split: 
         "knowmem_forget": muse.knowmem(f["answers"], [x["answer"] for x in forget])["agg_value"],
         "knowmem_retain": muse.knowmem(r["answers"], [x["answer"] for x in retain])["agg_value"],
         "verbmem": verbmem(adapter, forget),
-        "minK_auc": auc,
+        "minK_auc": auc["minK"], "minKpp_auc": auc["minKpp"],
         "n_forget": len(forget), "n_retain": len(retain),
     }
     if retain_reference is not None:
         record["forget_quality"] = tofu.forget_quality(f["ratios"], retain_reference["forget_ratios"])["agg_value"]
-        record["privleak"] = muse.privleak(auc, retain_reference["auc"])["agg_value"]
+        record["privleak"] = muse.privleak(auc["minK"], retain_reference["auc"]["minK"])["agg_value"]
+        record["privleak_minkpp"] = muse.privleak(auc["minKpp"], retain_reference["auc"]["minKpp"])["agg_value"]
     else:
-        record["forget_quality"] = record["privleak"] = None
+        record["forget_quality"] = record["privleak"] = record["privleak_minkpp"] = None
     record["seconds"] = round(time.time() - t0, 2)
     record["retain_reference"] = retain_reference
     return record

@@ -105,3 +105,27 @@ def test_reference_nll_is_computed_once_per_forget_example():
     cfg = TrainConfig(steps=5, lr=1e-3, batch_size=2, show_progress=False)
     Unlearner(adapter, Objective([(1.0, NPO())]), Selector.preset("all"), cfg, forget=QA[:2]).run()
     assert calls["ref"] == 1
+
+
+def test_lora_on_an_llm_trains_adapters_then_merges():
+    model, tok = make_trained_tiny_lm()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    result = erase(model, tokenizer=tok, forget=QA[:2], retain=QA[2:], method="npo", steps=3, lr=1e-2,
+                   lora={"rank": 2, "alpha": 4}, train={"show_progress": False})
+    assert result.loop.reference == "peft"
+    after = dict(model.named_parameters())
+    assert set(after) == set(before)  # merged back: plain GPT-2 parameter names
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert changed and all(n.endswith("weight") for n in changed)
+
+
+def test_chat_template_formats_questions():
+    from llm.adapter import CausalLMAdapter
+
+    model, tok = make_tiny_lm()
+    tok.chat_template = "{% for m in messages %}question : {{ m['content'] }}{% endfor %} answer :"
+    adapter = CausalLMAdapter(model, tok, use_chat_template=True)
+    plain = CausalLMAdapter(model, tok)
+    assert adapter._prompt("who wrote the book ?") == "question : who wrote the book ? answer :"
+    # answer tokens (the loss mask) are the same whatever the template
+    assert adapter.collate(QA[:1]).answer_mask.sum() == plain.collate(QA[:1]).answer_mask.sum()
