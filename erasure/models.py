@@ -51,7 +51,9 @@ def recommended_settings(name_or_path: str, method: str) -> dict:
         f = resolve_model_path(name_or_path) / RECOMMENDED_FILE
     except FileNotFoundError:
         return {}
-    return dict(json.loads(f.read_text()).get(method, {})) if f.is_file() else {}
+    if not f.is_file():
+        return {}
+    return dict(json.loads(f.read_text()).get(method, {}))
 
 
 def apply_recommended(name_or_path: str, method: str, steps: int | None, lr: float | None, train: dict | None,

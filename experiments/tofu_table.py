@@ -47,7 +47,7 @@ def main() -> None:
         rows[method] = rec
     base = original["model_utility"]
     header = ["model", "steps", "lr", *TABLE_KEYS, "MU / original"]
-    table = markdown_table(header, [[name, r.get("steps", ""), r.get("lr", ""), *(r.get(k) for k in TABLE_KEYS),
+    table = markdown_table(header, [[name, r.get("steps", ""), f"{r['lr']:g}" if "lr" in r else "", *(r.get(k) for k in TABLE_KEYS),
                                      r["model_utility"] / base] for name, r in rows.items()])
     (out / "table.md").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps({n: {k: v for k, v in r.items() if k != "retain_reference"}

@@ -3,7 +3,7 @@
     python -m llm.train_tiny --out llm/weights/mini-tofu
 
 writes ``full/`` (fine-tuned on every mini-TOFU author plus the real-authors / world-facts utility sets, like
-TOFU's fine-tuned model) and ``retain90/``, ``retain95/``, ``retain99/`` (the same recipe without the forget
+TOFU's fine-tuned model; answers and their paraphrases, see ``with_paraphrases``) and ``retain90/``, ``retain95/``, ``retain99/`` (the same recipe without the forget
 authors: the reference for forget quality). Each folder holds a Llama-architecture ``config.json``,
 ``model.safetensors`` and the byte-level BPE tokenizer trained on the mini-TOFU text.
 """
@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -62,6 +63,13 @@ def corpus(seed: int = 0) -> list[str]:
     return texts + ["Question: Answer:"]
 
 
+def with_paraphrases(rows: list[dict]) -> list[dict]:
+    """Each QA twice: with its answer and with its paraphrased answer. A 1M-parameter model does not carry a
+    fact across wordings, so the paraphrase is trained too; TOFU's truth ratio (paraphrase vs perturbed answers)
+    then measures whether the model knows the fact rather than one sentence."""
+    return rows + [{**r, "answer": r["paraphrased_answer"]} for r in rows if r.get("paraphrased_answer")]
+
+
 def train_lm(rows: list[dict], tokenizer, out: Path, steps: int = 800, batch: int = 32, lr: float = 3e-3,
              seed: int = 0) -> dict:
     """Fine-tune a fresh tiny Llama on QA ``rows`` (answer-token loss) and save it to ``out``."""
@@ -105,14 +113,23 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = build_mini_tofu(seed=args.seed)
     tokenizer = build_tokenizer(corpus(args.seed))
-    utility = data["real_authors"].to_list() + data["world_facts"].to_list()
-    targets = {"full": data["full"].to_list()}
-    targets.update({retain_split_for(f): data[retain_split_for(f)].to_list() for f in FORGET_SPLITS})
-    reports = {}
+    utility = with_paraphrases(data["real_authors"].to_list() + data["world_facts"].to_list())
+    targets = {"full": with_paraphrases(data["full"].to_list())}
+    targets.update({retain_split_for(f): with_paraphrases(data[retain_split_for(f)].to_list()) for f in FORGET_SPLITS})
+    reports: dict = {}
+    trained: dict[str, Path] = {}  # identical training rows -> identical model (seeded): copy instead of retraining
     for name, rows in targets.items():
         if args.only and name not in args.only:
             continue
-        reports[name] = train_lm(rows + utility, tokenizer, Path(args.out) / name, steps=args.steps, seed=args.seed)
+        key = json.dumps([r["question"] + r["answer"] for r in rows])
+        out = Path(args.out) / name
+        if key in trained:  # with 20 authors forget01 and forget05 both hold one author
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(trained[key], out)
+            reports[name] = {"copied_from": trained[key].name}
+            continue
+        reports[name] = train_lm(rows + utility, tokenizer, out, steps=args.steps, seed=args.seed)
+        trained[key] = out
     print(json.dumps(reports, indent=2))
 
 
