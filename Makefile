@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo demo-llm test test-slow bench weights clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,15 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(VENV)/bin/erasure -v demo --out out/demo
+
+demo-llm: venv
+	$(VENV)/bin/erasure -v demo --modality llm --out out/demo-llm
+
+weights: venv
+	$(PY) -m canvas_data.train evaluator --out canvas_data/weights/mini-canvas-evaluator
+	$(PY) -m canvas_data.train t2i --out canvas_data/weights/mini-canvas --steps 2400
+	$(PY) -m canvas_data.train t2i --init canvas_data/weights/mini-canvas --out canvas_data/weights/mini-canvas --steps 1200 --lr 5e-4 --seed 1
+	$(PY) -m llm.train_tiny --out llm/weights/mini-tofu --steps 800
 
 test: venv
 	$(PY) -m pytest -q

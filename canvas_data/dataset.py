@@ -36,6 +36,7 @@ def build_mini_canvas(
     styles: Sequence[str] = STYLES,
     objects: Sequence[str] = OBJECTS,
     size: int = 32,
+    pose: str = "narrow",
 ) -> Dataset:
     """Render mini-canvas into a ``datasets.Dataset`` (seeded: the same arguments give the same data).
 
@@ -45,6 +46,7 @@ def build_mini_canvas(
         styles: the styles to render (default: all ten).
         objects: the objects to render (default: all ten).
         size: image side in pixels.
+        pose: pose jitter of the objects ("narrow" or "wide", see ``mini_canvas.render``).
 
     Returns:
         A dataset with the schema in ``FEATURES``.
@@ -57,7 +59,7 @@ def build_mini_canvas(
             for obj in objects:
                 for i in range(start_index, start_index + per_pair):
                     yield {
-                        "image": render(style, obj, seed=i, size=size),
+                        "image": render(style, obj, seed=i, size=size, pose=pose),
                         "style": style,
                         "object": obj,
                         "prompt": make_prompt(obj, style),

@@ -200,7 +200,12 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: str, spec: _StyleSpec, cx, cy, 
     draw.polygon(pts, fill=fill, outline=outline, width=width)
 
 
-def render(style: str, obj: str, seed: int, size: int = 32) -> Image.Image:
+# Pose jitter: (max centre shift, scale range, max rotation). "narrow" is what the text-to-image model learns
+# (a tiny model can learn ten shape templates); "wide" trains the evaluator to recognise shapes in any pose.
+_POSES = {"narrow": (0.03, (0.32, 0.36), 0.08), "wide": (0.08, (0.28, 0.36), 0.25)}
+
+
+def render(style: str, obj: str, seed: int, size: int = 32, pose: str = "narrow") -> Image.Image:
     """Render one mini-canvas image.
 
     Args:
@@ -208,6 +213,7 @@ def render(style: str, obj: str, seed: int, size: int = 32) -> Image.Image:
         obj: one of ``OBJECTS``.
         seed: any integer; the same (style, obj, seed) always gives the same image.
         size: output side in pixels.
+        pose: "narrow" (small jitter, the default) or "wide" pose jitter.
 
     Returns:
         An RGB ``PIL.Image`` of ``size x size`` pixels.
@@ -216,6 +222,8 @@ def render(style: str, obj: str, seed: int, size: int = 32) -> Image.Image:
         raise ValueError(f"unknown mini-canvas style {style!r}; known: {', '.join(STYLES)}")
     if obj not in OBJECTS:
         raise ValueError(f"unknown mini-canvas object {obj!r}; known: {', '.join(OBJECTS)}")
+    if pose not in _POSES:
+        raise ValueError(f"unknown pose {pose!r}; known: {', '.join(_POSES)}")
     spec = _STYLE_SPECS[style]
     rng = np.random.default_rng([seed, STYLES.index(style), OBJECTS.index(obj)])
     big = size * _SUPERSAMPLE
@@ -223,11 +231,11 @@ def render(style: str, obj: str, seed: int, size: int = 32) -> Image.Image:
     canvas = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     layer = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    # Small pose jitter: the object is recognisable by shape, and a tiny model can learn ten templates.
-    cx = big / 2 + rng.uniform(-0.03, 0.03) * big
-    cy = big / 2 + rng.uniform(-0.03, 0.03) * big
-    scale = big * rng.uniform(0.32, 0.36)
-    angle = rng.uniform(-0.08, 0.08)
+    shift, (s_lo, s_hi), turn = _POSES[pose]
+    cx = big / 2 + rng.uniform(-shift, shift) * big
+    cy = big / 2 + rng.uniform(-shift, shift) * big
+    scale = big * rng.uniform(s_lo, s_hi)
+    angle = rng.uniform(-turn, turn)
     _draw_object(draw, obj, spec, cx, cy, scale, angle, rng)
     if obj == "Moon":  # cut a bite out of the disc: erase alpha where the second disc lies
         mask = Image.new("L", (big, big), 0)

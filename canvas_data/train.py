@@ -32,8 +32,8 @@ logger = logging.getLogger("canvas_data.train")
 TRAIN_START, HELDOUT_START = 0, 10_000  # disjoint image-index ranges
 
 
-def _tensors(per_pair: int, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    ds = build_mini_canvas(per_pair=per_pair, start_index=start)
+def _tensors(per_pair: int, start: int, pose: str = "narrow") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    ds = build_mini_canvas(per_pair=per_pair, start_index=start, pose=pose)
     images = to_tensor(ds["image"])
     return images, torch.tensor(ds["style_id"]), torch.tensor(ds["object_id"]), ds["prompt"]
 
@@ -58,7 +58,7 @@ def train_evaluator(out: str, per_pair: int = 60, steps: int = 2500, batch: int 
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x, ys, yo, _ = _tensors(per_pair, TRAIN_START)
+    x, ys, yo, _ = _tensors(per_pair, TRAIN_START, pose="wide")  # the judge must read shapes in any pose
     model = CanvasClassifier({"style": list(STYLES), "object": list(OBJECTS)}, width=width)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
@@ -73,7 +73,7 @@ def train_evaluator(out: str, per_pair: int = 60, steps: int = 2500, batch: int 
         sched.step()
         if step % 100 == 0:
             logger.info("evaluator step %d loss %.4f", step, loss.item())
-    hx, hs, ho, _ = _tensors(10, HELDOUT_START)
+    hx, hs, ho, _ = _tensors(10, HELDOUT_START, pose="wide")
     pred = model.predict(hx)
     report = {"heldout_style_acc": accuracy(pred["style"], hs), "heldout_object_acc": accuracy(pred["object"], ho),
               "heldout_images": int(hx.shape[0]), "train_images": int(x.shape[0]), "steps": steps,
