@@ -33,6 +33,12 @@ def _with_answer(rows: Sequence[dict], key: str, index: int | None = None) -> li
     return [{"question": r["question"], "answer": r[key] if index is None else r[key][index]} for r in rows]
 
 
+def room_to_generate(adapter: CausalLMAdapter, prompt_length: int, max_new_tokens: int) -> int:
+    """New tokens that fit in the model's context after a prompt of ``prompt_length`` (at least 1)."""
+    limit = adapter.max_length or (prompt_length + max_new_tokens)
+    return max(1, min(max_new_tokens, limit - prompt_length))
+
+
 @torch.no_grad()
 def greedy_answers(adapter: CausalLMAdapter, rows: Sequence[dict], max_new_tokens: int = 32,
                    prefix_key: str | None = None) -> list[str]:
@@ -42,7 +48,8 @@ def greedy_answers(adapter: CausalLMAdapter, rows: Sequence[dict], max_new_token
     for r in rows:
         text = adapter._prompt(r["question"]) + (r[prefix_key] if prefix_key else "")
         ids = tok(text, return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
-        gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+        room = room_to_generate(adapter, ids.shape[1], max_new_tokens)
+        gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=room, do_sample=False,
                              pad_token_id=adapter.pad_id, eos_token_id=tok.eos_token_id)
         out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip())
     return out

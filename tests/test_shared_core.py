@@ -73,19 +73,20 @@ def test_npo_starts_at_its_reference_value_on_both_modalities():
         scores = StepScores(adapter, ref, {"forget": adapter.collate(forget), "retain": adapter.collate(retain)}, 0)
         _, logs = NPO_OBJECTIVE(scores)
         assert logs["npo"] == pytest_approx((2 / 0.1) * math.log(2))
-        assert abs(logs["retain_kl"]) < 1e-6
+        assert abs(logs["retain_kl"]) < 1e-3  # BLAS results may differ in the last bits between buffers
 
 
 def pytest_approx(x):
     import pytest
 
-    return pytest.approx(x, rel=1e-5)
+    return pytest.approx(x, rel=1e-4)  # float32 sums of ~100 token log-probs, amplified by 2/beta
 
 
 def test_llm_loss_counts_answer_tokens_only(tiny_lm):
     from llm.adapter import CausalLMAdapter
 
     model, tok = tiny_lm
+    model.eval()  # no dropout: compare deterministic losses
     adapter = CausalLMAdapter(model, tok)
     batch = adapter.collate(QA[:2])
     # padding is not counted: lengths = answer tokens + eos

@@ -28,12 +28,3 @@ def test_retain_model_against_itself_has_forget_quality_one(small_tofu):
                 "knowmem_forget", "knowmem_retain"):
         assert 0.0 <= record[key] <= 1.0, key
     assert record["n_forget"] == 4
-
-
-def test_different_models_have_forget_quality_below_one(small_tofu):
-    from evals.tofu_run import evaluate_tofu
-
-    a = CausalLMAdapter(*make_tiny_lm(seed=1))
-    b = CausalLMAdapter(*make_tiny_lm(seed=2))
-    record = evaluate_tofu(a, small_tofu, "forget10", retain_adapter=b, retain_eval_size=4)
-    assert record["forget_quality"] < 1.0
