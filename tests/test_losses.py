@@ -77,3 +77,16 @@ def test_dpo_matches_hand_computation():
 def test_label_smoothed_nll_hand_computed():
     out = losses.label_smoothed_nll(torch.tensor([2.0]), torch.tensor([10.0]), smoothing=-0.5)
     assert out.item() == pytest.approx(1.5 * 2.0 - 0.5 * 10.0)
+
+
+def test_rmu_terms_hand_computed():
+    from llm.methods import RMUForget, _masked_mse
+
+    a = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # (1, 2, 2)
+    b = torch.zeros_like(a)
+    # masking the second token: mean of (1, 4) over 1 token x 2 dims
+    assert _masked_mse(a, b, torch.tensor([[1, 0]])).item() == pytest.approx(2.5)
+    assert _masked_mse(a, b, torch.tensor([[1, 1]])).item() == pytest.approx(30 / 4)
+    u = RMUForget(layer=0, seed=3).control_vector(8, torch.device("cpu"))
+    assert u.norm().item() == pytest.approx(1.0) and (u >= 0).all()
+    assert torch.equal(u, RMUForget(layer=0, seed=3).control_vector(8, torch.device("cpu")))
