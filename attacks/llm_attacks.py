@@ -30,7 +30,7 @@ def greedy_with_prefix(adapter: Any, rows: Sequence[dict], prefix: torch.Tensor 
     model, tok = adapter.model, adapter.tokenizer
     out = []
     for r in rows:
-        ids = tok(adapter._prompt(r["question"]), return_tensors="pt")["input_ids"].to(model.device)
+        ids = tok(adapter.format_prompt(r["question"]), return_tensors="pt")["input_ids"].to(model.device)
         emb = model.get_input_embeddings()(ids)
         if prefix is not None:
             emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)

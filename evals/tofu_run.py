@@ -46,7 +46,7 @@ def greedy_answers(adapter: CausalLMAdapter, rows: Sequence[dict], max_new_token
     model, tok = adapter.model, adapter.tokenizer
     out = []
     for r in rows:
-        text = adapter._prompt(r["question"]) + (r[prefix_key] if prefix_key else "")
+        text = adapter.format_prompt(r["question"]) + (r[prefix_key] if prefix_key else "")
         ids = tok(text, return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
         room = room_to_generate(adapter, ids.shape[1], max_new_tokens)
         gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=room, do_sample=False,

@@ -72,7 +72,8 @@ class CausalLMAdapter:
         return {"model": self.model}
 
     # ------------------------------------------------------------------ data
-    def _prompt(self, question: str) -> str:
+    def format_prompt(self, question: str) -> str:
+        """The question as the model sees it (chat template or the plain template)."""
         if self.use_chat_template:
             return self.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                                       add_generation_prompt=True)
@@ -81,7 +82,7 @@ class CausalLMAdapter:
     def collate(self, rows: Sequence[dict]) -> LMBatch:
         seqs, masks = [], []
         for r in rows:
-            p = self.tokenizer(self._prompt(r["question"]), add_special_tokens=True)["input_ids"]
+            p = self.tokenizer(self.format_prompt(r["question"]), add_special_tokens=True)["input_ids"]
             a = self.tokenizer(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"]
             if self.tokenizer.eos_token_id is not None:
                 a = a + [self.tokenizer.eos_token_id]

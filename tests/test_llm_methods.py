@@ -126,6 +126,6 @@ def test_chat_template_formats_questions():
     tok.chat_template = "{% for m in messages %}question : {{ m['content'] }}{% endfor %} answer :"
     adapter = CausalLMAdapter(model, tok, use_chat_template=True)
     plain = CausalLMAdapter(model, tok)
-    assert adapter._prompt("who wrote the book ?") == "question : who wrote the book ? answer :"
+    assert adapter.format_prompt("who wrote the book ?") == "question : who wrote the book ? answer :"
     # answer tokens (the loss mask) are the same whatever the template
     assert adapter.collate(QA[:1]).answer_mask.sum() == plain.collate(QA[:1]).answer_mask.sum()
