@@ -182,6 +182,7 @@ class T2IPipeline:
         batch_size: int = 64,
         cond: torch.Tensor | None = None,
         show_progress: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Generate one image per prompt with DDIM + classifier-free guidance.
 
@@ -193,13 +194,20 @@ class T2IPipeline:
             batch_size: prompts per UNet call.
             cond: optional precomputed prompt embeddings (B, L, D) replacing ``prompts``' encodings.
             show_progress: show a tqdm bar over batches.
+            seeds: one seed per image instead of ``seed`` (image ``i`` then depends only on ``seeds[i]``, so a
+                prompt generated alone or in a batch gets the same noise).
 
         Returns:
             Images in [0, 1], shape (B, 3, H, W), on the CPU.
         """
         n = len(prompts) if cond is None else cond.shape[0]
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn((n, *self.latent_shape), generator=gen)
+        if seeds is not None:
+            if len(seeds) != n:
+                raise ValueError(f"sample: {len(seeds)} seeds for {n} images")
+            noise = torch.stack([torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(int(s)))
+                                 for s in seeds])
+        else:
+            noise = torch.randn((n, *self.latent_shape), generator=torch.Generator().manual_seed(seed))
         uncond_one = self.encode_prompts([""])
         outs = []
         for start in progress(range(0, n, batch_size), desc="sampling", disable=not show_progress):

@@ -7,6 +7,8 @@
     erasure erase --model mini-tofu --forget forget10 --method simnpo --out out/simnpo
     erasure eval  --model out/simnpo --benchmark mini-tofu --forget forget10 --out out/simnpo-eval
     erasure demo  --modality llm
+    erasure audit --model out/neon --concept Neon --attack unlearndiff embedding random --out out/neon-audit
+    erasure audit --model out/simnpo --forget forget10 --attack soft-prompt relearn --out out/simnpo-audit
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from erasure.registry import method_names
+from evals.robustness import ATTACKS, LLM_ATTACKS
 
 
 def _parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -112,16 +115,35 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 
 
 def cmd_audit(args: argparse.Namespace) -> dict:
-    from evals.canvas_run import run_audit
+    from evals.llm_run import is_llm_model
+
+    from evals.robustness import attack_accepts
 
     options = _parse_options(args.option)
-    for key in ("k", "iterations"):
+    llm = is_llm_model(args.model)
+    attacks = args.attack or (["soft-prompt"] if llm else ["unlearndiff"])
+    for key in ("k", "iterations"):  # shorthands, given to the attacks that have the option
         if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    record = run_audit(args.model, args.concept, args.attack, args.out, evaluator=args.evaluator, n=args.n,
-                       original=args.original, seed=args.seed, attack_options=options,
+            takers = [a for a in attacks if attack_accepts(a, key)]
+            if not takers:
+                raise ValueError(f"--{key}: none of the attacks {attacks} has that option")
+            options.update({f"{a}.{key}": getattr(args, key) for a in takers})
+    keys = ("attack", "pre_asr", "post_asr", "n", "seconds", "utility", "attacks")
+    if llm:
+        from evals.llm_run import run_llm_audit
+
+        record = run_llm_audit(args.model, args.forget or "forget10", attacks, args.out, n=args.n,
+                               threshold=args.threshold, seed=args.seed, attack_options=options,
+                               with_utility=not args.no_utility)
+        return {"forget": args.forget or "forget10", **{k: record[k] for k in keys if k in record}}
+    from evals.canvas_run import run_audit
+
+    if args.concept is None:
+        raise ValueError("auditing a diffusion model needs --concept")
+    record = run_audit(args.model, args.concept, attacks, args.out, evaluator=args.evaluator,
+                       n=args.n, original=args.original, seed=args.seed, attack_options=options,
                        with_utility=not args.no_utility)
-    return {k: record.get(k) for k in ("concept", "attack", "pre_asr", "post_asr", "n", "seconds", "utility")}
+    return {"concept": args.concept, **{k: record[k] for k in keys if k in record}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,19 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.set_defaults(fn=cmd_eval)
 
-    a = sub.add_parser("audit", help="attack an erased model and report attack success rates (ASR)")
+    a = sub.add_parser("audit", help="attack an erased model with one or more attacks and report attack success "
+                                     "rates (ASR) next to its utility")
     a.add_argument("--model", required=True)
-    a.add_argument("--concept", required=True)
-    a.add_argument("--attack", default="unlearndiff", choices=["unlearndiff", "embedding", "random"])
+    a.add_argument("--concept", help="diffusion: the erased concept")
+    a.add_argument("--forget", help="LLM: the forget split or file whose answers the attacks recover "
+                                    "(default forget10)")
+    a.add_argument("--attack", nargs="+", choices=[*ATTACKS, *LLM_ATTACKS],
+                   help="one or more attacks (default: unlearndiff for diffusion, soft-prompt for LLMs)")
     a.add_argument("--out", required=True)
-    a.add_argument("--n", type=int, help="attack at most N of the concept's prompts")
+    a.add_argument("--n", type=int, help="attack at most N prompts / forget questions")
     a.add_argument("--k", type=int, help="adversarial prefix tokens")
-    a.add_argument("--iterations", type=int)
-    a.add_argument("--original", help="the model before erasure (its generations are the attack's targets)")
-    a.add_argument("--evaluator", default="mini-canvas-evaluator")
+    a.add_argument("--iterations", type=int, help="UnlearnDiff iterations")
+    a.add_argument("--original", help="diffusion: the model before erasure (its generations are the attack's "
+                                      "targets)")
+    a.add_argument("--evaluator", default="mini-canvas-evaluator", help="diffusion: the judge")
+    a.add_argument("--threshold", type=float, default=0.5,
+                   help="LLM: ROUGE-L recall of the true answer that counts as recovered")
     a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--no-utility", action="store_true", help="skip the UA/IRA/CRA evaluation")
-    a.add_argument("--option", action="append", metavar="KEY=VALUE", help="an attack option, e.g. lr=0.01")
+    a.add_argument("--no-utility", action="store_true", help="skip the utility evaluation")
+    a.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="an attack option, e.g. lr=0.01 (every attack) or embedding.lr=0.05 (one attack)")
     a.set_defaults(fn=cmd_audit)
 
     d = sub.add_parser("demo", help="erase a style from the shipped tiny model (or unlearn mini-TOFU) and evaluate")

@@ -64,6 +64,6 @@ def apply_recommended(name_or_path: str, method: str, steps: int | None, lr: flo
         logger.info("using %s's recommended settings for %s: %s", name_or_path, method, rec)
     steps = steps if steps is not None else rec.get("steps")
     lr = lr if lr is not None else rec.get("lr")
-    train = {**{k: v for k, v in rec.items() if k in ("batch_size", "optimizer")}, **(train or {})}
+    train = {**{k: v for k, v in rec.items() if k not in ("steps", "lr", "options")}, **(train or {})}
     options = {**rec.get("options", {}), **(options or {})}
     return steps, lr, train, options

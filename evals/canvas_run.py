@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -147,26 +147,64 @@ def target_image_source(pipe: T2IPipeline, original: str | None, per_prompt: int
     return render_targets
 
 
-def run_audit(model: str, concept: str, attack: str = "unlearndiff", out: str | None = None, evaluator: str = "mini-canvas-evaluator",
-              n: int | None = None, original: str | None = None, seed: int = 0, attack_options: dict | None = None,
-              with_utility: bool = True) -> dict:
-    """``erasure audit``: attack the concept's prompts, judge, write audit.json + successful_attacks.png."""
-    from diffusion.adapter import DiffusionAdapter
-    from evals.robustness import audit_diffusion, concept_judge, make_attack, write_audit
+def run_audit(model: str, concept: str, attack: str | Sequence[str] = "unlearndiff", out: str | None = None,
+              evaluator: str = "mini-canvas-evaluator", n: int | None = None, original: str | None = None,
+              seed: int = 0, attack_options: dict | None = None, with_utility: bool = True) -> dict:
+    """``erasure audit`` (diffusion): attack the concept's prompts with one or several attacks and judge.
 
+    One attack writes out/audit.json (+ adversarial_prefixes.safetensors, successful_attacks.png) and returns
+    its record; several write out/ATTACK/audit.json each and return the combined summary. Both also write
+    out/robustness.json and out/robustness.md: ASR pre/post per attack plus the model's UA/IRA/CRA.
+
+    Args:
+        model: an erased pipeline folder or a built-in name.
+        concept: the erased concept (must be in the model's vocabulary and known to the judge).
+        attack: an attack name or a list of them (unlearndiff, embedding, random).
+        out: output folder (nothing written when None).
+        evaluator: the judge (folder or built-in name).
+        n: attack at most the first ``n`` of the concept's prompts.
+        original: the model before erasure; its generations are UnlearnDiff's targets (default: rendered
+            mini-canvas images, for models of the mini-canvas vocabulary).
+        seed: prompt i is judged with evaluation seed ``seed + i``.
+        attack_options: options for every attack, or ``NAME.key`` for one (e.g. ``embedding.lr``).
+        with_utility: also evaluate UA/IRA/CRA of the same model.
+    """
+    from diffusion.adapter import DiffusionAdapter
+    from evals.robustness import audit_diffusion, concept_judge, robustness_summary, run_attacks, write_audit
+    from evals.robustness import write_robustness
+
+    names = [attack] if isinstance(attack, str) else list(attack)
     pipe = load_pipeline(model)
     concepts = require_concepts(pipe, model)
     domain = concepts.domain(concept)
     judge_model = CanvasClassifier.load(resolve_model_path(evaluator))
     judge = concept_judge(judge_model, domain, concept)
     prompts = concepts.prompts_with(concept)[: n or None]
-    adversary = make_attack(attack, **{"seed": seed, **(attack_options or {})})
-    record = audit_diffusion(DiffusionAdapter(pipe), judge, prompts, target_image_source(pipe, original, seed=seed),
-                             adversary, seed=seed)
-    record.update({"model": model, "concept": concept, "domain": domain})
+    targets = target_image_source(pipe, original, seed=seed)
+    adapter = DiffusionAdapter(pipe)
+
+    def one(name: str, adversary: Any) -> dict:
+        logger.info("audit: %s on %r (%d prompts)", name, concept, len(prompts))
+        record = audit_diffusion(adapter, judge, prompts, targets, adversary, seed=seed)
+        record.update({"model": model, "concept": concept, "domain": domain})
+        if out:
+            write_audit(record, out if len(names) == 1 else Path(out) / name)
+        return record
+
+    records = run_attacks(names, one, attack_options, seed=seed)
+    utility = None
     if with_utility:
         util = run_eval(model, concept, pipe=pipe, seed=seed, evaluator=evaluator)
-        record["utility"] = {k: util[k] for k in ("ua", "ira", "cra")}
+        utility = {k: util[k] for k in ("ua", "ira", "cra")}
+    summary = robustness_summary(records, utility, model=model, concept=concept, domain=domain)
     if out:
-        write_audit(record, out)
-    return record
+        write_robustness(summary, out)
+        if len(names) == 1:  # audit.json carries the utility too
+            record = records[names[0]]
+            record["utility"] = utility
+            path = Path(out) / "audit.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "utility": utility}, indent=2))
+    if len(names) == 1:
+        records[names[0]]["utility"] = utility
+        return records[names[0]]
+    return summary

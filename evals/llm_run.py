@@ -6,11 +6,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from erasure.api import erase
 from erasure.models import apply_recommended, resolve_model_path
 from evals.report import markdown_table, save_text, scatter_plot
+from llm.tofu_data import FORGET_SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +149,59 @@ def run_llm_demo(out: str = "out/demo-llm", methods: tuple[str, ...] = ("ga", "n
               "model_utility: harmonic mean of probability, ROUGE and truth ratio on retain, real authors and "
               f"world facts.\n\nSeconds: {report['seconds']}\n")
     return report
+
+
+def run_llm_audit(model: str, forget: str = "forget10", attack: str | Sequence[str] = "soft-prompt",
+                  out: str | None = None, n: int | None = None, threshold: float = 0.5, seed: int = 0,
+                  attack_options: dict | None = None, with_utility: bool = True, retain_model: str | None = None,
+                  data: dict | None = None) -> dict:
+    """``erasure audit`` (LLM): soft-prompt / relearning attacks on the forget QA, judged by an answer matcher.
+
+    One attack writes out/audit.json and returns its record; several write out/ATTACK/audit.json and return
+    the combined summary. Both write out/robustness.json and out/robustness.md (ASR pre/post per attack plus the
+    model's forget quality, model utility and forget ROUGE).
+
+    Args:
+        model: an unlearned model folder or a built-in name.
+        forget: the forget split (or a TOFU-schema file) whose answers the attacks try to recover.
+        attack: an attack name or a list (soft-prompt, relearn).
+        out: output folder (nothing written when None).
+        n: attack at most the first ``n`` forget rows.
+        threshold: the judge: ROUGE-L recall of the true answer >= threshold counts as recovered.
+        seed: seeds the attacks.
+        attack_options: options for every attack, or ``NAME.key`` for one (e.g. ``relearn.steps``).
+        with_utility: also run the TOFU evaluation of the same model.
+        retain_model: the retain-only reference for forget quality (default: the shipped one).
+    """
+    from evals.robustness import audit_llm, robustness_summary, run_attacks, write_robustness
+    from llm.adapter import CausalLMAdapter
+
+    names = [attack] if isinstance(attack, str) else list(attack)
+    data = data or (mini_tofu_data() if forget in FORGET_SPLITS else None)
+    rows, _ = forget_and_retain(forget, None, data)
+    rows = rows[: n or None]
+    adapter = CausalLMAdapter(*load_lm(model))
+
+    def one(name: str, adversary: Any) -> dict:
+        logger.info("audit: %s on %d forget rows", name, len(rows))
+        record = {**audit_llm(adapter, rows, adversary, threshold=threshold, seed=seed), "model": model,
+                  "forget": forget}
+        if out:
+            folder = Path(out) if len(names) == 1 else Path(out) / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "audit.json").write_text(json.dumps(record, indent=2))
+        return record
+
+    records = run_attacks(names, one, attack_options, seed=seed)
+    utility = None
+    if with_utility:
+        if data is None:
+            raise ValueError("the utility numbers need a mini-TOFU split as --forget (or pass --no-utility)")
+        ev = run_llm_eval(model, forget, retain_model=retain_model, adapter=adapter, data=data)
+        utility = {k: ev[k] for k in ("forget_quality", "model_utility", "forget_rouge")}
+    summary = robustness_summary(records, utility, model=model, forget=forget)
+    if out:
+        write_robustness(summary, out)
+    if len(names) == 1:
+        return {**records[names[0]], "utility": utility}
+    return summary

@@ -7,6 +7,7 @@ report carries the model's utility numbers so robustness and utility are read si
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -19,21 +20,94 @@ from erasure.adversary import Adversary
 
 logger = logging.getLogger(__name__)
 
-ATTACKS = ("unlearndiff", "embedding", "random")
+ATTACKS = ("unlearndiff", "embedding", "random")  # diffusion
+LLM_ATTACKS = ("soft-prompt", "relearn")
 
 
 def make_attack(name: str, **options: Any) -> Adversary:
-    """An attack by name: unlearndiff (discrete tokens), embedding (continuous prefix), random (baseline)."""
+    """An attack by name.
+
+    Diffusion: unlearndiff (discrete tokens), embedding (UnlearnDiff with continuous prefix embeddings), random
+    (baseline). LLM: soft-prompt (embedding-space prefix), relearn (a few fine-tuning steps on forget data).
+    """
+    if name not in ATTACKS + LLM_ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS + LLM_ATTACKS)}")
+    try:
+        return _build(name, **options)
+    except TypeError as err:  # an option the attack does not have
+        raise ValueError(f"attack {name!r}: {err}") from None
+
+
+def attack_accepts(name: str, option: str) -> bool:
+    """Whether attack ``name`` has option ``option``."""
+    return option in {f.name for f in dataclasses.fields(make_attack(name))}
+
+
+def _build(name: str, **options: Any) -> Adversary:
+    from attacks.llm_attacks import RelearnAttack, SoftPromptAttack
     from attacks.random_tokens import RandomTokens
     from attacks.unlearndiff import UnlearnDiff
 
     if name == "unlearndiff":
         return UnlearnDiff(**options)
     if name == "embedding":
-        return UnlearnDiff(**{"variant": "embedding", **options})
+        return UnlearnDiff(**{"variant": "embedding", "name": "unlearndiff-embedding", **options})
     if name == "random":
         return RandomTokens(**options)
-    raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+    if name == "soft-prompt":
+        return SoftPromptAttack(**options)
+    return RelearnAttack(**{k: v for k, v in options.items() if k != "seed"})  # relearn
+
+
+def options_for(name: str, options: dict[str, Any] | None, names: Sequence[str]) -> dict[str, Any]:
+    """The options of attack ``name``: plain keys apply to every attack, ``NAME.key`` keys to NAME only."""
+    out: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if "." not in key:
+            out[key] = value
+            continue
+        target, sub = key.split(".", 1)
+        if target not in names:
+            raise ValueError(f"option {key!r} names attack {target!r}, which is not among the attacks run "
+                             f"({', '.join(names)})")
+        if target == name:
+            out[sub] = value
+    return out
+
+
+def run_attacks(names: Sequence[str], run_one: Callable[[str, Adversary], dict], options: dict[str, Any] | None = None,
+                seed: int = 0) -> dict[str, dict]:
+    """Build each named attack (a clear error for an unknown one before any work) and run it: {name: record}."""
+    if not names:
+        raise ValueError("no attacks given: name at least one")
+    if len(set(names)) != len(names):
+        raise ValueError(f"an attack is named twice: {list(names)}")
+    attacks = {n: make_attack(n, **{"seed": seed, **options_for(n, options, names)}) for n in names}
+    return {n: run_one(n, a) for n, a in attacks.items()}
+
+
+def robustness_summary(records: dict[str, dict], utility: dict | None, **context: Any) -> dict:
+    """One JSON record over several audits of the same model: pre/post ASR per attack plus its utility."""
+    attacks = {n: {k: r.get(k) for k in ("pre_asr", "post_asr", "n", "seconds")} for n, r in records.items()}
+    return {**context, "attacks": attacks, "utility": utility}
+
+
+def write_robustness(summary: dict, out: str | Path) -> Path:
+    """robustness.json and robustness.md (one table: attack, ASR pre/post, n, seconds, then the utility)."""
+    from evals.report import markdown_table, save_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "robustness.json").write_text(json.dumps(summary, indent=2))
+    utility = summary.get("utility") or {}
+    heads = ["attack", "ASR pre-attack", "ASR post-attack", "n", "seconds", *utility]
+    rows = [[n, r["pre_asr"], r["post_asr"], r["n"], r["seconds"], *utility.values()]
+            for n, r in summary["attacks"].items()]
+    what = ", ".join(f"{k} `{v}`" for k, v in summary.items() if k not in ("attacks", "utility"))
+    save_text(out / "robustness.md", f"# Robustness audit\n\n{what}\n\n{markdown_table(heads, rows)}\n\n"
+              "ASR = (prompts already showing the concept + prompts the attack breaks) / n. The utility columns "
+              "are the same model's numbers, unattacked.\n")
+    return out / "robustness.json"
 
 
 def concept_judge(judge: Any, domain: str, concept: str) -> Callable[[torch.Tensor], list[bool]]:
@@ -42,6 +116,13 @@ def concept_judge(judge: Any, domain: str, concept: str) -> Callable[[torch.Tens
 
     target = judge_index(judge, domain, concept)
     return lambda images: (judge.predict(images)[domain] == target).tolist()
+
+
+def with_seed(attack: Adversary, seed: int) -> Adversary:
+    """A copy of a dataclass attack with its ``seed`` (init + judged-generation noise) set; others unchanged."""
+    if dataclasses.is_dataclass(attack) and any(f.name == "seed" for f in dataclasses.fields(attack)):
+        return dataclasses.replace(attack, seed=seed)
+    return attack
 
 
 def audit_diffusion(adapter: Any, judge: Callable[[torch.Tensor], list[bool]], prompts: Sequence[str],
@@ -62,23 +143,29 @@ def audit_diffusion(adapter: Any, judge: Callable[[torch.Tensor], list[bool]], p
 
     pipe = adapter.pipe
     t0 = time.time()
-    pre_images = pipe.sample(list(prompts), num_steps=sample_steps, guidance=guidance, seed=seed)
+    # Every prompt has its own evaluation seed (as in UnlearnDiff's prompt sets): the pre-attack check and the
+    # attack's judged generations of that prompt start from the same noise.
+    seeds = [seed + i for i in range(len(prompts))]
+    pre_images = pipe.sample(list(prompts), num_steps=sample_steps, guidance=guidance, seeds=seeds)
     pre = judge(pre_images)
     results, success_images = [], []
     for i, prompt in enumerate(prompts):
         if pre[i]:
-            results.append({"prompt": prompt, "pre_success": True, "success": True, "steps": 0, "seconds": 0.0})
+            results.append({"prompt": prompt, "seed": seeds[i], "pre_success": True, "success": True, "steps": 0,
+                            "seconds": 0.0})
             continue
         batch = DiffusionBatch([prompt], target_images(prompt).to(pipe.device))
-        res = attack.attack(adapter, batch, torch.Generator().manual_seed(seed * 1000 + i), judge=judge)
+        prompt_attack = with_seed(attack, seeds[i])
+        res = prompt_attack.attack(adapter, batch, torch.Generator().manual_seed(seed * 1000 + i), judge=judge)
         ok = bool(res.success and res.success[0])
-        row = {"prompt": prompt, "pre_success": False, "success": ok, "steps": res.info.get("steps"),
+        row = {"prompt": prompt, "seed": seeds[i], "pre_success": False, "success": ok, "steps": res.info.get("steps"),
                "seconds": res.info.get("seconds"), "adversarial_prompt": res.info.get("adversarial_prompt"),
                "objective_start": res.info.get("objective_start"), "objective_end": res.info.get("objective_end")}
         if ok:
             with torch.no_grad():
                 cond = pipe.encode_prompts([prompt], prefix=res.batch.prefix)
-                img = pipe.sample([prompt], num_steps=sample_steps, guidance=guidance, seed=seed, cond=cond)
+                img = pipe.sample([prompt], num_steps=sample_steps, guidance=guidance, seeds=seeds[i:i + 1],
+                                  cond=cond)
             success_images.append(img[0])
             row["prefix_embedding_index"] = len(success_images) - 1
             row["_prefix"] = res.batch.prefix.detach().cpu()

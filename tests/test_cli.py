@@ -68,3 +68,54 @@ def test_erase_then_eval_writes_model_and_metrics(tmp_path, capsys):
     assert record["domain"] == "style" and record["n_target"] == 10 and record["n_other"] == 90
     assert record["seconds"]["total"] > 0
     assert (ev / "samples.png").is_file()
+
+
+def test_audit_with_several_attacks_writes_one_table(tmp_path, capsys):
+    out = tmp_path / "audit"
+    code, stdout, err = _run(["audit", "--model", "mini-canvas", "--concept", "Neon", "--attack", "unlearndiff",
+                              "random", "--n", "2", "--iterations", "2", "--option", "random.tries=1",
+                              "--no-utility", "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "robustness.json").read_text())
+    assert set(summary["attacks"]) == {"unlearndiff", "random"}
+    for name in ("unlearndiff", "random"):
+        record = json.loads((out / name / "audit.json").read_text())
+        assert record["n"] == 2 and len(record["per_prompt"]) == 2
+        assert record["post_asr"] >= record["pre_asr"]
+        assert [r["seed"] for r in record["per_prompt"]] == [0, 1]
+    # each prompt has its own evaluation seed, so every attack sees the same pre-attack verdicts
+    pre = {n: [r["pre_success"] for r in json.loads((out / n / "audit.json").read_text())["per_prompt"]]
+           for n in ("unlearndiff", "random")}
+    assert pre["unlearndiff"] == pre["random"]
+    table = (out / "robustness.md").read_text()
+    assert "| unlearndiff |" in table and "| random |" in table
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--attack", "random", "--iterations", "3"], "none of the attacks ['random'] has that option"),
+        (["--attack", "random", "--option", "lr=0.1"], "attack 'random'"),
+        (["--attack", "random", "--option", "embedding.lr=0.1"], "not among the attacks run"),
+        (["--attack", "random", "random"], "named twice"),
+    ],
+)
+def test_audit_bad_attack_options_are_clear_errors(args, message, capsys, tmp_path):
+    code, _, err = _run(["audit", "--model", "mini-canvas", "--concept", "Neon", "--out", str(tmp_path / "a"),
+                         "--no-utility", *args], capsys)
+    assert code == 2 and message in err
+
+
+def test_llm_audit_runs_soft_prompt_and_relearning(tmp_path, capsys):
+    out = tmp_path / "llm-audit"
+    code, stdout, err = _run(["audit", "--model", "mini-tofu", "--forget", "forget10", "--attack", "soft-prompt",
+                              "relearn", "--n", "4", "--option", "soft-prompt.steps=2", "--option", "relearn.steps=1",
+                              "--no-utility", "--out", str(out)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "robustness.json").read_text())
+    assert summary["attacks"]["soft-prompt"]["n"] == 4
+    assert summary["attacks"]["relearn"]["n"] == 2  # relearns on half the rows, judged on the other half
+    for name in ("soft-prompt", "relearn"):
+        record = json.loads((out / name / "audit.json").read_text())
+        assert 0.0 <= record["pre_asr"] <= record["post_asr"] <= 1.0
+    assert "| soft-prompt |" in (out / "robustness.md").read_text()

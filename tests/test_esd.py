@@ -49,3 +49,13 @@ def test_esd_variants_train_their_own_parameter_sets(method, tiny_pipe):
     if method == "esd-x-strict":
         assert all(".attn2.to_k." in n or ".attn2.to_v." in n for n in changed)
     assert all(torch.equal(p, te_before[n]) for n, p in tiny_pipe.text_encoder.named_parameters())
+
+
+def test_per_image_seeds_give_the_same_noise_alone_or_in_a_batch(tiny_pipe):
+    prompts = ["a photo of a dog", "a photo of a cat"]
+    batch = tiny_pipe.sample(prompts, num_steps=2, seeds=[7, 3])
+    alone = tiny_pipe.sample(prompts[1:], num_steps=2, seed=3)
+    torch.testing.assert_close(batch[1], alone[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(batch[0], tiny_pipe.sample(prompts[:1], num_steps=2, seed=3)[0])
+    with pytest.raises(ValueError, match="1 seeds for 2 images"):
+        tiny_pipe.sample(prompts, num_steps=2, seeds=[1])
