@@ -41,9 +41,10 @@ def resolve_model_path(name_or_path: str) -> Path:
 RECOMMENDED_FILE = "recommended.json"
 
 
-def recommended_settings(name_or_path: str, method: str) -> dict:
+def recommended_settings(name_or_path: str, method: str, concept: str | None = None) -> dict:
     """Loop settings the model's authors tuned per method, from ``recommended.json`` beside the weights:
-    ``{"esd-x": {"steps": 150, "lr": 1e-3, "options": {...}}}``. Empty when there is none.
+    ``{"esd-x": {"steps": 150, "lr": 1e-3, "options": {...}, "concepts": {"Star": {"steps": 100}}}}``; a
+    concept's entry overrides the method's. Empty when there is none.
 
     Explicit arguments always win; the paper defaults apply where neither says anything.
     """
@@ -53,13 +54,18 @@ def recommended_settings(name_or_path: str, method: str) -> dict:
         return {}
     if not f.is_file():
         return {}
-    return dict(json.loads(f.read_text()).get(method, {}))
+    rec = dict(json.loads(f.read_text()).get(method, {}))
+    special = rec.pop("concepts", {}).get(concept, {})
+    if not special:
+        return rec
+    return {**rec, **{k: v for k, v in special.items() if k != "options"},
+            "options": {**rec.get("options", {}), **special.get("options", {})}}
 
 
 def apply_recommended(name_or_path: str, method: str, steps: int | None, lr: float | None, train: dict | None,
-                      options: dict | None) -> tuple[int | None, float | None, dict, dict]:
+                      options: dict | None, concept: str | None = None) -> tuple[int | None, float | None, dict, dict]:
     """Merge ``recommended_settings`` under the caller's explicit values: (steps, lr, train, options)."""
-    rec = recommended_settings(name_or_path, method)
+    rec = recommended_settings(name_or_path, method, concept)
     if rec:
         logger.info("using %s's recommended settings for %s: %s", name_or_path, method, rec)
     steps = steps if steps is not None else rec.get("steps")

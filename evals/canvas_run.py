@@ -40,7 +40,7 @@ def run_erase(model: str, concept: str, method: str, out: str, steps: int | None
         raise ValueError("concept is empty: name the concept to erase")
     if pipe.concepts is not None:
         pipe.concepts.domain(concept)  # unknown concept -> clear error before any work
-    steps, lr, train, options = apply_recommended(model, method, steps, lr, train, method_options)
+    steps, lr, train, options = apply_recommended(model, method, steps, lr, train, method_options, concept)
     result = erase(DiffusionAdapter(pipe), concept=concept, method=method, steps=steps, lr=lr, seed=seed,
                    train=train, **options)
     result.save(out)

@@ -27,8 +27,8 @@ LLM_ATTACKS = ("soft-prompt", "relearn")
 def make_attack(name: str, **options: Any) -> Adversary:
     """An attack by name.
 
-    Diffusion: unlearndiff (discrete tokens), embedding (UnlearnDiff with continuous prefix embeddings), random
-    (baseline). LLM: soft-prompt (embedding-space prefix), relearn (a few fine-tuning steps on forget data).
+    Diffusion: unlearndiff (discrete tokens, the paper's settings), embedding (UnlearnDiff's objective over k
+    continuous prefix embeddings; Adam lr 0.05, no weight decay), random (baseline). LLM: soft-prompt (embedding-space prefix), relearn (a few fine-tuning steps on forget data).
     """
     if name not in ATTACKS + LLM_ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS + LLM_ATTACKS)}")
@@ -51,7 +51,9 @@ def _build(name: str, **options: Any) -> Adversary:
     if name == "unlearndiff":
         return UnlearnDiff(**options)
     if name == "embedding":
-        return UnlearnDiff(**{"variant": "embedding", "name": "unlearndiff-embedding", **options})
+        # free embeddings: a larger step than on the simplex and no decay towards the zero vector
+        return UnlearnDiff(**{"variant": "embedding", "name": "unlearndiff-embedding", "lr": 0.05,
+                              "weight_decay": 0.0, **options})
     if name == "random":
         return RandomTokens(**options)
     if name == "soft-prompt":

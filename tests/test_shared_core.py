@@ -96,3 +96,21 @@ def test_llm_loss_counts_answer_tokens_only(tiny_lm):
     # appending padding to a row does not change its loss
     single = adapter.per_example_nll(adapter.collate(QA[1:2]))[0]
     assert torch.allclose(adapter.per_example_nll(batch)[0][1], single[0], atol=1e-5)
+
+
+def test_recommended_settings_merge_method_concept_and_explicit_values(tmp_path):
+    import json
+
+    from erasure.models import apply_recommended, recommended_settings
+
+    (tmp_path / "recommended.json").write_text(json.dumps({"esd-x": {
+        "steps": 50, "lr": 3e-4, "batch_size": 1, "options": {"eta": 1.0},
+        "concepts": {"Star": {"steps": 100, "options": {"retain_weight": 1.0}}}}}))
+    assert recommended_settings(str(tmp_path), "esd-x", "Neon") == {"steps": 50, "lr": 3e-4, "batch_size": 1,
+                                                                    "options": {"eta": 1.0}}
+    star = recommended_settings(str(tmp_path), "esd-x", "Star")
+    assert star["steps"] == 100 and star["lr"] == 3e-4 and star["options"] == {"eta": 1.0, "retain_weight": 1.0}
+    assert recommended_settings(str(tmp_path), "esd-u", "Star") == {}
+    steps, lr, train, options = apply_recommended(str(tmp_path), "esd-x", None, 1e-3, {"batch_size": 2},
+                                                  {"eta": 2.0}, concept="Star")
+    assert (steps, lr, train, options) == (100, 1e-3, {"batch_size": 2}, {"eta": 2.0, "retain_weight": 1.0})
