@@ -27,6 +27,8 @@ def answer_matcher(rows: Sequence[dict], threshold: float = 0.5) -> Callable[[li
 def greedy_with_prefix(adapter: Any, rows: Sequence[dict], prefix: torch.Tensor | None,
                        max_new_tokens: int = 32) -> list[str]:
     """Greedy answers to each row's question, with an optional soft prompt (1, k, D) in front."""
+    from evals.tofu_run import room_to_generate
+
     model, tok = adapter.model, adapter.tokenizer
     out = []
     for r in rows:
@@ -34,12 +36,10 @@ def greedy_with_prefix(adapter: Any, rows: Sequence[dict], prefix: torch.Tensor 
         emb = model.get_input_embeddings()(ids)
         if prefix is not None:
             emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)
-        from evals.tofu_run import room_to_generate
-
         gen = model.generate(inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long,
                                                                           device=emb.device),
-                             max_new_tokens=room_to_generate(adapter, emb.shape[1], max_new_tokens), do_sample=False, pad_token_id=adapter.pad_id,
-                             eos_token_id=tok.eos_token_id)
+                             max_new_tokens=room_to_generate(adapter, emb.shape[1], max_new_tokens),
+                             do_sample=False, pad_token_id=adapter.pad_id, eos_token_id=tok.eos_token_id)
         out.append(tok.decode(gen[0], skip_special_tokens=True).strip())
     return out
 

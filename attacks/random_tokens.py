@@ -40,8 +40,7 @@ class RandomTokens:
         pipe = adapter.pipe
         prompt = batch.prompts[0]
         pipe.tokenize([prompt], reserve=self.k)
-        special = set(pipe.tokenizer.all_special_ids)
-        pool = torch.tensor([i for i in range(len(pipe.tokenizer)) if i not in special])
+        pool = pipe.ordinary_token_ids()
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()
         t0 = time.time()
         tokens, success, tried = [], False, 0

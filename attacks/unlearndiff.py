@@ -70,11 +70,6 @@ class UnlearnDiff:
         if self.k < 1 or self.iterations < 1:
             raise ValueError("k and iterations must be >= 1")
 
-    def allowed_tokens(self, pipe: Any) -> torch.Tensor:
-        """Vocabulary ids an adversarial token may take (every id except the tokenizer's special tokens)."""
-        special = set(pipe.tokenizer.all_special_ids)
-        return torch.tensor([i for i in range(len(pipe.tokenizer)) if i not in special])
-
     def objective(self, pipe: Any, prompts: list[str], x0: torch.Tensor, prefix: torch.Tensor,
                   generator: torch.Generator) -> torch.Tensor:
         """The denoising error of the target images under the adversarial prompt (one random t each)."""
@@ -103,7 +98,7 @@ class UnlearnDiff:
         t0 = time.time()
         x0 = pipe.encode_images(batch.images).detach()
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
-        allowed = self.allowed_tokens(pipe).to(embed.device)
+        allowed = pipe.ordinary_token_ids().to(embed.device)
         init = torch.Generator().manual_seed(self.seed)
         if self.variant == "discrete":
             z = torch.rand(self.k, len(allowed), generator=init).to(embed)

@@ -60,8 +60,7 @@ class PrefixAttack:
         with torch.no_grad(), reference.active():
             target = pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts))  # eps_o(z_t, c)
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
-        special = set(pipe.tokenizer.all_special_ids)
-        pool = torch.tensor([i for i in range(embed.shape[0]) if i not in special])
+        pool = pipe.ordinary_token_ids()
         start = pool[torch.randint(0, len(pool), (self.k,), generator=generator)]
         delta = embed[start].clone().requires_grad_(True)  # (k, D)
         opt = None if self.fast else torch.optim.Adam([delta], lr=self.lr)

@@ -87,6 +87,11 @@ class T2IPipeline:
         return mods
 
     # ------------------------------------------------------------------ text
+    def ordinary_token_ids(self) -> torch.Tensor:
+        """Every vocabulary id except the tokenizer's special tokens (what an adversarial prefix token may be)."""
+        special = set(self.tokenizer.all_special_ids)
+        return torch.tensor([i for i in range(len(self.tokenizer)) if i not in special])
+
     def tokenize(self, prompts: Sequence[str], reserve: int = 0) -> torch.Tensor:
         """Token ids (B, L) padded to ``max_length``; raises on prompts the encoder cannot hold.
 

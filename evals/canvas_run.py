@@ -170,10 +170,11 @@ def run_audit(model: str, concept: str, attack: str | Sequence[str] = "unlearndi
         with_utility: also evaluate UA/IRA/CRA of the same model.
     """
     from diffusion.adapter import DiffusionAdapter
-    from evals.robustness import audit_diffusion, concept_judge, robustness_summary, run_attacks, write_audit
+    from evals.robustness import audit_diffusion, build_attacks, concept_judge, robustness_summary, write_audit
     from evals.robustness import write_robustness
 
     names = [attack] if isinstance(attack, str) else list(attack)
+    attacks = build_attacks(names, attack_options, seed=seed)
     pipe = load_pipeline(model)
     concepts = require_concepts(pipe, model)
     domain = concepts.domain(concept)
@@ -183,28 +184,23 @@ def run_audit(model: str, concept: str, attack: str | Sequence[str] = "unlearndi
     targets = target_image_source(pipe, original, seed=seed)
     adapter = DiffusionAdapter(pipe)
 
-    def one(name: str, adversary: Any) -> dict:
-        logger.info("audit: %s on %r (%d prompts)", name, concept, len(prompts))
-        record = audit_diffusion(adapter, judge, prompts, targets, adversary, seed=seed)
-        record.update({"model": model, "concept": concept, "domain": domain})
-        if out:
-            write_audit(record, out if len(names) == 1 else Path(out) / name)
-        return record
-
-    records = run_attacks(names, one, attack_options, seed=seed)
     utility = None
     if with_utility:
         util = run_eval(model, concept, pipe=pipe, seed=seed, evaluator=evaluator)
         utility = {k: util[k] for k in ("ua", "ira", "cra")}
+
+    def one(name: str, adversary: Any) -> dict:
+        logger.info("audit: %s on %r (%d prompts)", name, concept, len(prompts))
+        record = audit_diffusion(adapter, judge, prompts, targets, adversary, seed=seed)
+        record.update({"model": model, "concept": concept, "domain": domain, "utility": utility})
+        if out:
+            write_audit(record, out if len(names) == 1 else Path(out) / name)
+        return record
+
+    records = {name: one(name, adversary) for name, adversary in attacks.items()}
     summary = robustness_summary(records, utility, model=model, concept=concept, domain=domain)
     if out:
         write_robustness(summary, out)
-        if len(names) == 1:  # audit.json carries the utility too
-            record = records[names[0]]
-            record["utility"] = utility
-            path = Path(out) / "audit.json"
-            path.write_text(json.dumps({**json.loads(path.read_text()), "utility": utility}, indent=2))
     if len(names) == 1:
-        records[names[0]]["utility"] = utility
         return records[names[0]]
     return summary

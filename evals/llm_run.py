@@ -173,10 +173,11 @@ def run_llm_audit(model: str, forget: str = "forget10", attack: str | Sequence[s
         with_utility: also run the TOFU evaluation of the same model.
         retain_model: the retain-only reference for forget quality (default: the shipped one).
     """
-    from evals.robustness import audit_llm, robustness_summary, run_attacks, write_robustness
+    from evals.robustness import audit_llm, build_attacks, robustness_summary, write_robustness
     from llm.adapter import CausalLMAdapter
 
     names = [attack] if isinstance(attack, str) else list(attack)
+    attacks = build_attacks(names, attack_options, seed=seed)
     data = data or (mini_tofu_data() if forget in FORGET_SPLITS else None)
     rows, _ = forget_and_retain(forget, None, data)
     rows = rows[: n or None]
@@ -192,7 +193,7 @@ def run_llm_audit(model: str, forget: str = "forget10", attack: str | Sequence[s
             (folder / "audit.json").write_text(json.dumps(record, indent=2))
         return record
 
-    records = run_attacks(names, one, attack_options, seed=seed)
+    records = {name: one(name, adversary) for name, adversary in attacks.items()}
     utility = None
     if with_utility:
         if data is None:

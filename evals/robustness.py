@@ -77,15 +77,13 @@ def options_for(name: str, options: dict[str, Any] | None, names: Sequence[str])
     return out
 
 
-def run_attacks(names: Sequence[str], run_one: Callable[[str, Adversary], dict], options: dict[str, Any] | None = None,
-                seed: int = 0) -> dict[str, dict]:
-    """Build each named attack (a clear error for an unknown one before any work) and run it: {name: record}."""
+def build_attacks(names: Sequence[str], options: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Adversary]:
+    """Each named attack with its options, {name: attack}; unknown names or options fail here, before any work."""
     if not names:
         raise ValueError("no attacks given: name at least one")
     if len(set(names)) != len(names):
         raise ValueError(f"an attack is named twice: {list(names)}")
-    attacks = {n: make_attack(n, **{"seed": seed, **options_for(n, options, names)}) for n in names}
-    return {n: run_one(n, a) for n, a in attacks.items()}
+    return {n: make_attack(n, **{"seed": seed, **options_for(n, options, names)}) for n in names}
 
 
 def robustness_summary(records: dict[str, dict], utility: dict | None, **context: Any) -> dict:
