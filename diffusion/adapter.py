@@ -23,12 +23,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DiffusionBatch:
-    """Prompts, optional images in [0, 1] (B, 3, H, W) that show them, and an optional adversarial prefix
-    (1 or B, k, D) of token embeddings inserted after BOS (set by attacks)."""
+    """Prompts, optional images in [0, 1] (B, 3, H, W) that show them, an optional adversarial prefix
+    (1 or B, k, D) of token embeddings inserted after BOS (set by attacks), and optional ESD latents
+    ``xt = (x_t (B, C, H, W), t (B,))`` already sampled for these prompts (an attack that sampled them hands
+    them to the loss, as AdvUnlearn does: one z_t per step for the inner attack and the ESD term)."""
 
     prompts: list[str]
     images: torch.Tensor | None = None
     prefix: torch.Tensor | None = None
+    xt: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def cond(self, pipe: T2IPipeline) -> torch.Tensor:
         """The conditioning the model is trained/attacked with: prompt embeddings (+ prefix)."""

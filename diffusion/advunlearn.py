@@ -24,6 +24,7 @@ from erasure.adversary import AttackResult
 from erasure.objectives import KL, Objective
 from erasure.reference import Reference
 from erasure.registry import Method
+from erasure.selectors import Selector, resolve_selector
 
 
 @dataclass
@@ -75,7 +76,7 @@ class PrefixAttack:
                     delta.grad = grad
                     opt.step()
             trace.append(float(loss.detach()))
-        adv = DiffusionBatch(list(batch.prompts), batch.images, prefix=delta.detach()[None])
+        adv = DiffusionBatch(list(batch.prompts), batch.images, prefix=delta.detach()[None], xt=(xt, t))
         return AttackResult(batch=adv, trace=trace, info={"seconds": round(time.time() - t0, 3)})
 
 
@@ -92,6 +93,8 @@ class AdvUnlearnConfig:
         attack_steps: inner steps (30; fast-AT: e.g. 3 signed steps).
         attack_lr: inner step size.
         fast: fast-AT variant (signed gradient steps).
+        layers: which text-encoder layers train: "all" (every transformer block + final layer norm, the
+            paper's default) or comma-separated block indices, e.g. "0" (the paper's first-layer ablation).
     """
 
     gamma: float = 0.5
@@ -102,6 +105,21 @@ class AdvUnlearnConfig:
     attack_steps: int = 30
     attack_lr: float = 1e-3
     fast: bool = False
+    layers: str = "all"
+
+
+def advunlearn_selector(adapter: Any, c: AdvUnlearnConfig) -> Selector:
+    """The trainable text-encoder weights of ``c.layers`` (indices checked against the model's config)."""
+    if c.layers == "all":
+        return resolve_selector("text-encoder")
+    n = adapter.pipe.text_encoder.config.num_hidden_layers
+    try:
+        idx = sorted({int(i) for i in c.layers.split(",")})
+    except ValueError:
+        raise ValueError(f"AdvUnlearn layers must be 'all' or comma-separated block indices, got {c.layers!r}") from None
+    if not idx or idx[0] < 0 or idx[-1] >= n:
+        raise ValueError(f"AdvUnlearn layers {c.layers!r}: the text encoder has blocks 0..{n - 1}")
+    return Selector(include=[rf"^text_encoder\..*encoder\.layers\.({'|'.join(map(str, idx))})\."])
 
 
 def build_advunlearn(c: AdvUnlearnConfig, adapter: Any = None) -> Objective:
@@ -124,10 +142,10 @@ class AdvUnlearnFastConfig(AdvUnlearnConfig):
 
 
 _PAPER = "https://arxiv.org/abs/2405.15234"
-ADVUNLEARN = Method("advunlearn", "diffusion", AdvUnlearnConfig, build_advunlearn, selector="text-encoder",
+ADVUNLEARN = Method("advunlearn", "diffusion", AdvUnlearnConfig, build_advunlearn, selector=advunlearn_selector,
                     train_defaults={"lr": 1e-5, "steps": 1000, "batch_size": 1, "optimizer": "adam",
                                     "adversary_warmup": 200},
                     paper=_PAPER, adversary=advunlearn_adversary)
 ADVUNLEARN_FAST = Method("advunlearn-fast", "diffusion", AdvUnlearnFastConfig, build_advunlearn,
-                         selector="text-encoder", train_defaults=ADVUNLEARN.train_defaults, paper=_PAPER,
+                         selector=advunlearn_selector, train_defaults=ADVUNLEARN.train_defaults, paper=_PAPER,
                          adversary=advunlearn_adversary)

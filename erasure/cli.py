@@ -25,7 +25,7 @@ from erasure.registry import method_names
 from evals.robustness import ATTACKS, LLM_ATTACKS
 
 
-def _parse_options(items: list[str] | None) -> dict[str, Any]:
+def parse_options(items: list[str] | None) -> dict[str, Any]:
     """``["eta=2.0", "retain=kl"]`` -> ``{"eta": 2.0, "retain": "kl"}`` (values parsed as Python literals)."""
     out: dict[str, Any] = {}
     for item in items or []:
@@ -64,7 +64,7 @@ def cmd_concepts(args: argparse.Namespace) -> dict:
 def cmd_erase(args: argparse.Namespace) -> dict:
     from evals.llm_run import is_llm_model
 
-    options = _parse_options(args.option)
+    options = parse_options(args.option)
     if is_llm_model(args.model):
         from evals.llm_run import run_llm_erase
 
@@ -119,7 +119,7 @@ def cmd_audit(args: argparse.Namespace) -> dict:
 
     from evals.robustness import attack_accepts
 
-    options = _parse_options(args.option)
+    options = parse_options(args.option)
     llm = is_llm_model(args.model)
     attacks = args.attack or (["soft-prompt"] if llm else ["unlearndiff"])
     for key in ("k", "iterations"):  # shorthands, given to the attacks that have the option

@@ -77,6 +77,38 @@ def test_advunlearn_trains_text_encoder_blocks_only(tiny_pipe):
     assert {"esd", "retain_kl"} <= set(result.loop.history[-1])
 
 
+def test_advunlearn_layers_option_trains_only_the_named_blocks(tiny_pipe):
+    te = {n: p.clone() for n, p in tiny_pipe.text_encoder.named_parameters()}
+    erase(tiny_pipe, concept="Neon", method="advunlearn", steps=2, lr=1e-2, ddim_steps=3, attack_steps=1, layers="0",
+          train={"show_progress": False, "adversary_warmup": 1})
+    changed = {n for n, p in tiny_pipe.text_encoder.named_parameters() if not torch.equal(p, te[n])}
+    assert changed and all(".layers.0." in n for n in changed)
+    n_layers = tiny_pipe.text_encoder.config.num_hidden_layers
+    with pytest.raises(ValueError, match=f"blocks 0..{n_layers - 1}"):
+        erase(tiny_pipe, concept="Neon", method="advunlearn", steps=1, layers=str(n_layers))
+    with pytest.raises(ValueError, match="comma-separated block indices"):
+        erase(tiny_pipe, concept="Neon", method="advunlearn", steps=1, layers="first")
+
+
+def test_advunlearn_attack_hands_its_z_t_to_the_esd_term(tiny_pipe, monkeypatch):
+    """One z_t per step, as in AdvUnlearn: the ESD term reuses the latents the inner attack sampled."""
+    from diffusion.advunlearn import PrefixAttack
+    from diffusion.esd import ESDLoss
+    from erasure.objectives import StepScores
+    from erasure.reference import SnapshotReference
+
+    adapter = DiffusionAdapter(tiny_pipe)
+    ref = SnapshotReference(dict(tiny_pipe.text_encoder.named_parameters()))
+    calls = []
+    real = adapter.sample_xt
+    monkeypatch.setattr(adapter, "sample_xt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    adv = PrefixAttack(k=1, steps=1, ddim_steps=3).attack(adapter, DiffusionBatch(["Neon"]), torch.Generator(),
+                                                          reference=ref)
+    assert adv.batch.xt is not None and len(calls) == 1
+    loss = ESDLoss(ddim_steps=3)(StepScores(adapter, ref, {"forget": adv.batch}, seed=0))
+    assert torch.isfinite(loss) and len(calls) == 1  # no second sampling
+
+
 def _unlearned_tiny_lm():
     from tests.conftest import QA, make_trained_tiny_lm
 
