@@ -5,9 +5,10 @@ text encoder for robust concept erasure.
     inner: delta* = argmin_delta || eps(z_t, E_theta([delta; c])) - eps_o(z_t, c) ||^2
 
 The UNet stays frozen; the text encoder's transformer blocks and final layer norm train (selector
-``text-encoder``), so the saved ``text_encoder/`` can be swapped into another pipeline of the same tokenizer
-family ("plug-and-play"). ESD's loss term is reused as is; the retain term is the core's KL term (for a
-diffusion adapter: the mean squared difference to the frozen original's noise prediction).
+``text-encoder``; ``layers`` picks single blocks), so the saved ``text_encoder/`` can be swapped into another
+pipeline of the same tokenizer family ("plug-and-play"). ESD's loss term is reused as is, on the z_t the inner
+attack sampled (one DDIM partial sampling per step); the retain term is the core's KL term (for a diffusion
+adapter: the mean squared difference to the frozen original's noise prediction).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ UnlearnDiff (prefix tokens on the simplex, Adam lr 0.01, weight decay 0.1, judge
 budget than the paper's k = 3 / 40 steps: k = 5 prefix tokens, 100 steps (--attack-option changes it, e.g.
 --attack-option k=3 iterations=40 for the paper's; --attacks embedding for the continuous variant).
 Writes results.json and table.md (and the table into the README between its advunlearn-table markers with
---readme). Erasure settings come from the
-model's recommended.json (per method, per concept) where it has them; --steps overrides.
+--readme). Erasure settings come from the model's recommended.json (per method, per concept) where it has
+them; --steps overrides.
 With --workers N the concepts run in N processes of one CPU thread each (a CPU speed-up; keep 1 on a GPU).
 """
 

@@ -70,13 +70,17 @@ def test_erase_then_eval_writes_model_and_metrics(tmp_path, capsys):
     assert (ev / "samples.png").is_file()
 
 
+def _audit(out, capsys, *args: str) -> dict:
+    """Run ``erasure audit ARGS --no-utility --out OUT``; returns robustness.json."""
+    code, _, err = _run(["audit", *args, "--no-utility", "--out", str(out)], capsys)
+    assert code == 0, err
+    return json.loads((out / "robustness.json").read_text())
+
+
 def test_audit_with_several_attacks_writes_one_table(tmp_path, capsys):
     out = tmp_path / "audit"
-    code, stdout, err = _run(["audit", "--model", "mini-canvas", "--concept", "Neon", "--attack", "unlearndiff",
-                              "random", "--n", "2", "--iterations", "2", "--option", "random.tries=1",
-                              "--no-utility", "--out", str(out)], capsys)
-    assert code == 0, err
-    summary = json.loads((out / "robustness.json").read_text())
+    summary = _audit(out, capsys, "--model", "mini-canvas", "--concept", "Neon", "--attack", "unlearndiff", "random",
+                     "--n", "2", "--iterations", "2", "--option", "random.tries=1")
     assert set(summary["attacks"]) == {"unlearndiff", "random"}
     for name in ("unlearndiff", "random"):
         record = json.loads((out / name / "audit.json").read_text())
@@ -108,11 +112,8 @@ def test_audit_bad_attack_options_are_clear_errors(args, message, capsys, tmp_pa
 
 def test_llm_audit_runs_soft_prompt_and_relearning(tmp_path, capsys):
     out = tmp_path / "llm-audit"
-    code, stdout, err = _run(["audit", "--model", "mini-tofu", "--forget", "forget10", "--attack", "soft-prompt",
-                              "relearn", "--n", "4", "--option", "soft-prompt.steps=2", "--option", "relearn.steps=1",
-                              "--no-utility", "--out", str(out)], capsys)
-    assert code == 0, err
-    summary = json.loads((out / "robustness.json").read_text())
+    summary = _audit(out, capsys, "--model", "mini-tofu", "--forget", "forget10", "--attack", "soft-prompt", "relearn",
+                     "--n", "4", "--option", "soft-prompt.steps=2", "--option", "relearn.steps=1")
     assert summary["attacks"]["soft-prompt"]["n"] == 4
     assert summary["attacks"]["relearn"]["n"] == 2  # relearns on half the rows, judged on the other half
     for name in ("soft-prompt", "relearn"):
