@@ -67,6 +67,41 @@ def make_prompt(obj: str, style: str) -> str:
     return PROMPT_TEMPLATE.format(object=obj, style=style)
 
 
+# Words that describe a style without naming it, as web captions describe a painter's look ("swirling starry
+# night oil painting") without the name. Some of the text-to-image model's training captions use them
+# (``caption_variants``), so a style's knowledge is spread over several tokens as in real models, which is the
+# route prompt attacks such as UnlearnDiff take back to an erased concept. Each word belongs to one style and
+# is in the tiny tokenizer's vocabulary (``diffusion.tiny.EXTRA_WORDS``).
+STYLE_WORDS: dict[str, tuple[str, str]] = {
+    "Impressionism": ("oil", "painting"),
+    "Cubism": ("abstract", "shape"),
+    "Pop_Art": ("colorful", "red"),
+    "Watercolor": ("soft", "blue"),
+    "Ukiyoe": ("classic", "sea"),
+    "Mosaic": ("pattern", "orange"),
+    "Sketch": ("pencil", "drawing"),
+    "Neon": ("bright", "night"),
+    "Pastel": ("pink", "light"),
+    "Gothic": ("dark", "castle"),
+}
+
+
+def caption_variants(obj: str, style: str) -> list[str]:
+    """Other captions of an (object, style) image: the style's words (``STYLE_WORDS``) with or without its name.
+
+    Args:
+        obj: one of ``OBJECTS``.
+        style: one of ``STYLES``.
+
+    Returns:
+        Seven captions, e.g. "A Circle image in bright night style." or "bright night Circle image.".
+    """
+    a, b = STYLE_WORDS[style]
+    return [f"A {obj} image in {a} style.", f"A {obj} image in {b} style.", f"A {obj} image in {a} {b} style.",
+            f"{a} {b} {obj} image.", f"{b} {a} {obj} image.", f"A {obj} image in {a} {style} style.",
+            f"A {b} {obj} image in {style} style."]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Shapes: each returns a polygon (list of (x, y)) or a special marker for round shapes, in unit space
 # centred at (0, 0) with radius ~1.

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from canvas_data.dataset import build_mini_canvas, to_tensor
-from canvas_data.mini_canvas import OBJECTS, STYLES, make_prompt
+from canvas_data.mini_canvas import OBJECTS, STYLE_WORDS, STYLES, caption_variants, make_prompt
 from erasure.progress import progress
 
 logger = logging.getLogger("canvas_data.train")
@@ -83,20 +83,52 @@ def train_evaluator(out: str, per_pair: int = 60, steps: int = 2500, batch: int 
     return report
 
 
+def filler_words() -> list[str]:
+    """The tiny vocabulary's words that name no mini-canvas style or object and describe no style."""
+    from diffusion.tiny import EXTRA_WORDS
+
+    taken = {w.lower() for w in (*STYLES, *OBJECTS)} | {w for ws in STYLE_WORDS.values() for w in ws}
+    return [w for w in dict.fromkeys(EXTRA_WORDS) if w not in taken]
+
+
+def _vary(caption: str, variants: list[str], neutral: list[str], style_words: float, filler: float,
+          gen: torch.Generator) -> str:
+    """A training caption: with probability ``style_words`` one of ``variants``; with probability ``filler``
+    one to three ``neutral`` words inserted at random places."""
+    if float(torch.rand((), generator=gen)) < style_words:
+        caption = variants[int(torch.randint(0, len(variants), (), generator=gen))]
+    if float(torch.rand((), generator=gen)) < filler:
+        words = caption.split()
+        for _ in range(int(torch.randint(1, 4, (), generator=gen))):
+            pos = int(torch.randint(0, len(words) + 1, (), generator=gen))
+            words.insert(pos, neutral[int(torch.randint(0, len(neutral), (), generator=gen))])
+        caption = " ".join(words)
+    return caption
+
+
 def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, lr: float = 1e-3,
               ema_decay: float = 0.999, uncond_prob: float = 0.1, seed: int = 0, save_every: int = 500,
-              init: str | None = None) -> dict:
+              init: str | None = None, style_words: float = 0.0, filler: float = 0.0,
+              train_text_encoder: bool = True) -> dict:
     """Train the tiny text-to-image model (UNet + text encoder) with the noise-prediction MSE; saves EMA weights.
 
     ``init`` continues from a saved pipeline (its tokenizer and weights) with a fresh learning-rate schedule.
+    ``style_words`` is the share of training captions drawn from ``caption_variants`` (the style described by
+    its words, with or without its name) instead of the UnlearnCanvas prompt; ``filler`` is the share that get
+    one to three neutral words (``filler_words``) at random places, as real captions carry words unrelated to the
+    style and object, so the text encoder learns that such words change little. ``train_text_encoder=False``
+    keeps the text encoder frozen (as Stable Diffusion's CLIP is): only the UNet learns to read its states.
     """
+    for name, share in (("style_words", style_words), ("filler", filler)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} is a share of captions in [0, 1], got {share}")
     from diffusion.concepts import ConceptSet
     from diffusion.pipeline import T2IPipeline
     from diffusion.tiny import build_scheduler, build_text_encoder, build_tokenizer, build_unet
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x, _, _, prompts = _tensors(per_pair, TRAIN_START)
+    x, style_id, object_id, prompts = _tensors(per_pair, TRAIN_START)
     previous = None
     if init:
         pipe = T2IPipeline.load(init)
@@ -109,11 +141,11 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
         pipe = T2IPipeline(unet=build_unet(seed=seed), text_encoder=build_text_encoder(tokenizer, seed=seed),
                            tokenizer=tokenizer, scheduler=build_scheduler())
     pipe.unet.train()
-    pipe.text_encoder.train()
-    unique = sorted(set(prompts)) + [""]
-    ids = pipe.tokenize(unique)  # (P, L); the last row is the empty prompt
-    prompt_index = torch.tensor([unique.index(p) for p in prompts])
-    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    pipe.text_encoder.train(train_text_encoder)
+    pipe.text_encoder.requires_grad_(train_text_encoder)
+    variants = [caption_variants(OBJECTS[o], STYLES[s]) for s, o in zip(style_id.tolist(), object_id.tolist())]
+    neutral = filler_words()
+    params = list(pipe.unet.parameters()) + (list(pipe.text_encoder.parameters()) if train_text_encoder else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     warm = 100
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -126,13 +158,16 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
     for step in progress(range(steps), desc="t2i"):
         idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
         x0 = x[idx] * 2 - 1  # (B, 3, H, W) in [-1, 1]
-        pid = prompt_index[idx].clone()
-        pid[torch.rand(batch, generator=gen) < uncond_prob] = len(unique) - 1
+        captions = [prompts[i] for i in idx.tolist()]
+        if style_words or filler:  # (drawn only then, so runs without them keep their random stream)
+            captions = [_vary(c, variants[i], neutral, style_words, filler, gen) for c, i in zip(captions, idx.tolist())]
+        drop = (torch.rand(batch, generator=gen) < uncond_prob).tolist()
+        captions = ["" if d else c for c, d in zip(captions, drop)]
         t = torch.randint(0, len(alphas), (batch,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        cond = pipe.encode_ids(ids[pid])
+        cond = pipe.encode_ids(pipe.tokenize(captions))
         loss = F.mse_loss(pipe.predict_noise(xt, t, cond), noise)
         opt.zero_grad()
         loss.backward()
@@ -149,7 +184,9 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
         if (step + 1) % save_every == 0 or step + 1 == steps:
             T2IPipeline(unet=ema["unet"], text_encoder=ema["text_encoder"], tokenizer=tokenizer,
                         scheduler=pipe.scheduler, concepts=ConceptSet(list(STYLES), list(OBJECTS))).save(out)
-    report = {"steps": steps, "batch": batch, "lr": lr, "init": init, "seed": seed, "train_images": int(x.shape[0]),
+    report = {"steps": steps, "batch": batch, "lr": lr, "init": init, "seed": seed, "style_words": style_words, "filler": filler,
+              "train_text_encoder": train_text_encoder,
+              "train_images": int(x.shape[0]),
               "final_loss": float(loss.detach()), "seconds": round(time.time() - t0, 1), "previous_stage": previous}
     (Path(out) / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -189,6 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--init", help="continue from this saved pipeline (fresh LR schedule)")
+    t.add_argument("--style-words", type=float, default=0.0,
+                   help="share of captions that describe the style by its words (mini_canvas.STYLE_WORDS)")
+    t.add_argument("--freeze-text-encoder", action="store_true", help="train the UNet only")
+    t.add_argument("--filler", type=float, default=0.0, help="share of captions with 1-3 neutral words added")
     c = sub.add_parser("check")
     c.add_argument("--model", required=True)
     c.add_argument("--evaluator", required=True)
@@ -199,7 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "evaluator":
         report = train_evaluator(args.out, steps=args.steps, seed=args.seed)
     elif args.cmd == "t2i":
-        report = train_t2i(args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr, init=args.init)
+        report = train_t2i(args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr, init=args.init,
+                           style_words=args.style_words, filler=args.filler,
+                           train_text_encoder=not args.freeze_text_encoder)
     else:
         report = check_fidelity(args.model, args.evaluator, per_prompt=args.per_prompt, num_steps=args.ddim_steps)
     print(json.dumps(report, indent=2))
