@@ -160,7 +160,8 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
         x0 = x[idx] * 2 - 1  # (B, 3, H, W) in [-1, 1]
         captions = [prompts[i] for i in idx.tolist()]
         if style_words or filler:  # (drawn only then, so runs without them keep their random stream)
-            captions = [_vary(c, variants[i], neutral, style_words, filler, gen) for c, i in zip(captions, idx.tolist())]
+            captions = [_vary(c, variants[i], neutral, style_words, filler, gen)
+                        for c, i in zip(captions, idx.tolist())]
         drop = (torch.rand(batch, generator=gen) < uncond_prob).tolist()
         captions = ["" if d else c for c, d in zip(captions, drop)]
         t = torch.randint(0, len(alphas), (batch,), generator=gen)
@@ -184,9 +185,8 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
         if (step + 1) % save_every == 0 or step + 1 == steps:
             T2IPipeline(unet=ema["unet"], text_encoder=ema["text_encoder"], tokenizer=tokenizer,
                         scheduler=pipe.scheduler, concepts=ConceptSet(list(STYLES), list(OBJECTS))).save(out)
-    report = {"steps": steps, "batch": batch, "lr": lr, "init": init, "seed": seed, "style_words": style_words, "filler": filler,
-              "train_text_encoder": train_text_encoder,
-              "train_images": int(x.shape[0]),
+    report = {"steps": steps, "batch": batch, "lr": lr, "init": init, "seed": seed, "style_words": style_words,
+              "filler": filler, "train_text_encoder": train_text_encoder, "train_images": int(x.shape[0]),
               "final_loss": float(loss.detach()), "seconds": round(time.time() - t0, 1), "previous_stage": previous}
     (Path(out) / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
