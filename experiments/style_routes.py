@@ -40,14 +40,14 @@ def style_routes(model: str, concept: str, evaluator: str = "mini-canvas-evaluat
     pipe = T2IPipeline.load(resolve_model_path(model))
     judge = CanvasClassifier.load(resolve_model_path(evaluator))
     a, b = STYLE_WORDS[concept]
-    out = {}
-    for name, form in WORDINGS.items():
-        prompts = [form.format(o=o, s=concept, a=a, b=b) for o in OBJECTS[:n]]
-        pred = judge.predict(pipe.sample(prompts, num_steps=20, guidance=3.0, seeds=list(range(len(prompts)))))
-        out[name] = {"style": float((pred["style"] == STYLES.index(concept)).float().mean()),
-                     "object": float((pred["object"] == torch.arange(len(prompts))).float().mean()),
-                     "example": prompts[0]}
-    return out
+    objects = OBJECTS[:n]
+    prompts = [form.format(o=o, s=concept, a=a, b=b) for form in WORDINGS.values() for o in objects]
+    seeds = list(range(len(objects))) * len(WORDINGS)  # object i: seed i in every wording
+    pred = judge.predict(pipe.sample(prompts, num_steps=20, guidance=3.0, seeds=seeds))
+    style = (pred["style"] == STYLES.index(concept)).float().view(len(WORDINGS), -1)  # (wordings, objects)
+    obj = (pred["object"] == torch.arange(len(objects)).repeat(len(WORDINGS))).float().view(len(WORDINGS), -1)
+    return {name: {"style": float(style[i].mean()), "object": float(obj[i].mean()),
+                   "example": prompts[i * len(objects)]} for i, name in enumerate(WORDINGS)}
 
 
 def main() -> None:
