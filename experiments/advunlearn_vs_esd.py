@@ -79,7 +79,7 @@ def main() -> None:
     p.add_argument("--model", default="mini-canvas")
     p.add_argument("--evaluator", default="mini-canvas-evaluator")
     p.add_argument("--original", help="model whose generations are UnlearnDiff's targets (default: --model)")
-    p.add_argument("--concepts", nargs="*", default=["Neon", "Square"])
+    p.add_argument("--concepts", nargs="*", default=["Impressionism", "Square"])
     p.add_argument("--methods", nargs="*", default=list(MODELS[1:]))
     p.add_argument("--attacks", nargs="*", default=["unlearndiff"], help="audit attacks (unlearndiff, embedding, "
                                                                         "random)")
