@@ -14,6 +14,12 @@ Writes results.json and table.md (and the table into the README between its advu
 --readme). Erasure settings come from the model's recommended.json (per method, per concept) where it has
 them; --steps overrides.
 With --workers N the concepts run in N processes of one CPU thread each (a CPU speed-up; keep 1 on a GPU).
+
+On other weights the model folder is a diffusers Stable Diffusion layout (unet/, text_encoder/, tokenizer/,
+scheduler/, vae/) plus a concepts.json naming its styles and objects (``diffusion.concepts.ConceptSet.save``),
+and --evaluator is a judge folder written by ``evals.judges.CanvasClassifier.save`` for those concepts.
+tests/test_experiments.py runs ``run_concept`` on such a folder with a tiny VAE-latent pipeline (CPU only; no
+real Stable Diffusion weights have been run here).
 """
 
 from __future__ import annotations

@@ -27,3 +27,65 @@ def test_style_routes_rejects_an_object_and_reads_the_shipped_model():
     assert set(routes) == set(WORDINGS)
     assert routes["name"]["style"] == 1.0  # the shipped model draws Neon from its name (3 of 3 objects)
     assert routes["style words only"]["example"] == "bright night Circle image."
+
+
+def _latent_pipeline(tmp_path):
+    """A tiny Stable-Diffusion-layout pipeline (VAE + 4-channel latent UNet) saved to a local folder."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from diffusion.pipeline import T2IPipeline
+    from tests.conftest import OBJECTS, STYLES, make_tiny_pipeline
+
+    pixel = make_tiny_pipeline(seed=0)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=16)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=2, norm_num_groups=8)
+    pipe = T2IPipeline(unet=unet, text_encoder=pixel.text_encoder, tokenizer=pixel.tokenizer,
+                       scheduler=pixel.scheduler, vae=vae, concepts=pixel.concepts)
+    return pipe.save(tmp_path / "sd-like"), {"style": list(STYLES), "object": list(OBJECTS)}
+
+
+def test_advunlearn_vs_esd_runs_on_a_local_latent_pipeline(tmp_path):
+    """The comparison's per-concept run needs nothing mini-canvas-specific: a local SD-layout folder (VAE latents,
+    its own tokenizer and concepts.json) and a judge folder are enough; AdvUnlearn leaves the UNet untouched and
+    ESD-x the text encoder."""
+    import argparse
+
+    import torch
+    from safetensors.torch import load_file
+
+    from evals.judges import CanvasClassifier
+    from experiments.advunlearn_vs_esd import MODELS, run_concept
+
+    model, labels = _latent_pipeline(tmp_path)
+    torch.manual_seed(0)
+    CanvasClassifier(labels, width=8, image_size=16).save(tmp_path / "judge")
+    args = argparse.Namespace(model=str(model), original=None, evaluator=str(tmp_path / "judge"),
+                              methods=list(MODELS[1:]), attacks=["unlearndiff"], steps=2, seed=0, n=1,
+                              out=str(tmp_path / "out"), attack_options={"k": 1, "iterations": 2})
+    results = run_concept("Neon", args)
+
+    assert list(results) == list(MODELS)
+    for rec in results.values():
+        assert all(0.0 <= rec[k] <= 1.0 for k in ("ua", "ira", "cra"))
+        asr = rec["unlearndiff"]
+        assert asr["n"] == 1 and 0.0 <= asr["pre_asr"] <= asr["post_asr"] <= 1.0
+
+    def weights(folder, part):
+        return load_file(folder / part / "diffusion_pytorch_model.safetensors" if part in ("unet", "vae")
+                         else folder / part / "model.safetensors")
+
+    out = tmp_path / "out" / "Neon"
+    for name, frozen, edited in (("advunlearn", "unet", "text_encoder"), ("esd-x", "text_encoder", "unet")):
+        before, after = weights(model, frozen), weights(out / name / "model", frozen)
+        assert all(torch.equal(before[k], after[k]) for k in before), f"{name} changed the {frozen}"
+        before, after = weights(model, edited), weights(out / name / "model", edited)
+        assert any(not torch.equal(before[k], after[k]) for k in before), f"{name} left the {edited} unchanged"
+        vae_before, vae_after = weights(model, "vae"), weights(out / name / "model", "vae")
+        assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)
