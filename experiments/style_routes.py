@@ -33,6 +33,7 @@ def style_routes(model: str, concept: str, evaluator: str = "mini-canvas-evaluat
     from canvas_data.mini_canvas import OBJECTS, STYLE_WORDS, STYLES
     from diffusion.pipeline import T2IPipeline
     from erasure.models import resolve_model_path
+    from evals.canvas import judge_index
     from evals.judges import CanvasClassifier
 
     if concept not in STYLE_WORDS:
@@ -44,8 +45,9 @@ def style_routes(model: str, concept: str, evaluator: str = "mini-canvas-evaluat
     prompts = [form.format(o=o, s=concept, a=a, b=b) for form in WORDINGS.values() for o in objects]
     seeds = list(range(len(objects))) * len(WORDINGS)  # object i: seed i in every wording
     pred = judge.predict(pipe.sample(prompts, num_steps=20, guidance=3.0, seeds=seeds))
-    style = (pred["style"] == STYLES.index(concept)).float().view(len(WORDINGS), -1)  # (wordings, objects)
-    obj = (pred["object"] == torch.arange(len(objects)).repeat(len(WORDINGS))).float().view(len(WORDINGS), -1)
+    style = (pred["style"] == judge_index(judge, "style", concept)).float().view(len(WORDINGS), -1)  # (W, O)
+    wanted = torch.tensor([judge_index(judge, "object", o) for o in objects]).repeat(len(WORDINGS))
+    obj = (pred["object"] == wanted).float().view(len(WORDINGS), -1)  # (wordings, objects)
     return {name: {"style": float(style[i].mean()), "object": float(obj[i].mean()),
                    "example": prompts[i * len(objects)]} for i, name in enumerate(WORDINGS)}
 
