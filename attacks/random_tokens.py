@@ -6,8 +6,8 @@ If an erased model falls to this, the optimised attacks are not what breaks it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -26,6 +26,10 @@ class RandomTokens:
         seed: seeds the token draws and the generation noise.
     """
 
+    modality = "diffusion"
+    per_example = True
+    needs_reference = False
+
     k: int = 3
     tries: int = 4
     sample_steps: int = 20
@@ -34,9 +38,7 @@ class RandomTokens:
     name: str = "random"
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
-               judge: Callable[[torch.Tensor], list[bool]] | None = None) -> AttackResult:
-        from diffusion.adapter import DiffusionBatch
-
+               judge: Callable[[torch.Tensor, Sequence[Any]], list[bool]] | None = None) -> AttackResult:
         pipe = adapter.pipe
         prompt = batch.prompts[0]
         pipe.tokenize([prompt], reserve=self.k)
@@ -48,14 +50,12 @@ class RandomTokens:
             tokens = pool[torch.randint(0, len(pool), (self.k,), generator=generator)].tolist()
             if judge is None:
                 break
-            with torch.no_grad():
-                cond = pipe.encode_prompts([prompt], prefix=embed[tokens][None])
-                image = pipe.sample([prompt], num_steps=self.sample_steps, guidance=self.guidance, seed=self.seed,
-                                    cond=cond)
-            if judge(image)[0]:
+            image = adapter.generate([prompt], prefix=embed[tokens][None], seeds=[self.seed],
+                                     num_steps=self.sample_steps, guidance=self.guidance)
+            if judge(image, [prompt])[0]:
                 success = True
                 break
-        adv = DiffusionBatch(list(batch.prompts), batch.images, prefix=embed[tokens][None])
+        adv = replace(batch, prefix=embed[tokens][None])
         info = {"steps": tried, "seconds": round(time.time() - t0, 3), "prefix_tokens": tokens,
                 "adversarial_prompt": pipe.tokenizer.decode(tokens) + " " + prompt}
         return AttackResult(batch=adv, success=[success] if judge is not None else None, info=info)

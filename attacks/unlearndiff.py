@@ -15,15 +15,15 @@ adversarial prompt generates an image and the judge decides; the attack stops at
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from erasure.adversary import AttackResult
 
-Judge = Callable[[torch.Tensor], list[bool]]  # images (B, 3, H, W) in [0, 1] -> concept present?
+Judge = Callable[[torch.Tensor, Sequence[Any]], list[bool]]  # (images (B, 3, H, W) in [0, 1], prompts) -> concept?
 
 
 def project_to_simplex(z: torch.Tensor) -> torch.Tensor:
@@ -53,6 +53,10 @@ class UnlearnDiff:
         seed: seeds the initialisation and the generation noise.
     """
 
+    modality = "diffusion"
+    per_example = True  # one adversarial prompt per prompt
+    needs_reference = False
+
     k: int = 3
     iterations: int = 40
     lr: float = 0.01
@@ -73,12 +77,8 @@ class UnlearnDiff:
     def objective(self, pipe: Any, prompts: list[str], x0: torch.Tensor, prefix: torch.Tensor,
                   generator: torch.Generator) -> torch.Tensor:
         """The denoising error of the target images under the adversarial prompt (one random t each)."""
-        alphas = pipe.scheduler.alphas_cumprod
-        t = torch.randint(0, len(alphas), (x0.shape[0],), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
-        a = alphas[t].to(x0).view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        eps = pipe.predict_noise(xt, t.to(x0.device), pipe.encode_prompts(prompts, prefix=prefix))
+        xt, t, noise = pipe.noise(x0, generator)
+        eps = pipe.predict_noise(xt, t, pipe.encode_prompts(prompts, prefix=prefix))
         return F.mse_loss(eps, noise)
 
     def fixed_objective(self, pipe: Any, prompts: list[str], x0: torch.Tensor, prefix: torch.Tensor,
@@ -123,7 +123,7 @@ class UnlearnDiff:
             steps = it + 1
             check = judge is not None and ((self.check_every and steps % self.check_every == 0)
                                            or steps == self.iterations)
-            if check and judge(self.generate(pipe, batch.prompts[0], z, embed, allowed))[0]:
+            if check and judge(self.generate(adapter, batch.prompts[0], z, embed, allowed), batch.prompts[:1])[0]:
                 success = True
                 break
         with torch.no_grad():
@@ -135,10 +135,7 @@ class UnlearnDiff:
             tokens = allowed[z.detach().argmax(-1)].tolist()
             info["adversarial_prompt"] = pipe.tokenizer.decode(tokens) + " " + batch.prompts[0]
             info["prefix_tokens"] = tokens
-        from diffusion.adapter import DiffusionBatch
-
-        adv = DiffusionBatch(list(batch.prompts), batch.images, prefix=prefix[None])
-        return AttackResult(batch=adv, success=[success] if judge is not None else None, trace=trace, info=info)
+        return AttackResult(batch=replace(batch, prefix=prefix[None]), success=[success] if judge is not None else None, trace=trace, info=info)
 
     def _prefix(self, z: torch.Tensor, embed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Prefix token embeddings (k, D): straight-through argmax tokens, or the free embeddings."""
@@ -149,6 +146,18 @@ class UnlearnDiff:
         return st @ embed[allowed]
 
     @torch.no_grad()
-    def generate(self, pipe: Any, prompt: str, z: torch.Tensor, embed: torch.Tensor, allowed: torch.Tensor):
-        cond = pipe.encode_prompts([prompt], prefix=self._prefix(z, embed, allowed)[None])
-        return pipe.sample([prompt], num_steps=self.sample_steps, guidance=self.guidance, seed=self.seed, cond=cond)
+    def generate(self, adapter: Any, prompt: str, z: torch.Tensor, embed: torch.Tensor, allowed: torch.Tensor):
+        """The image the judge checks: ``prompt`` behind the current adversarial prefix, noise from ``seed``."""
+        return adapter.generate([prompt], prefix=self._prefix(z, embed, allowed)[None], seeds=[self.seed],
+                                num_steps=self.sample_steps, guidance=self.guidance)
+
+
+@dataclass
+class UnlearnDiffEmbedding(UnlearnDiff):
+    """UnlearnDiff's objective over k free prefix embeddings: a larger step than on the simplex and no decay
+    towards the zero vector (Adam lr 0.05, weight decay 0)."""
+
+    lr: float = 0.05
+    weight_decay: float = 0.0
+    variant: str = "embedding"
+    name: str = "embedding"

@@ -11,11 +11,10 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
-import torch
 from datasets import Dataset, Features, Image as ImageFeature, Value
 
 from canvas_data.mini_canvas import OBJECTS, STYLES, make_prompt, render
+from diffusion.pipeline import to_tensor  # noqa: F401  (re-exported: images -> tensors lives with the pipeline)
 
 FEATURES = Features(
     {
@@ -107,8 +106,3 @@ def load_unlearncanvas(root: str | os.PathLike, styles: Sequence[str] | None = N
         raise ValueError(f"no images found under {root} in the style/object/idx.jpg layout")
     return Dataset.from_list(rows, features=FEATURES)
 
-
-def to_tensor(images: Sequence) -> torch.Tensor:
-    """PIL images -> float tensor in [0, 1], shape (B, 3, H, W)."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0

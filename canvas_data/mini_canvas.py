@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-PROMPT_TEMPLATE = "A {object} image in {style} style."
+from diffusion.concepts import UNLEARNCANVAS_TEMPLATE as PROMPT_TEMPLATE
 
 STYLES: tuple[str, ...] = (
     "Impressionism",

@@ -153,7 +153,6 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
     ema = {n: copy.deepcopy(m) for n, m in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder))}
     for m in ema.values():
         m.requires_grad_(False)
-    alphas = pipe.scheduler.alphas_cumprod
     t0 = time.time()
     for step in progress(range(steps), desc="t2i"):
         idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
@@ -164,10 +163,7 @@ def train_t2i(out: str, per_pair: int = 50, steps: int = 2400, batch: int = 32, 
                         for c, i in zip(captions, idx.tolist())]
         drop = (torch.rand(batch, generator=gen) < uncond_prob).tolist()
         captions = ["" if d else c for c, d in zip(captions, drop)]
-        t = torch.randint(0, len(alphas), (batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        xt, t, noise = pipe.noise(x0, gen)
         cond = pipe.encode_ids(pipe.tokenize(captions))
         loss = F.mse_loss(pipe.predict_noise(xt, t, cond), noise)
         opt.zero_grad()

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import torch
 
-from diffusion.concepts import ConceptSet, default_retain_prompts
-from diffusion.pipeline import T2IPipeline
+from diffusion.concepts import ConceptSet
+from diffusion.pipeline import T2IPipeline, to_tensor
 from erasure import losses
 from erasure.reference import Reference
 
@@ -62,12 +62,24 @@ class DiffusionAdapter:
 
     @classmethod
     def from_model(cls, model: Any, **kwargs: Any) -> "DiffusionAdapter":
+        if "tokenizer" in kwargs:
+            raise ValueError("tokenizer= is for LLMs; a text-to-image pipeline brings its own")
         pipe = model if isinstance(model, T2IPipeline) else T2IPipeline.from_diffusers(model)
         return cls(pipe, **kwargs)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DiffusionAdapter":
         return cls(T2IPipeline.load(path))
+
+    @property
+    def model(self) -> T2IPipeline:
+        """The pipeline being edited."""
+        return self.pipe
+
+    @property
+    def source(self) -> os.PathLike | None:
+        """The folder the pipeline was loaded from (for its ``recommended.json``), if any."""
+        return self.pipe.source
 
     @property
     def concepts(self) -> ConceptSet | None:
@@ -78,23 +90,43 @@ class DiffusionAdapter:
 
     # ------------------------------------------------------------------ data
     def collate(self, rows: Sequence[Any]) -> DiffusionBatch:
-        """Rows are prompt strings, or dicts with "prompt" and optionally "image" (PIL or (3,H,W) tensor)."""
-        prompts, images = [], []
+        """Rows are prompt strings, or dicts with "prompt" and optionally "image" (PIL or (3, H, W) tensor) or
+        "images" ((K, 3, H, W): several images of the prompt, e.g. an audit's targets; K rows in the batch)."""
+        prompts, images = [], []  # images: one (k, 3, H, W) tensor per row that has any
         for r in rows:
             if isinstance(r, str):
                 prompts.append(r)
                 continue
-            prompts.append(r["prompt"])
-            if r.get("image") is not None:
+            shown = r.get("images")
+            if shown is None and r.get("image") is not None:
                 img = r["image"]
-                if not torch.is_tensor(img):
-                    from canvas_data.dataset import to_tensor
-
-                    img = to_tensor([img])[0]
-                images.append(img)
-        if images and len(images) != len(prompts):
+                shown = (img if torch.is_tensor(img) else to_tensor([img])[0])[None]
+            prompts.extend([r["prompt"]] * (1 if shown is None else shown.shape[0]))
+            if shown is not None:
+                images.append(shown)
+        if images and sum(len(i) for i in images) != len(prompts):
             raise ValueError("either every row of a batch has an image or none does")
-        return DiffusionBatch(prompts, torch.stack(images).to(self.pipe.device) if images else None)
+        if not images:
+            return DiffusionBatch(prompts)
+        # one row's images are used as given (their memory layout too); several rows' are stacked
+        stacked = images[0] if len(images) == 1 and len(images[0]) > 1 else torch.cat(images)
+        return DiffusionBatch(prompts, stacked.to(self.pipe.device))
+
+    def generate(self, rows: Sequence[Any], prefix: torch.Tensor | None = None, seeds: Sequence[int] | None = None,
+                 seed: int = 0, num_steps: int = 20, guidance: float = 3.0) -> torch.Tensor:
+        """One image per row (DDIM + CFG), images in [0, 1] (B, 3, H, W) on the CPU.
+
+        Args:
+            rows: prompts or rows with a "prompt".
+            prefix: adversarial prefix embeddings (1 or B, k, D) inserted after BOS.
+            seeds: one evaluation seed per row (image i then depends only on seeds[i]); or
+            seed: one seed for the batch's noise.
+            num_steps, guidance: DDIM steps and CFG scale.
+        """
+        prompts = [r if isinstance(r, str) else r["prompt"] for r in rows]
+        with torch.no_grad():
+            cond = None if prefix is None else self.pipe.encode_prompts(prompts, prefix=prefix)
+        return self.pipe.sample(prompts, num_steps=num_steps, guidance=guidance, seed=seed, seeds=seeds, cond=cond)
 
     # ------------------------------------------------------------------ scores
     def noised(self, batch: DiffusionBatch, generator: torch.Generator):
@@ -102,12 +134,7 @@ class DiffusionAdapter:
         if batch.images is None:
             raise ValueError("likelihood-based objectives on a diffusion model need images of the forget/retain "
                              "prompts (rows with an 'image'); generate them with the original model first")
-        x0 = self.pipe.encode_images(batch.images)  # (B, C, H, W)
-        alphas = self.pipe.scheduler.alphas_cumprod
-        t = torch.randint(0, len(alphas), (x0.shape[0],), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
-        a = alphas[t].to(x0).view(-1, 1, 1, 1)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.to(x0.device), noise
+        return self.pipe.noise(self.pipe.encode_images(batch.images), generator)
 
     def per_example_nll(self, batch: DiffusionBatch, generator: torch.Generator, smoothing: float = 0.0):
         if smoothing:
@@ -144,21 +171,3 @@ class DiffusionAdapter:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         self.pipe.save(path)
-
-    def forget_prompts(self, concept: str) -> list[str]:
-        """Prompts ESD trains on for ``concept``: the template prompts containing it, else the concept itself."""
-        if self.concepts is not None:
-            try:
-                return self.concepts.prompts_with(concept)
-            except ValueError:
-                pass
-        return [concept]
-
-    def retain_prompts(self, concept: str) -> list[str]:
-        """Default retain prompts: the model's other concepts' prompts, else generic "a photo of a ..." ones."""
-        if self.concepts is not None:
-            try:
-                return self.concepts.prompts_without(concept)
-            except ValueError:
-                pass
-        return default_retain_prompts()

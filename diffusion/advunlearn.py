@@ -6,79 +6,21 @@ text encoder for robust concept erasure.
 
 The UNet stays frozen; the text encoder's transformer blocks and final layer norm train (selector
 ``text-encoder``; ``layers`` picks single blocks), so the saved ``text_encoder/`` can be swapped into another
-pipeline of the same tokenizer family ("plug-and-play"). ESD's loss term is reused as is, on the z_t the inner
-attack sampled (one DDIM partial sampling per step); the retain term is the core's KL term (for a diffusion
-adapter: the mean squared difference to the frozen original's noise prediction).
+pipeline of the same tokenizer family ("plug-and-play"). The inner attack is the registered attack
+``advunlearn-prefix`` (``attacks/advunlearn_prefix.py``, also an audit attack); ESD's loss term is reused as is, on
+the z_t the inner attack sampled (one DDIM partial sampling per step); the retain term is the core's KL term (for
+a diffusion adapter: the mean squared difference to the frozen original's noise prediction).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from diffusion.esd import ESDLoss
-from erasure.adversary import AttackResult
 from erasure.objectives import KL, Objective
-from erasure.reference import Reference
-from erasure.registry import Method
+from erasure.registry import Method, get_attack
 from erasure.selectors import Selector, resolve_selector
-
-
-@dataclass
-class PrefixAttack:
-    """AdvUnlearn's inner maximisation: k continuous prefix token embeddings that make the current model
-    reproduce the original model's prediction for the concept (implements ``Adversary``).
-
-    Args:
-        k: prefix tokens (paper: 1).
-        steps: attack iterations (paper: 30; fast-AT uses fewer).
-        lr: Adam step size (1e-3), or the sign-gradient step size when ``fast``.
-        fast: fast adversarial training: signed-gradient steps instead of Adam.
-        ddim_steps: DDIM schedule z_t is sampled from (as in ESD).
-        guidance: CFG scale of that sampling.
-    """
-
-    k: int = 1
-    steps: int = 30
-    lr: float = 1e-3
-    fast: bool = False
-    ddim_steps: int = 50
-    guidance: float = 3.0
-    name: str = "advunlearn-prefix"
-
-    def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Reference | None = None,
-               judge: Any = None) -> AttackResult:
-        from diffusion.adapter import DiffusionBatch
-
-        if reference is None:
-            raise ValueError("the AdvUnlearn attack needs the frozen original model (a reference)")
-        pipe = adapter.pipe
-        t0 = time.time()
-        xt, t = adapter.sample_xt(batch.prompts, generator, self.ddim_steps, self.guidance)
-        with torch.no_grad(), reference.active():
-            target = pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts))  # eps_o(z_t, c)
-        embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
-        pool = pipe.ordinary_token_ids()
-        start = pool[torch.randint(0, len(pool), (self.k,), generator=generator)]
-        delta = embed[start].clone().requires_grad_(True)  # (k, D)
-        opt = None if self.fast else torch.optim.Adam([delta], lr=self.lr)
-        trace = []
-        for _ in range(self.steps):
-            loss = F.mse_loss(pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts, prefix=delta[None])), target)
-            (grad,) = torch.autograd.grad(loss, [delta])  # only delta: no parameter gradients accumulate
-            with torch.no_grad():
-                if self.fast:
-                    delta -= self.lr * grad.sign()
-                else:
-                    delta.grad = grad
-                    opt.step()
-            trace.append(float(loss.detach()))
-        adv = DiffusionBatch(list(batch.prompts), batch.images, prefix=delta.detach()[None], xt=(xt, t))
-        return AttackResult(batch=adv, trace=trace, info={"seconds": round(time.time() - t0, 3)})
 
 
 @dataclass
@@ -128,9 +70,10 @@ def build_advunlearn(c: AdvUnlearnConfig, adapter: Any = None) -> Objective:
                       (c.gamma, KL(split="retain"))])
 
 
-def advunlearn_adversary(c: AdvUnlearnConfig) -> PrefixAttack:
-    return PrefixAttack(k=c.attack_k, steps=c.attack_steps, lr=c.attack_lr, fast=c.fast, ddim_steps=c.ddim_steps,
-                        guidance=c.guidance)
+def advunlearn_adversary(c: AdvUnlearnConfig) -> Any:
+    """The inner maximisation: the registered ``advunlearn-prefix`` attack (the same object ``erasure audit`` runs)."""
+    return get_attack("advunlearn-prefix", k=c.attack_k, steps=c.attack_steps, lr=c.attack_lr, fast=c.fast,
+                      ddim_steps=c.ddim_steps, guidance=c.guidance)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONCEPTS_FILE = "concepts.json"
+UNLEARNCANVAS_TEMPLATE = "A {object} image in {style} style."  # UnlearnCanvas's prompts (and mini-canvas's)
 
 # Generic retain prompts ("a photo of {object}", as AdvUnlearn's 243) for models without a concept vocabulary.
 RETAIN_OBJECTS = (
@@ -32,7 +33,7 @@ class ConceptSet:
 
     styles: list[str]
     objects: list[str]
-    template: str = "A {object} image in {style} style."
+    template: str = UNLEARNCANVAS_TEMPLATE
 
     def domain(self, concept: str) -> str:
         """"style" or "object"; ``ValueError`` for a concept the set does not know."""

@@ -20,7 +20,16 @@ from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase
 from diffusion.concepts import ConceptSet
 from erasure.progress import progress
 
+
 logger = logging.getLogger(__name__)
+
+
+def to_tensor(images: Sequence) -> torch.Tensor:
+    """PIL images -> float tensor in [0, 1], shape (B, 3, H, W)."""
+    import numpy as np
+
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 
 @dataclass
@@ -34,6 +43,7 @@ class T2IPipeline:
         scheduler: the training noise scheduler (its config also builds the DDIM sampler).
         vae: optional ``AutoencoderKL``; when present the UNet works on ``vae.config.scaling_factor`` latents.
         concepts: the concept vocabulary the model knows (saved as concepts.json), when there is one.
+        source: the folder it was loaded from (its ``recommended.json`` applies to ``erase``), if any.
     """
 
     unet: UNet2DConditionModel
@@ -42,6 +52,7 @@ class T2IPipeline:
     scheduler: Any
     vae: AutoencoderKL | None = None
     concepts: ConceptSet | None = None
+    source: Path | None = None
 
     def __post_init__(self) -> None:
         vocab = getattr(self.text_encoder.config, "vocab_size", None)
@@ -151,6 +162,13 @@ class T2IPipeline:
         if self.vae is None:
             return x
         return self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
+
+    def noise(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward diffusion at uniformly drawn timesteps: (x_t, t (B,), noise), drawn from ``generator``
+        (t first, then the noise) and noised by the scheduler (sqrt(a_t) x0 + sqrt(1 - a_t) noise)."""
+        t = torch.randint(0, len(self.scheduler.alphas_cumprod), (x0.shape[0],), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        return self.scheduler.add_noise(x0, noise, t.to(x0.device)), t.to(x0.device), noise
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> images in [0, 1] (B, 3, H, W)."""
@@ -273,10 +291,12 @@ class T2IPipeline:
         scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
         vae = AutoencoderKL.from_pretrained(path / "vae", **kw) if (path / "vae").is_dir() else None
         return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae,
-                   concepts=ConceptSet.load(path))
+                   concepts=ConceptSet.load(path), source=path)
 
     @classmethod
     def from_diffusers(cls, pipe: Any) -> "T2IPipeline":
         """Wrap a diffusers ``StableDiffusionPipeline`` (shares its modules; nothing is copied)."""
+        name = getattr(getattr(pipe, "config", None), "_name_or_path", None)
+        source = Path(name) if name and Path(name).is_dir() else None
         return cls(unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                   scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None))
+                   scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None), source=source)

@@ -20,6 +20,17 @@ class Adapter(Protocol):
     """
 
     modality: str
+    default_selector: str
+
+    @property
+    def model(self) -> Any:
+        """The edited model object (what ``ErasureResult.model`` returns)."""
+        ...
+
+    @property
+    def source(self) -> os.PathLike | None:
+        """The folder the model was loaded from, if any (its ``recommended.json`` applies to ``erase``)."""
+        ...
 
     def modules(self) -> dict[str, nn.Module]:
         """Named components (their parameters are what selectors choose from)."""
@@ -35,6 +46,12 @@ class Adapter(Protocol):
 
     def output_divergence(self, batch: Any, reference: Reference, generator: torch.Generator) -> torch.Tensor:
         """(B,) divergence of the model's output distribution from the reference's on ``batch``."""
+        ...
+
+    def generate(self, rows: Sequence[Any], prefix: torch.Tensor | None = None,
+                 seeds: Sequence[int] | None = None) -> Any:
+        """What the model makes of each row (images, or greedy answers), with an optional adversarial ``prefix``;
+        what judges look at. ``seeds`` gives row i its own evaluation seed where generation samples."""
         ...
 
     def save(self, path: str | os.PathLike) -> None:

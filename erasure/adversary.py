@@ -2,9 +2,10 @@
 attack of an audit.
 
 An adversary rewrites a batch (prompt embeddings, prefix tokens, fine-tuning data...) so that the model
-shows the forgotten concept again. During adversarial training (AdvUnlearn) the loop calls it on every
-forget batch after warm-up and trains on what it returns; during an audit ``evals.robustness`` calls it on
-each target and asks a judge whether the concept came back.
+shows the forgotten concept again. During adversarial training (AdvUnlearn, or any method with
+``erase(..., adversary=NAME)``) the loop calls it on every forget batch after warm-up and trains on what it
+returns; during an audit ``evals.robustness`` calls it on the audit's rows and asks a judge whether the concept
+came back. Attacks are registered in ``erasure.registry`` (``get_attack(name, **options)``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ class AttackResult:
     """What an attack produced.
 
     Args:
-        batch: the adversarial batch (same type the adapter's ``collate`` makes), ready to score or sample.
-        success: per example, whether the judge saw the concept (None when no judge was asked).
+        batch: the adversarial batch (same type the adapter's ``collate`` makes), ready to score or generate
+            from (its ``prefix`` carries a prompt perturbation).
+        success: per example of the batch, whether the judge saw the concept; None for an example the attack
+            used as data and did not judge (relearning); the whole list None when no judge was asked.
         trace: the attack objective after each iteration (lower = stronger attack).
         info: anything else worth reporting (adversarial prompt text, steps taken, seconds).
     """
 
     batch: Any
-    success: list[bool] | None = None
+    success: list[bool | None] | None = None
     trace: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -36,12 +39,23 @@ class AttackResult:
 class Adversary(Protocol):
     """``attack(adapter, batch, generator, reference=..., judge=...) -> AttackResult``.
 
-    ``reference`` is the frozen original (``erasure.reference``), for attacks whose objective needs it;
-    ``judge`` maps generated outputs to "concept present?" for early stopping and success. An attack must
-    not change the model's weights.
+    Attributes:
+        name: its registry name.
+        modality: "any", or the modality whose adapters it attacks.
+        per_example: True when it attacks one example at a time (UnlearnDiff: a prefix per prompt), so an audit
+            calls it once per row; False when it attacks the whole set at once (a universal soft prompt).
+        needs_reference: True when it needs the frozen original (``reference``): adversarial training always has
+            one; an audit builds it from ``--original``.
+
+    ``batch`` is what ``adapter.collate(rows)`` made (it carries the rows' text: prompts, or ``rows`` with the
+    questions and answers for LLMs). ``judge(outputs, rows) -> [concept present?]`` takes what
+    ``adapter.generate(rows, prefix=...)`` returns. An attack must not change the model's weights.
     """
 
     name: str
+    modality: str
+    per_example: bool
+    needs_reference: bool
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
                judge: Any = None) -> AttackResult: ...

@@ -9,9 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from erasure.adversary import Adversary
 from erasure.config import TrainConfig, from_dict
 from erasure.loop import LoopResult, Unlearner
-from erasure.registry import adapter_for, get_method
+from erasure.models import RECOMMENDED_FILE, apply_recommended
+from erasure.registry import Method, get_attack, get_method, modality_for
 from erasure.selectors import LoraSpec, Selector, resolve_selector
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ class ErasureResult:
     @property
     def model(self) -> Any:
         """The edited model object (a ``T2IPipeline`` for diffusion, the causal LM for LLMs)."""
-        return getattr(self.adapter, "pipe", None) or getattr(self.adapter, "model", None)
+        return self.adapter.model
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -56,8 +58,8 @@ def erase(
     method: str = "esd-x",
     *,
     tokenizer: Any = None,
-    forget: Sequence[Any] | None = None,
-    retain: Sequence[Any] | None = None,
+    forget: Any = None,
+    retain: Any = None,
     selector: str | Selector | Sequence[str] | None = None,
     lora: LoraSpec | dict | None = None,
     steps: int | None = None,
@@ -65,44 +67,62 @@ def erase(
     seed: int = 0,
     batch_size: int | None = None,
     train: dict | None = None,
+    adversary: str | Adversary | None = None,
+    adversary_options: dict | None = None,
+    recommended: bool = True,
+    free_text: bool = False,
     **method_options: Any,
 ) -> ErasureResult:
     """Erase a concept (diffusion) or a data subset (LLM) with a registered method.
 
+    Settings come from, in order of precedence: the explicit arguments, the model folder's ``recommended.json``
+    (per method, per concept; ``recommended=False`` skips it), the method's paper defaults. The CLI calls this
+    same function, so both entry points train the same model for the same seed.
+
     Args:
-        model: a ``T2IPipeline``, a diffusers Stable Diffusion pipeline, or (LLM) a transformers causal LM.
+        model: a ``T2IPipeline`` or diffusers Stable Diffusion pipeline, a transformers causal LM, or an adapter;
+            its modality is detected once (``erasure.registry.modality_for``).
         concept: the concept to erase (diffusion); its prompts become the forget set unless ``forget`` is given.
         method: a registered method name (``erasure.registry.method_names()``).
         tokenizer: the LLM's tokenizer (LLM only).
-        forget: forget records (prompts / {"prompt", "image"} rows for diffusion; QA records for LLMs).
-        retain: retain records (defaults to the model's other concepts when it ships a concept vocabulary).
+        forget: forget records (prompts / {"prompt", "image"} rows for diffusion; QA records, a ``datasets``
+            split, a mini-TOFU split name or a TOFU-schema file for LLMs).
+        retain: retain records (defaults to the model's other concepts / the forget split's retain split).
         selector: a preset name, regex list or ``Selector`` (default: the method's, else the adapter's).
         lora: train LoRA adapters (peft) instead of the selected weights: a ``LoraSpec`` or its dict.
-        steps, lr, batch_size: loop settings (default: the method's paper settings).
+        steps, lr, batch_size: loop settings.
         seed: seeds everything; the same call gives the same weights.
         train: any other ``TrainConfig`` option (checkpoint_dir, checkpoint_every, resume, mixed_precision...).
+        adversary: a registered attack name (or an ``Adversary``) that rewrites every forget batch before the
+            objective sees it (adversarial unlearning); default: the method's own (AdvUnlearn's prefix attack).
+        adversary_options: options of a named ``adversary``.
+        recommended: apply the model folder's ``recommended.json``.
+        free_text: erase ``concept`` as free text even though the model ships a concept vocabulary without it.
         **method_options: the method's own options (e.g. ``eta=1.0`` for ESD, ``beta=0.1`` for NPO).
 
     Returns:
         An ``ErasureResult``; ``result.save(path)`` writes the erased model.
     """
     spec = get_method(method)
-    method_cfg = from_dict(spec.config_cls, method_options, what=f"{method!r} method")
-    adapter_kwargs = {"tokenizer": tokenizer} if tokenizer is not None else {}
-    adapter = adapter_for(model, **adapter_kwargs)
-    if spec.modality not in ("any", adapter.modality):
-        raise ValueError(f"method {method!r} is for {spec.modality} models, but the model is a {adapter.modality} model")
+    modality = modality_for(model)
+    if spec.modality not in ("any", modality.name):
+        raise ValueError(f"method {method!r} is for {spec.modality} models, but the model is a {modality.name} model")
+    adapter = modality.adapter(model, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
     if concept is not None and not str(concept).strip():
         raise ValueError("concept is empty: name the concept to erase")
-    if forget is None:
-        if concept is None:
-            raise ValueError("give a concept to erase or a forget set")
-        forget = adapter.forget_prompts(concept)
-    if retain is None and concept is not None and hasattr(adapter, "retain_prompts"):
-        retain = adapter.retain_prompts(concept) or None
+    forget, retain = modality.erase_data(adapter, concept=concept, forget=forget, retain=retain, free_text=free_text)
 
-    loop_values = {**spec.train_defaults, **(train or {}), "seed": seed}
-    for key, value in (("steps", steps), ("lr", lr), ("batch_size", batch_size)):
+    source = getattr(adapter, "source", None)
+    explicit_train = dict(train or {})
+    if batch_size is not None:
+        explicit_train["batch_size"] = batch_size
+    rec_steps, rec_lr, rec_train, options = steps, lr, explicit_train, dict(method_options)
+    if recommended and source is not None:
+        rec_steps, rec_lr, rec_train, options = apply_recommended(str(source), method, steps, lr, explicit_train,
+                                                                  method_options, concept)
+    method_cfg = from_dict(spec.config_cls, options, what=f"{method!r} method")
+    loop_values = {**spec.train_defaults, **rec_train, "seed": seed}
+    for key, value in (("steps", rec_steps), ("lr", rec_lr)):
         if value is not None:
             loop_values[key] = value
     train_cfg = from_dict(TrainConfig, loop_values, what="training")
@@ -117,15 +137,33 @@ def erase(
     objective = spec.build(method_cfg, adapter)
     if "retain" not in objective.splits:
         retain = None
-    logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g", method, concept, len(forget),
-                len(retain or []), train_cfg.steps, train_cfg.lr)
-    adversary = spec.adversary(method_cfg) if spec.adversary is not None else None
-    loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=adversary).run()
+    inner = _adversary(adversary, adversary_options, spec, method_cfg, modality.name)
+    logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g adversary=%s", method, concept,
+                len(forget), len(retain or []), train_cfg.steps, train_cfg.lr, getattr(inner, "name", None))
+    loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner).run()
     if sel.lora is not None:
         from erasure.selectors import merge_lora
 
         merge_lora(adapter.modules())
+    recommended_file = Path(source) / RECOMMENDED_FILE if recommended and source is not None else None
+    info = {"modality": modality.name,
+            "selector": {"include": sel.include, "exclude": sel.exclude,
+                         "lora": asdict(sel.lora) if sel.lora else None},
+            "adversary": getattr(inner, "name", None),
+            "recommended": str(recommended_file) if recommended_file and recommended_file.is_file() else None}
     return ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
-                         train_config=asdict(train_cfg), loop=loop,
-                         info={"selector": {"include": sel.include, "exclude": sel.exclude,
-                                            "lora": asdict(sel.lora) if sel.lora else None}})
+                         train_config=asdict(train_cfg), loop=loop, info=info)
+
+
+def _adversary(adversary: str | Adversary | None, options: dict | None, spec: Method, method_cfg: Any,
+               modality: str) -> Adversary | None:
+    """The inner attack: the one named (built from the attack registry), else the method's own."""
+    if adversary is None:
+        if options:
+            raise ValueError("adversary_options given without an adversary")
+        return spec.adversary(method_cfg) if spec.adversary is not None else None
+    attack = get_attack(adversary, **(options or {})) if isinstance(adversary, str) else adversary
+    if getattr(attack, "modality", "any") not in ("any", modality):
+        raise ValueError(f"attack {attack.name!r} is for {attack.modality} models, but the model is a {modality} "
+                         "model")
+    return attack

@@ -3,12 +3,17 @@
     erasure concepts --model mini-canvas
     erasure erase --model mini-canvas --concept Neon --method esd-x --out out/neon
     erasure eval  --model out/neon --concept Neon --out out/neon-eval
+    erasure audit --model out/neon --concept Neon --attack unlearndiff embedding random --out out/neon-audit
     erasure demo  --out out/demo
     erasure erase --model mini-tofu --forget forget10 --method simnpo --out out/simnpo
-    erasure eval  --model out/simnpo --benchmark mini-tofu --forget forget10 --out out/simnpo-eval
-    erasure demo  --modality llm
-    erasure audit --model out/neon --concept Neon --attack unlearndiff embedding random --out out/neon-audit
+    erasure eval  --model out/simnpo --forget forget10 --out out/simnpo-eval
     erasure audit --model out/simnpo --forget forget10 --attack soft-prompt relearn --out out/simnpo-audit
+    erasure demo  --model mini-tofu
+
+Every command finds the model's modality once (``erasure.registry.modality_for``; ``--modality`` overrides it)
+and hands the work to that modality's entry and benchmark. Options that belong to one modality or benchmark
+(``--concept``, ``--forget``, ``--evaluator``...) are declared by it (``Modality.options``,
+``Benchmark.options``); the CLI adds them all and refuses the ones that do not apply to the model at hand.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import ast
 import json
 import logging
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from erasure.registry import method_names
-from evals.robustness import ATTACKS, LLM_ATTACKS
+from erasure.api import erase
+from erasure.modality import Option
+from erasure.registry import (BENCHMARKS, MODALITIES, attack_names, attack_options, get_benchmark, get_modality,
+                              method_names, modality_for)
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -39,6 +45,57 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- extension options
+def _owners() -> list[tuple[str, Any]]:
+    """Every registered modality and benchmark that loads, as (label, entry)."""
+    out = []
+    for registry in (MODALITIES, BENCHMARKS):
+        for name in registry.names():
+            try:
+                out.append((f"{registry.kind} {name}", registry.get(name)))
+            except ModuleNotFoundError:  # a package that is not installed
+                continue
+    return out
+
+
+def _declared(command: str, owners: Iterable[tuple[str, Any]]) -> dict[str, tuple[Option, list[str]]]:
+    """dest -> (its option, the labels of the entries that declare it) for ``command``."""
+    out: dict[str, tuple[Option, list[str]]] = {}
+    for label, owner in owners:
+        for opt in getattr(owner, "options", {}).get(command, ()):
+            out.setdefault(opt.dest, (opt, []))[1].append(label)
+    return out
+
+
+def _add_extension_options(parser: argparse.ArgumentParser, command: str) -> None:
+    for opt, labels in _declared(command, _owners()).values():
+        kwargs = opt.argparse_kwargs()
+        kwargs["help"] = f"{kwargs['help']} [{', '.join(labels)}]"
+        parser.add_argument(*opt.flags, default=argparse.SUPPRESS, **kwargs)
+
+
+def _given(args: argparse.Namespace, command: str, *owners: Any) -> dict[str, Any]:
+    """The extension options the user gave; a clear error for one that none of ``owners`` declares."""
+    allowed = _declared(command, [(o.name, o) for o in owners])
+    given = {dest: getattr(args, dest) for dest in _declared(command, _owners()) if hasattr(args, dest)}
+    for dest in given:
+        if dest not in allowed:
+            flag = "--" + dest.replace("_", "-")
+            valid = ", ".join(o.flags[0] for o, _ in allowed.values()) or "none"
+            raise ValueError(f"{flag} does not apply to this model ({' / '.join(o.name for o in owners)}); "
+                             f"its {command} options: {valid}")
+    return given
+
+
+def _modality(args: argparse.Namespace) -> Any:
+    return modality_for(args.model, override=args.modality)
+
+
+def _benchmark(args: argparse.Namespace, modality: Any) -> Any:
+    return get_benchmark(getattr(args, "benchmark", None) or modality.default_benchmark, modality.name)
+
+
+# ---------------------------------------------------------------------------------------------- commands
 def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     train: dict[str, Any] = {}
     if args.checkpoint_every:
@@ -47,119 +104,97 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         train["checkpoint_dir"] = args.checkpoint_dir or f"{args.out}/checkpoints"
     if args.resume:
         train["resume"] = True
-    if args.batch_size:
-        train["batch_size"] = args.batch_size
     return train
 
 
-def cmd_concepts(args: argparse.Namespace) -> dict:
-    from evals.canvas_run import load_pipeline
+def _default_modality(args: argparse.Namespace) -> Any:
+    """``--modality``, else the modality of ``--model``, else the first registered one."""
+    if args.modality:
+        return get_modality(args.modality)
+    if args.model:
+        return modality_for(args.model)
+    return get_modality(MODALITIES.names()[0])
 
-    pipe = load_pipeline(args.model)
-    if pipe.concepts is None:
-        raise ValueError(f"model {args.model!r} ships no concept vocabulary (concepts.json)")
-    return {"styles": pipe.concepts.styles, "objects": pipe.concepts.objects}
+
+def cmd_concepts(args: argparse.Namespace) -> dict:
+    modality = _default_modality(args)
+    return modality.targets(args.model or modality.default_model)
 
 
 def cmd_erase(args: argparse.Namespace) -> dict:
-    from evals.llm_run import is_llm_model
-
-    options = parse_options(args.option)
-    if is_llm_model(args.model):
-        from evals.llm_run import run_llm_erase
-
-        if not args.forget:
-            raise ValueError("unlearning an LLM needs --forget (forget01|forget05|forget10 or a .jsonl file)")
-        result = run_llm_erase(args.model, args.forget, args.method, args.out, retain=args.retain, steps=args.steps,
-                               lr=args.lr, seed=args.seed, train=_train_options(args), method_options=options)
-        summary = json.loads((Path(args.out) / "erasure.json").read_text())
-    else:
-        from evals.canvas_run import run_erase
-
-        if args.concept is None:
-            raise ValueError("erasing from a diffusion model needs --concept")
-        summary = run_erase(args.model, args.concept, args.method, args.out, steps=args.steps, lr=args.lr,
-                            seed=args.seed, train=_train_options(args), method_options=options)
-    return {k: summary[k] for k in ("method", "concept", "steps", "seconds", "trainable_parameters")} | {
-        "out": args.out, "final_loss": summary["history"][-1]["loss"] if summary["history"] else None}
+    modality = _modality(args)
+    data = _given(args, "erase", modality)  # e.g. concept (diffusion), forget / retain (LLM): erase() arguments
+    method_options = parse_options(args.option)
+    clash = sorted(set(data) & set(method_options))
+    if clash:
+        raise ValueError(f"--option {clash[0]}=... clashes with --{clash[0]}; give it once")
+    adversary_options = parse_options(args.adversary_option) or None
+    adapter = modality.load(args.model)
+    result = erase(adapter, method=args.method, steps=args.steps, lr=args.lr, seed=args.seed,
+                   batch_size=args.batch_size, train=_train_options(args), adversary=args.adversary,
+                   adversary_options=adversary_options, **data, **method_options)
+    result.save(args.out)
+    history = result.loop.history
+    return {"method": result.method, "concept": result.concept, "steps": result.loop.steps,
+            "seconds": result.loop.seconds, "trainable_parameters": result.loop.trainable_parameters,
+            "out": args.out, "final_loss": history[-1]["loss"] if history else None}
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    from evals.llm_run import is_llm_model
-
-    benchmark = args.benchmark or ("mini-tofu" if is_llm_model(args.model) else "unlearncanvas")
-    if benchmark == "mini-tofu":
-        from evals.llm_run import TABLE_KEYS, run_llm_eval
-
-        record = run_llm_eval(args.model, args.forget or "forget10", args.out, retain_model=args.retain_model)
-        return {k: record[k] for k in ("forget_split", *TABLE_KEYS, "seconds")}
-    from evals.canvas_run import run_eval
-
-    if args.concept is None:
-        raise ValueError("the UnlearnCanvas evaluation needs --concept")
-    record = run_eval(args.model, args.concept, args.out, evaluator=args.evaluator,
-                      target_per_prompt=args.per_prompt, other_per_prompt=args.other_per_prompt,
-                      ddim_steps=args.ddim_steps, guidance=args.guidance, seed=args.seed)
-    return {k: record[k] for k in ("concept", "domain", "ua", "ira", "cra", "n_target", "n_other", "seconds")}
-
-
-def cmd_demo(args: argparse.Namespace) -> dict:
-    if args.modality == "llm":
-        from evals.llm_run import run_llm_demo
-
-        return run_llm_demo(out=args.out or "out/demo-llm", seed=args.seed)
-    from evals.canvas_run import run_demo
-
-    return run_demo(out=args.out or "out/demo", concept=args.concept, method=args.method, model=args.model,
-                    steps=args.steps, lr=args.lr, seed=args.seed)
+    modality = _modality(args)
+    bench = _benchmark(args, modality)
+    options = _given(args, "eval", modality, bench)
+    record = modality.evaluate(args.model, args.out, benchmark=bench.name, seed=args.seed, **options)
+    return {k: record[k] for k in bench.summary_keys}
 
 
 def cmd_audit(args: argparse.Namespace) -> dict:
-    from evals.llm_run import is_llm_model
-
-    from evals.robustness import attack_accepts
-
-    options = parse_options(args.option)
-    llm = is_llm_model(args.model)
-    attacks = args.attack or (["soft-prompt"] if llm else ["unlearndiff"])
+    modality = _modality(args)
+    bench = _benchmark(args, modality)
+    options = _given(args, "audit", modality, bench)
+    attacks = args.attack or list(modality.default_attacks)
+    attack_opts = parse_options(args.option)
     for key in ("k", "iterations"):  # shorthands, given to the attacks that have the option
         if getattr(args, key) is not None:
-            takers = [a for a in attacks if attack_accepts(a, key)]
+            takers = [a for a in attacks if key in attack_options(a)]
             if not takers:
                 raise ValueError(f"--{key}: none of the attacks {attacks} has that option")
-            options.update({f"{a}.{key}": getattr(args, key) for a in takers})
-    keys = ("attack", "pre_asr", "post_asr", "n", "seconds", "utility", "attacks")
-    if llm:
-        from evals.llm_run import run_llm_audit
-
-        record = run_llm_audit(args.model, args.forget or "forget10", attacks, args.out, n=args.n,
-                               threshold=args.threshold, seed=args.seed, attack_options=options,
-                               with_utility=not args.no_utility)
-        return {"forget": args.forget or "forget10", **{k: record[k] for k in keys if k in record}}
-    from evals.canvas_run import run_audit
-
-    if args.concept is None:
-        raise ValueError("auditing a diffusion model needs --concept")
-    record = run_audit(args.model, args.concept, attacks, args.out, evaluator=args.evaluator,
-                       n=args.n, original=args.original, seed=args.seed, attack_options=options,
-                       with_utility=not args.no_utility)
-    return {"concept": args.concept, **{k: record[k] for k in keys if k in record}}
+            attack_opts.update({f"{a}.{key}": getattr(args, key) for a in takers})
+    record = modality.audit(args.model, attacks, args.out, benchmark=bench.name, n=args.n, seed=args.seed,
+                            original=args.original, attack_options=attack_opts, with_utility=not args.no_utility,
+                            **options)
+    keys = (bench.target, "attack", "pre_asr", "post_asr", "n", "seconds", "utility", "attacks")
+    return {k: record[k] for k in keys if k in record}
 
 
+def cmd_demo(args: argparse.Namespace) -> dict:
+    modality = _default_modality(args)
+    options = _given(args, "demo", modality)
+    return modality.demo(args.out, model=args.model, seed=args.seed, **options)
+
+
+# ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="erasure", description="Erase concepts from diffusion models and data from LLMs.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
+    modalities = MODALITIES.names()
 
-    c = sub.add_parser("concepts", help="print the concept vocabulary of a model as JSON")
-    c.add_argument("--model", default="mini-canvas")
-    c.set_defaults(fn=cmd_concepts)
+    def command(name: str, fn, help: str, model_required: bool = True):
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--model", required=model_required,
+                       help="a local model folder or a built-in name (mini-canvas, mini-tofu...)"
+                            + ("" if model_required else "; default: the modality's shipped model"))
+        c.add_argument("--modality", choices=modalities,
+                       help="the model's modality (default: detected from the model)")
+        c.set_defaults(fn=fn)
+        return c
 
-    e = sub.add_parser("erase", help="erase a concept and save the edited model")
-    e.add_argument("--model", required=True, help="a local model folder or a built-in name (mini-canvas, mini-tofu)")
-    e.add_argument("--concept", help="the concept to erase (diffusion)")
-    e.add_argument("--forget", help="LLM: forget01|forget05|forget10 or a TOFU-schema .json/.jsonl/.parquet file")
-    e.add_argument("--retain", help="LLM: a retain split name or file (default: the forget split's retain split)")
+    c = command("concepts", cmd_concepts, "print what can be erased from a model (its concept vocabulary) as JSON",
+                model_required=False)
+    _add_extension_options(c, "concepts")
+
+    e = command("erase", cmd_erase, "erase a concept (or unlearn a forget set) and save the edited model")
     e.add_argument("--method", default="esd-x", help=f"one of: {', '.join(method_names())}")
     e.add_argument("--out", required=True)
     e.add_argument("--steps", type=int)
@@ -170,56 +205,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint-dir")
     e.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     e.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. eta=2.0")
-    e.set_defaults(fn=cmd_erase)
+    e.add_argument("--adversary", choices=attack_names(),
+                   help="adversarial unlearning: this attack rewrites every forget batch (default: the method's own)")
+    e.add_argument("--adversary-option", action="append", metavar="KEY=VALUE", help="an option of --adversary")
+    _add_extension_options(e, "erase")
 
-    v = sub.add_parser("eval", help="UnlearnCanvas UA/IRA/CRA (diffusion) or TOFU + MUSE metrics (LLM)")
-    v.add_argument("--model", required=True)
-    v.add_argument("--benchmark", choices=["unlearncanvas", "mini-tofu"], help="default: by the model's modality")
-    v.add_argument("--concept", help="diffusion: the erased concept")
-    v.add_argument("--forget", help="LLM: the forget split (default forget10)")
-    v.add_argument("--retain-model", help="LLM: the retain-only reference model (default: the shipped one)")
+    benchmarks = BENCHMARKS.names()
+    v = command("eval", cmd_eval, f"score a model on a benchmark ({', '.join(benchmarks)})")
+    v.add_argument("--benchmark", choices=benchmarks, help="default: the modality's own")
     v.add_argument("--out", required=True)
-    v.add_argument("--evaluator", default="mini-canvas-evaluator", help="judge folder or built-in name")
-    v.add_argument("--per-prompt", type=int, default=5, help="images per prompt containing the concept")
-    v.add_argument("--other-per-prompt", type=int, default=1, help="images per prompt of other concepts")
-    v.add_argument("--ddim-steps", type=int, default=20)
-    v.add_argument("--guidance", type=float, default=3.0)
     v.add_argument("--seed", type=int, default=0)
-    v.set_defaults(fn=cmd_eval)
+    _add_extension_options(v, "eval")
 
-    a = sub.add_parser("audit", help="attack an erased model with one or more attacks and report attack success "
-                                     "rates (ASR) next to its utility")
-    a.add_argument("--model", required=True)
-    a.add_argument("--concept", help="diffusion: the erased concept")
-    a.add_argument("--forget", help="LLM: the forget split or file whose answers the attacks recover "
-                                    "(default forget10)")
-    a.add_argument("--attack", nargs="+", choices=[*ATTACKS, *LLM_ATTACKS],
-                   help="one or more attacks (default: unlearndiff for diffusion, soft-prompt for LLMs)")
+    a = command("audit", cmd_audit, "attack an erased model with one or more attacks and report attack success rates (ASR) "
+                         "next to its utility")
+    a.add_argument("--benchmark", choices=benchmarks, help="whose targets and judge the audit uses "
+                                                           "(default: the modality's own)")
+    a.add_argument("--attack", nargs="+", choices=attack_names(),
+                   help="one or more attacks (default: the modality's, e.g. unlearndiff / soft-prompt)")
     a.add_argument("--out", required=True)
     a.add_argument("--n", type=int, help="attack at most N prompts / forget questions")
     a.add_argument("--k", type=int, help="adversarial prefix tokens")
     a.add_argument("--iterations", type=int, help="UnlearnDiff iterations")
-    a.add_argument("--original", help="diffusion: the model before erasure (its generations are the attack's "
-                                      "targets)")
-    a.add_argument("--evaluator", default="mini-canvas-evaluator", help="diffusion: the judge")
-    a.add_argument("--threshold", type=float, default=0.5,
-                   help="LLM: ROUGE-L recall of the true answer that counts as recovered")
+    a.add_argument("--original", help="the model before erasure (UnlearnDiff's targets are its generations; "
+                                      "attacks that need the frozen original use it)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--no-utility", action="store_true", help="skip the utility evaluation")
     a.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="an attack option, e.g. lr=0.01 (every attack) or embedding.lr=0.05 (one attack)")
-    a.set_defaults(fn=cmd_audit)
+    _add_extension_options(a, "audit")
 
-    d = sub.add_parser("demo", help="erase a style from the shipped tiny model (or unlearn mini-TOFU) and evaluate")
-    d.add_argument("--modality", choices=["diffusion", "llm"], default="diffusion")
-    d.add_argument("--out", help="default: out/demo (diffusion) or out/demo-llm (llm)")
-    d.add_argument("--concept", default="Neon")
-    d.add_argument("--method", default="esd-x")
-    d.add_argument("--model", default="mini-canvas")
-    d.add_argument("--steps", type=int)
-    d.add_argument("--lr", type=float)
+    d = command("demo", cmd_demo, "erase from a shipped tiny model and evaluate before/after", model_required=False)
+    d.add_argument("--out", help="default: the modality's (out/demo, out/demo-llm)")
     d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(fn=cmd_demo)
+    _add_extension_options(d, "demo")
     return p
 
 

@@ -164,7 +164,9 @@ class Unlearner:
         reference = make_reference(modules, trainable, self.selector) if needs_ref else None
         optimizer = accelerator.prepare(_optimizer(cfg, list(trainable.values())))
         start, history = 0, []
-        reference_cache: dict = {}  # reference NLL per example, reused across steps (deterministic adapters)
+        # reference NLL per example, reused across steps (deterministic adapters); not when an adversary rewrites
+        # the forget batch every step (the cached value would belong to another input)
+        reference_cache: dict | None = {} if self.adversary is None else None
         if cfg.resume:
             start, history = self._load_checkpoint(trainable, optimizer)
         t0 = time.time()

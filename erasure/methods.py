@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from erasure.objectives import KL, NLL, NPO, GradientAscent, Objective, SimNPO
+from erasure.objectives import NPO, GradientAscent, Objective, SimNPO, retain_term
 from erasure.registry import Method
-
-
-def _retain_term(kind: str):
-    if kind == "nll":
-        return NLL()
-    if kind == "kl":
-        return KL()
-    raise ValueError(f"retain_loss must be 'nll' or 'kl', got {kind!r}")
 
 
 @dataclass
@@ -76,20 +68,20 @@ GA = Method(
 )
 GRADDIFF = Method(
     name="graddiff", modality="any", config_cls=GradDiffConfig,
-    build=lambda c, adapter=None: Objective([(1.0, GradientAscent()), (c.alpha, _retain_term(c.retain_loss))]),
+    build=lambda c, adapter=None: Objective([(1.0, GradientAscent()), (c.alpha, retain_term(c.retain_loss))]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2401.06121",
 )
 NPO_METHOD = Method(
     name="npo", modality="any", config_cls=NPOConfig,
-    build=lambda c, adapter=None: Objective([(1.0, NPO(beta=c.beta)), (c.retain_weight, _retain_term(c.retain_loss))]),
+    build=lambda c, adapter=None: Objective([(1.0, NPO(beta=c.beta)), (c.retain_weight, retain_term(c.retain_loss))]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2404.05868",
 )
 SIMNPO_METHOD = Method(
     name="simnpo", modality="any", config_cls=SimNPOConfig,
     build=lambda c, adapter=None: Objective([(c.forget_weight, SimNPO(beta=c.beta, gamma=c.gamma)),
-                               (c.retain_weight, _retain_term(c.retain_loss))]),
+                               (c.retain_weight, retain_term(c.retain_loss))]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2410.07163",
 )

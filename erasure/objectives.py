@@ -216,6 +216,14 @@ class KL:
         return s.divergence(self.split).mean()
 
 
+def retain_term(kind: str) -> LossTerm:
+    """The retain term by name: "nll" (likelihood on retain, GradDiff's) or "kl" (KL to the reference)."""
+    terms = {"nll": NLL, "kl": KL}
+    if kind not in terms:
+        raise ValueError(f"retain_loss must be 'nll' or 'kl', got {kind!r}")
+    return terms[kind]()
+
+
 @dataclass
 class Objective:
     """A weighted sum of loss terms. ``Objective([(1.0, NPO()), (1.0, NLL())])``."""

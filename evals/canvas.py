@@ -11,25 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
-
-from diffusion.concepts import ConceptSet
-from diffusion.pipeline import T2IPipeline
-from evals.judges import ConceptJudge
+from evals.judges import ConceptJudge, judge_index  # noqa: F401  (judge_index: re-exported)
 from evals.metrics import get_metric
 
 
-def judge_index(judge: ConceptJudge, domain: str, name: str) -> int:
-    """The judge's class id for ``name`` in ``domain``; ``ValueError`` if the judge cannot recognise it."""
-    names = judge.labels.get(domain)
-    if names is None:
-        raise ValueError(f"the judge has no {domain!r} head; it knows: {', '.join(judge.labels)}")
-    if name not in names:
-        raise ValueError(f"concept {name!r} is unknown to the judge's {domain} classifier ({', '.join(names)})")
-    return names.index(name)
-
-
-def generate_eval_set(pipe: T2IPipeline, concepts: ConceptSet, concept: str, target_per_prompt: int = 5,
+def generate_eval_set(pipe: Any, concepts: Any, concept: str, target_per_prompt: int = 5,
                       other_per_prompt: int = 1, num_steps: int = 20, guidance: float = 3.0, seed: int = 0,
                       show_progress: bool = False) -> dict[str, Any]:
     """Generate the target-concept and other-concept images the metrics need.
@@ -67,14 +53,14 @@ def unlearncanvas_scores(judge: ConceptJudge, concept: str, domain: str, generat
     }
 
 
-def evaluate_concept(pipe: T2IPipeline, judge: ConceptJudge, concepts: ConceptSet, concept: str,
+def evaluate_concept(pipe: Any, judge: ConceptJudge, concepts: Any, concept: str,
                      target_per_prompt: int = 5, other_per_prompt: int = 1, num_steps: int = 20,
                      guidance: float = 3.0, seed: int = 0, show_progress: bool = False,
                      return_images: bool = False) -> dict:
     """Generate and score; returns the flat ``eval.json`` record (ua, ira, cra, domain, counts, seconds).
 
     Args:
-        pipe: the (erased) pipeline.
+        pipe: the (erased) pipeline (anything with ``sample(prompts, num_steps, guidance, seed, show_progress)``).
         judge: a ``ConceptJudge`` with "style" and "object" heads.
         concepts: the model's concept vocabulary.
         concept: the erased (or to-be-erased) concept.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -100,3 +100,26 @@ def accuracy(pred: torch.Tensor, target: Sequence[int] | torch.Tensor) -> float:
     """Fraction of ``pred`` equal to ``target`` (0.0 for empty input)."""
     target = torch.as_tensor(target)
     return float((pred == target).float().mean()) if len(pred) else 0.0
+
+
+def judge_index(judge: ConceptJudge, domain: str, name: str) -> int:
+    """The judge's class id for ``name`` in ``domain``; ``ValueError`` if the judge cannot recognise it."""
+    names = judge.labels.get(domain)
+    if names is None:
+        raise ValueError(f"the judge has no {domain!r} head; it knows: {', '.join(judge.labels)}")
+    if name not in names:
+        raise ValueError(f"concept {name!r} is unknown to the judge's {domain} classifier ({', '.join(names)})")
+    return names.index(name)
+
+
+def concept_judge(judge: ConceptJudge, domain: str, concept: str) -> Callable[[torch.Tensor, Sequence[Any]], list[bool]]:
+    """``(images, rows) -> [judge sees concept in its domain head]`` (``ValueError`` if the judge cannot)."""
+    target = judge_index(judge, domain, concept)
+    return lambda images, rows=None: (judge.predict(images)[domain] == target).tolist()
+
+
+def answer_matcher(threshold: float = 0.5) -> Callable[[Sequence[str], Sequence[dict]], list[bool]]:
+    """``(answers, rows) -> [ROUGE-L recall of the row's true answer >= threshold]`` (the knowledge came back)."""
+    from evals.tofu import rouge_l
+
+    return lambda answers, rows: [rouge_l(a, r["answer"])["recall"] >= threshold for a, r in zip(answers, rows)]

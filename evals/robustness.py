@@ -1,8 +1,10 @@
-"""The robustness evaluator: run attacks against an erased model and report attack success rates.
+"""The robustness evaluator: run registered attacks against an erased model and report attack success rates.
 
-ASR as in UnlearnDiff: (prompts whose plain generation already shows the concept + prompts the attack
-breaks) / N. A judge decides "the concept is there" (the mini-canvas evaluator for diffusion). The same
-report carries the model's utility numbers so robustness and utility are read side by side.
+ASR as in UnlearnDiff: (rows whose plain generation already shows the concept + rows the attack breaks) / N.
+Everything here goes through the adapter (``collate``, ``generate``), the benchmark (rows + judge, utility) and
+the attack registry, so one evaluator serves every modality: a diffusion audit attacks each of a concept's
+prompts (``per_example`` attacks such as UnlearnDiff), an LLM audit the whole forget set at once (a universal
+soft prompt, relearning). The report carries the model's utility so robustness and utility are read side by side.
 """
 
 from __future__ import annotations
@@ -17,48 +19,20 @@ from typing import Any, Callable, Sequence
 import torch
 
 from erasure.adversary import Adversary
+from erasure.registry import attack_options, get_attack, get_benchmark
 
 logger = logging.getLogger(__name__)
 
-ATTACKS = ("unlearndiff", "embedding", "random")  # diffusion
-LLM_ATTACKS = ("soft-prompt", "relearn")
+Judge = Callable[[Any, Sequence[Any]], list[bool]]
 
 
-def make_attack(name: str, **options: Any) -> Adversary:
-    """An attack by name.
-
-    Diffusion: unlearndiff (discrete tokens, the paper's settings), embedding (UnlearnDiff's objective over k
-    continuous prefix embeddings; Adam lr 0.05, no weight decay), random (baseline). LLM: soft-prompt (embedding-space prefix), relearn (a few fine-tuning steps on forget data).
-    """
-    if name not in ATTACKS + LLM_ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS + LLM_ATTACKS)}")
-    try:
-        return _build(name, **options)
-    except TypeError as err:  # an option the attack does not have
-        raise ValueError(f"attack {name!r}: {err}") from None
-
-
-def attack_accepts(name: str, option: str) -> bool:
-    """Whether attack ``name`` has option ``option``."""
-    return option in {f.name for f in dataclasses.fields(make_attack(name))}
-
-
-def _build(name: str, **options: Any) -> Adversary:
-    from attacks.llm_attacks import RelearnAttack, SoftPromptAttack
-    from attacks.random_tokens import RandomTokens
-    from attacks.unlearndiff import UnlearnDiff
-
-    if name == "unlearndiff":
-        return UnlearnDiff(**options)
-    if name == "embedding":
-        # free embeddings: a larger step than on the simplex and no decay towards the zero vector
-        return UnlearnDiff(**{"variant": "embedding", "name": "unlearndiff-embedding", "lr": 0.05,
-                              "weight_decay": 0.0, **options})
-    if name == "random":
-        return RandomTokens(**options)
-    if name == "soft-prompt":
-        return SoftPromptAttack(**options)
-    return RelearnAttack(**{k: v for k, v in options.items() if k != "seed"})  # relearn
+def make_attack(name: str, modality: str | None = None, **options: Any) -> Adversary:
+    """A registered attack by name, built with ``options``; ``ValueError`` for an unknown name or option, or an
+    attack of another modality."""
+    attack = get_attack(name, **options)
+    if modality is not None and getattr(attack, "modality", "any") not in ("any", modality):
+        raise ValueError(f"attack {name!r} is for {attack.modality} models, but the model is a {modality} model")
+    return attack
 
 
 def options_for(name: str, options: dict[str, Any] | None, names: Sequence[str]) -> dict[str, Any]:
@@ -77,13 +51,128 @@ def options_for(name: str, options: dict[str, Any] | None, names: Sequence[str])
     return out
 
 
-def build_attacks(names: Sequence[str], options: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Adversary]:
-    """Each named attack with its options, {name: attack}; unknown names or options fail here, before any work."""
+def build_attacks(names: Sequence[str], options: dict[str, Any] | None = None, seed: int = 0,
+                  modality: str | None = None) -> dict[str, Adversary]:
+    """Each named attack with its options, {name: attack}; unknown names or options fail here, before any work.
+    Attacks with a ``seed`` option get ``seed``."""
     if not names:
         raise ValueError("no attacks given: name at least one")
     if len(set(names)) != len(names):
         raise ValueError(f"an attack is named twice: {list(names)}")
-    return {n: make_attack(n, **{"seed": seed, **options_for(n, options, names)}) for n in names}
+    built = {}
+    for n in names:
+        seeded = {"seed": seed} if "seed" in attack_options(n) else {}
+        built[n] = make_attack(n, modality, **{**seeded, **options_for(n, options, names)})
+    return built
+
+
+def with_seed(attack: Adversary, seed: int) -> Adversary:
+    """A copy of a dataclass attack with its ``seed`` (init + judged-generation noise) set; others unchanged."""
+    if dataclasses.is_dataclass(attack) and any(f.name == "seed" for f in dataclasses.fields(attack)):
+        return dataclasses.replace(attack, seed=seed)
+    return attack
+
+
+def _describe(row: Any) -> dict[str, Any]:
+    """The plain fields of a row (prompt; question and answer) for the per-example report."""
+    if isinstance(row, str):
+        return {"prompt": row}
+    return {k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))}
+
+
+def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Judge, seed: int = 0,
+                 reference: Any = None) -> dict:
+    """Attack ``rows``; returns the audit record (pre/post ASR, per-example results, adversarial outputs).
+
+    Row i is judged with evaluation seed ``seed + i``, before and during the attack, so every attack of an
+    audit sees the same pre-attack verdicts. A ``per_example`` attack runs once per row the plain generation
+    did not already break (with that row's seed); otherwise the attack runs once on all rows. Rows an attack
+    used as data and did not judge (relearning's) are left out of N.
+
+    Args:
+        adapter: the erased model's adapter.
+        rows: what to attack (``adapter.collate`` and ``adapter.generate`` accept them).
+        attack: the adversary.
+        judge: ``(outputs, rows) -> [concept present?]``.
+        seed: seeds the evaluation and the attack.
+        reference: the frozen original (for attacks with ``needs_reference``).
+    """
+    rows = list(rows)
+    t0 = time.time()
+    seeds = [seed + i for i in range(len(rows))]
+    pre = [bool(v) for v in judge(adapter.generate(rows, seeds=seeds), rows)]
+    success: list[bool | None] = list(pre)
+    entries: list[dict] = [{**_describe(r), "seed": s, "pre_success": p} for r, s, p in zip(rows, seeds, pre)]
+    outputs, prefixes, trace = [], {}, []
+    if getattr(attack, "per_example", True):
+        for i, row in enumerate(rows):
+            if pre[i]:
+                entries[i].update(success=True, steps=0, seconds=0.0)
+                continue
+            res = with_seed(attack, seeds[i]).attack(adapter, adapter.collate([row]),
+                                                     torch.Generator().manual_seed(seed * 1000 + i),
+                                                     reference=reference, judge=judge)
+            out = None
+            if res.success is None:  # the attack did not judge: generate from its batch and ask the judge
+                out = adapter.generate([row], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
+                ok = bool(judge(out, [row])[0])
+            else:
+                ok = bool(res.success[0])
+            success[i] = ok
+            entries[i].update({"success": ok, **{k: res.info.get(k) for k in
+                                                 ("steps", "seconds", "adversarial_prompt", "objective_start",
+                                                  "objective_end")}})
+            if ok:
+                if out is None:  # what the successful attack made the model produce
+                    out = adapter.generate([row], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
+                outputs.append(out[0])
+                entries[i]["output_index"] = len(outputs) - 1
+                if res.batch.prefix is not None:
+                    prefixes[f"example_{i}"] = res.batch.prefix.detach().cpu().contiguous()
+                    entries[i]["prefix_key"] = f"example_{i}"
+    else:
+        res = attack.attack(adapter, adapter.collate(rows), torch.Generator().manual_seed(seed), reference=reference,
+                            judge=judge)
+        after = res.success
+        if after is None:
+            after = judge(adapter.generate(rows, prefix=res.batch.prefix, seeds=seeds), rows)
+        success = [None if a is None else bool(p or a) for p, a in zip(pre, after)]
+        for e, s in zip(entries, success):
+            e["success"] = s
+        if res.batch.prefix is not None:
+            prefixes["all"] = res.batch.prefix.detach().cpu().contiguous()
+        trace = res.trace
+    judged = [i for i, s in enumerate(success) if s is not None]
+    if not judged:
+        raise ValueError(f"attack {attack.name!r} left no row to judge (give it more rows)")
+    n = len(judged)
+    return {"pre_asr": sum(pre[i] for i in judged) / n, "post_asr": sum(bool(success[i]) for i in judged) / n,
+            "n": n, "attack": attack.name, "per_example": [entries[i] for i in judged], "trace": trace,
+            "seconds": round(time.time() - t0, 2), "_outputs": outputs, "_prefixes": prefixes}
+
+
+def write_audit(record: dict, out: str | Path) -> Path:
+    """audit.json (+ adversarial prefix embeddings as safetensors, + a grid of the images successful attacks made)."""
+    from safetensors.torch import save_file
+
+    from evals.report import image_grid
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = dict(record)
+    prefixes = record.pop("_prefixes", {})
+    if prefixes:
+        save_file(prefixes, out / "adversarial_prefixes.safetensors")
+    outputs = record.pop("_outputs", [])
+    images = [o for o in outputs if torch.is_tensor(o)]
+    if images:
+        image_grid([images[i : i + 8] for i in range(0, len(images), 8)]).save(out / "successful_attacks.png")
+    texts = {i: o for i, o in enumerate(outputs) if isinstance(o, str)}
+    for row in record["per_example"]:
+        if row.get("output_index") in texts:
+            row["output"] = texts[row["output_index"]]
+    (out / "audit.json").write_text(json.dumps(record, indent=2))
+    return out / "audit.json"
 
 
 def robustness_summary(records: dict[str, dict], utility: dict | None, **context: Any) -> dict:
@@ -105,126 +194,75 @@ def write_robustness(summary: dict, out: str | Path) -> Path:
             for n, r in summary["attacks"].items()]
     what = ", ".join(f"{k} `{v}`" for k, v in summary.items() if k not in ("attacks", "utility"))
     save_text(out / "robustness.md", f"# Robustness audit\n\n{what}\n\n{markdown_table(heads, rows)}\n\n"
-              "ASR = (prompts already showing the concept + prompts the attack breaks) / n. The utility columns "
+              "ASR = (rows already showing the concept + rows the attack breaks) / n. The utility columns "
               "are the same model's numbers, unattacked.\n")
     return out / "robustness.json"
 
 
-def concept_judge(judge: Any, domain: str, concept: str) -> Callable[[torch.Tensor], list[bool]]:
-    """Images -> [judge sees ``concept`` in its ``domain`` head] (``ValueError`` if the judge cannot)."""
-    from evals.canvas import judge_index
+def reference_from(adapter: Any, original: Any) -> Any:
+    """A frozen-reference strategy that makes ``adapter``'s model compute as ``original`` (same architecture):
+    a snapshot of the original's values of every tensor that differs, swapped in under ``no_grad``."""
+    from erasure.adapter import named_parameters
+    from erasure.reference import SnapshotReference
 
-    target = judge_index(judge, domain, concept)
-    return lambda images: (judge.predict(images)[domain] == target).tolist()
+    live, orig = named_parameters(adapter.modules()), named_parameters(original.modules())
+    if set(live) != set(orig) or any(live[n].shape != orig[n].shape for n in live):
+        raise ValueError("--original must be the same architecture as the audited model")
+    differ = {n: p for n, p in live.items() if not torch.equal(p.detach(), orig[n].detach())}
+    reference = SnapshotReference(differ, adapter.modules())
+    reference.snapshot = {n: orig[n].detach().clone() for n in differ}
+    return reference
 
 
-def with_seed(attack: Adversary, seed: int) -> Adversary:
-    """A copy of a dataclass attack with its ``seed`` (init + judged-generation noise) set; others unchanged."""
-    if dataclasses.is_dataclass(attack) and any(f.name == "seed" for f in dataclasses.fields(attack)):
-        return dataclasses.replace(attack, seed=seed)
-    return attack
+def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = None, out: str | None = None, *,
+              benchmark: str | None = None, n: int | None = None, seed: int = 0, original: str | None = None,
+              attack_options: dict | None = None, with_utility: bool = True, **options: Any) -> dict:
+    """``erasure audit`` for any modality: attack ``model`` with one or several registered attacks.
 
-
-def audit_diffusion(adapter: Any, judge: Callable[[torch.Tensor], list[bool]], prompts: Sequence[str],
-                    target_images: Callable[[str], torch.Tensor], attack: Adversary, seed: int = 0,
-                    sample_steps: int = 20, guidance: float = 3.0) -> dict:
-    """Attack every prompt; returns the audit record (pre/post ASR, per-prompt results, success images).
+    One attack writes out/audit.json (+ adversarial_prefixes.safetensors, successful_attacks.png) and returns its
+    record; several write out/ATTACK/audit.json each and return the combined summary. Both also write
+    out/robustness.json and out/robustness.md: ASR pre/post per attack next to the model's utility.
 
     Args:
-        adapter: a ``DiffusionAdapter`` of the erased model.
-        judge: images -> concept present?
-        prompts: the N prompts that ask for the erased concept.
-        target_images: prompt -> images (B, 3, H, W) showing the concept (UnlearnDiff's x_tgt).
-        attack: the adversary.
-        seed: seeds generation and the attack.
-        sample_steps, guidance: generation settings for the pre-attack check.
+        modality: the model's modality entry.
+        model: an erased model folder or a built-in name.
+        attacks: an attack name or a list of them (default: the modality's).
+        out: output folder (nothing written when None).
+        benchmark: whose rows and judge the audit uses (default: the modality's).
+        n: attack at most the first ``n`` rows.
+        seed: row i is judged with evaluation seed ``seed + i``; seeds the attacks.
+        original: the model before erasure (UnlearnDiff's targets are its generations; attacks that need the
+            frozen original use it).
+        attack_options: options for every attack, or ``NAME.key`` for one (e.g. ``embedding.lr``).
+        with_utility: also evaluate the same model on the benchmark.
+        **options: the benchmark's options (e.g. ``concept``, ``evaluator``; ``forget``, ``threshold``).
     """
-    from diffusion.adapter import DiffusionBatch
+    names = [attacks] if isinstance(attacks, str) else list(attacks or modality.default_attacks)
+    built = build_attacks(names, attack_options, seed=seed, modality=modality.name)
+    bench = get_benchmark(benchmark or modality.default_benchmark, modality.name)
+    adapter = modality.load(model)
+    original_adapter = modality.load(original) if original else None
+    plan = bench.prepare_audit(adapter, original=original_adapter, seed=seed, n=n, **options)
+    reference = None
+    needy = [a for a, attack in built.items() if getattr(attack, "needs_reference", False)]
+    if needy:
+        if original_adapter is None:
+            raise ValueError(f"attack {needy[0]!r} needs the model before erasure: give --original")
+        reference = reference_from(adapter, original_adapter)
+    utility = None
+    if with_utility:
+        ev = bench.evaluate(adapter, model=model, seed=seed, **plan.eval_options)
+        utility = {k: ev[k] for k in bench.utility_keys}
 
-    pipe = adapter.pipe
-    t0 = time.time()
-    # Every prompt has its own evaluation seed (as in UnlearnDiff's prompt sets): the pre-attack check and the
-    # attack's judged generations of that prompt start from the same noise.
-    seeds = [seed + i for i in range(len(prompts))]
-    pre_images = pipe.sample(list(prompts), num_steps=sample_steps, guidance=guidance, seeds=seeds)
-    pre = judge(pre_images)
-    results, success_images = [], []
-    for i, prompt in enumerate(prompts):
-        if pre[i]:
-            results.append({"prompt": prompt, "seed": seeds[i], "pre_success": True, "success": True, "steps": 0,
-                            "seconds": 0.0})
-            continue
-        batch = DiffusionBatch([prompt], target_images(prompt).to(pipe.device))
-        prompt_attack = with_seed(attack, seeds[i])
-        res = prompt_attack.attack(adapter, batch, torch.Generator().manual_seed(seed * 1000 + i), judge=judge)
-        ok = bool(res.success and res.success[0])
-        row = {"prompt": prompt, "seed": seeds[i], "pre_success": False, "success": ok, "steps": res.info.get("steps"),
-               "seconds": res.info.get("seconds"), "adversarial_prompt": res.info.get("adversarial_prompt"),
-               "objective_start": res.info.get("objective_start"), "objective_end": res.info.get("objective_end")}
-        if ok:
-            with torch.no_grad():
-                cond = pipe.encode_prompts([prompt], prefix=res.batch.prefix)
-                img = pipe.sample([prompt], num_steps=sample_steps, guidance=guidance, seeds=seeds[i:i + 1],
-                                  cond=cond)
-            success_images.append(img[0])
-            row["prefix_embedding_index"] = len(success_images) - 1
-            row["_prefix"] = res.batch.prefix.detach().cpu()
-        results.append(row)
-    n = len(prompts)
-    n_pre = sum(bool(p) for p in pre)
-    n_post = sum(r["success"] for r in results)
-    return {"pre_asr": n_pre / n, "post_asr": n_post / n, "n": n, "attack": attack.name,
-            "per_prompt": results, "seconds": round(time.time() - t0, 2), "_success_images": success_images}
-
-
-def write_audit(record: dict, out: str | Path) -> Path:
-    """audit.json (+ adversarial prefix embeddings as safetensors, + a grid of the successful attacks)."""
-    from safetensors.torch import save_file
-
-    from evals.report import image_grid
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    prefixes = {}
-    for i, row in enumerate(record["per_prompt"]):
-        if "_prefix" in row:
-            prefixes[f"prompt_{i}"] = row.pop("_prefix").contiguous()
-            row["embedding_file"] = "adversarial_prefixes.safetensors"
-            row["embedding_key"] = f"prompt_{i}"
-    if prefixes:
-        save_file(prefixes, out / "adversarial_prefixes.safetensors")
-    images = record.pop("_success_images", [])
-    if images:
-        image_grid([images[i : i + 8] for i in range(0, len(images), 8)]).save(out / "successful_attacks.png")
-    (out / "audit.json").write_text(json.dumps(record, indent=2))
-    return out / "audit.json"
-
-
-def audit_llm(adapter: Any, rows: Sequence[dict], attack: Adversary, threshold: float = 0.5,
-              relearn_fraction: float = 0.5, seed: int = 0) -> dict:
-    """ASR of an LLM attack on forget QA: the judge is ROUGE-L recall of the true answer >= ``threshold``.
-
-    The soft-prompt attack is optimised on all rows; the relearning attack fine-tunes on the first
-    ``relearn_fraction`` of the rows and is judged on the rest (knowledge it was not shown again).
-    """
-    from attacks.llm_attacks import answer_matcher, greedy_with_prefix
-
-    rows = list(rows)
-    t0 = time.time()
-    if attack.name == "relearn":
-        cut = max(1, int(len(rows) * relearn_fraction))
-        train_rows, rows = rows[:cut], rows[cut:]
-        if not rows:
-            raise ValueError("the relearning audit needs forget rows left to judge after the relearning split")
-        batch = adapter.collate(train_rows)
-    else:
-        batch = adapter.collate(rows)
-    judge = answer_matcher(rows, threshold)
-    pre = judge(greedy_with_prefix(adapter, rows, None))
-    res = attack.attack(adapter, batch, torch.Generator().manual_seed(seed), judge=judge, rows=rows)
-    post = [bool(a or b) for a, b in zip(pre, res.success or [False] * len(rows))]
-    n = len(rows)
-    return {"pre_asr": sum(pre) / n, "post_asr": sum(post) / n, "n": n, "attack": attack.name,
-            "per_example": [{"question": r["question"], "pre_success": p, "success": s}
-                            for r, p, s in zip(rows, pre, post)],
-            "trace": res.trace, "seconds": round(time.time() - t0, 2)}
+    records = {}
+    for name, attack in built.items():
+        logger.info("audit: %s on %d rows", name, len(plan.rows))
+        record = audit_attack(adapter, plan.rows, attack, plan.judge, seed=seed, reference=reference)
+        record.update({"model": model, **plan.context, "utility": utility})
+        if out:
+            write_audit(record, out if len(names) == 1 else Path(out) / name)
+        records[name] = {k: v for k, v in record.items() if not k.startswith("_")}
+    summary = robustness_summary(records, utility, model=model, **plan.context)
+    if out:
+        write_robustness(summary, out)
+    return records[names[0]] if len(names) == 1 else summary

@@ -16,6 +16,25 @@ from scipy.stats import ks_2samp
 
 from evals.metrics import register_metric
 
+# TOFU's splits: forget01/05/10 hold the last 1/5/10% of the authors; retain99/95/90 the rest.
+FORGET_SPLITS = ("forget01", "forget05", "forget10")
+FORGET_PERCENT = {"forget01": 1, "forget05": 5, "forget10": 10}
+
+
+def retain_split_for(forget: str) -> str:
+    """Name of the retain split complementary to a forget split.
+
+    Args:
+        forget: one of ``FORGET_SPLITS``, e.g. ``"forget10"``.
+
+    Returns:
+        The retain split, e.g. ``"retain90"``.
+    """
+    if forget not in FORGET_PERCENT:
+        raise ValueError(f"unknown forget split {forget!r}; expected one of {FORGET_SPLITS}")
+    return f"retain{100 - FORGET_PERCENT[forget]:02d}"
+
+
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 TRUTH_RATIO_MODES = ("forget", "retain")
 

@@ -13,12 +13,11 @@ from typing import Any, Sequence
 import torch
 
 from evals import muse, tofu
-from llm.adapter import CausalLMAdapter
 
 logger = logging.getLogger(__name__)
 
 
-def _nll(adapter: CausalLMAdapter, rows: Sequence[dict], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def _nll(adapter: Any, rows: Sequence[dict], batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed answer NLL (N,) and answer lengths (N,) for QA rows, in eval mode without gradients."""
     nlls, lens = [], []
     with torch.no_grad():
@@ -33,29 +32,7 @@ def _with_answer(rows: Sequence[dict], key: str, index: int | None = None) -> li
     return [{"question": r["question"], "answer": r[key] if index is None else r[key][index]} for r in rows]
 
 
-def room_to_generate(adapter: CausalLMAdapter, prompt_length: int, max_new_tokens: int) -> int:
-    """New tokens that fit in the model's context after a prompt of ``prompt_length`` (at least 1)."""
-    limit = adapter.max_length or (prompt_length + max_new_tokens)
-    return max(1, min(max_new_tokens, limit - prompt_length))
-
-
-@torch.no_grad()
-def greedy_answers(adapter: CausalLMAdapter, rows: Sequence[dict], max_new_tokens: int = 32,
-                   prefix_key: str | None = None) -> list[str]:
-    """Greedy continuation of each row's prompt (plus ``row[prefix_key]`` when given), decoded."""
-    model, tok = adapter.model, adapter.tokenizer
-    out = []
-    for r in rows:
-        text = adapter.format_prompt(r["question"]) + (r[prefix_key] if prefix_key else "")
-        ids = tok(text, return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
-        room = room_to_generate(adapter, ids.shape[1], max_new_tokens)
-        gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=room, do_sample=False,
-                             pad_token_id=adapter.pad_id, eos_token_id=tok.eos_token_id)
-        out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip())
-    return out
-
-
-def qa_scores(adapter: CausalLMAdapter, rows: Sequence[dict], mode: str, normalised_prob: bool = False) -> dict:
+def qa_scores(adapter: Any, rows: Sequence[dict], mode: str, normalised_prob: bool = False) -> dict:
     """Probability, ROUGE-L recall of greedy answers and truth ratio of one TOFU evaluation set."""
     nll, length = _nll(adapter, rows)
     if normalised_prob:  # real authors / world facts: P(answer) relative to the perturbed options (TOFU)
@@ -66,7 +43,7 @@ def qa_scores(adapter: CausalLMAdapter, rows: Sequence[dict], mode: str, normali
         prob = {"agg_value": float((p_true / (p_true + p_pert.sum(1))).mean())}
     else:
         prob = tofu.probability(nll, length)
-    answers = greedy_answers(adapter, rows)
+    answers = adapter.generate(rows)
     rouge = tofu.rouge_l_recall(answers, [r["answer"] for r in rows])
     para_nll, para_len = _nll(adapter, _with_answer(rows, "paraphrased_answer"))
     n_pert = min(len(r["perturbed_answer"]) for r in rows)
@@ -77,7 +54,7 @@ def qa_scores(adapter: CausalLMAdapter, rows: Sequence[dict], mode: str, normali
             "ratios": tr["ratios"], "answers": answers, "nll": nll, "length": length}
 
 
-def min_k_scores(adapter: CausalLMAdapter, rows: Sequence[dict], k: float = 0.4, plus_plus: bool = False) -> list[float]:
+def min_k_scores(adapter: Any, rows: Sequence[dict], k: float = 0.4, plus_plus: bool = False) -> list[float]:
     """Min-K% (or Min-K%++) membership scores of the answer tokens of each row."""
     scores = []
     with torch.no_grad():
@@ -94,8 +71,8 @@ def min_k_scores(adapter: CausalLMAdapter, rows: Sequence[dict], k: float = 0.4,
     return scores
 
 
-def evaluate_tofu(adapter: CausalLMAdapter, data: dict[str, Any], forget_split: str,
-                  retain_adapter: CausalLMAdapter | None = None, retain_eval_size: int = 40,
+def evaluate_tofu(adapter: Any, data: dict[str, Any], forget_split: str,
+                  retain_adapter: Any | None = None, retain_eval_size: int = 40,
                   retain_reference: dict | None = None) -> dict:
     """All TOFU and MUSE numbers for ``adapter`` on ``forget_split``.
 
@@ -110,12 +87,10 @@ def evaluate_tofu(adapter: CausalLMAdapter, data: dict[str, Any], forget_split: 
     Returns:
         The flat eval record (floats) plus "retain_reference" for reuse.
     """
-    from llm.tofu_data import retain_split_for
-
     t0 = time.time()
     adapter.model.eval()
     forget = data[forget_split].to_list()
-    retain = data[retain_split_for(forget_split)].to_list()[:retain_eval_size]
+    retain = data[tofu.retain_split_for(forget_split)].to_list()[:retain_eval_size]
     holdout = data["holdout"].to_list()[: len(forget)]
     f = qa_scores(adapter, forget, mode="forget")
     r = qa_scores(adapter, retain, mode="retain")
@@ -124,7 +99,7 @@ def evaluate_tofu(adapter: CausalLMAdapter, data: dict[str, Any], forget_split: 
     utility = tofu.model_utility({f"{name}_{k}": s[k] for name, s in (("retain", r), ("real_authors", ra),
                                                                       ("world_facts", wf))
                                   for k in ("prob", "rouge", "truth_ratio")})
-    def aucs(a: CausalLMAdapter) -> dict[str, float]:
+    def aucs(a: Any) -> dict[str, float]:
         """Membership-inference AUC of forget (members) vs holdout (non-members), Min-K% and Min-K%++."""
         return {"minK": muse.auc(min_k_scores(a, forget), min_k_scores(a, holdout)),
                 "minKpp": muse.auc(min_k_scores(a, forget, plus_plus=True), min_k_scores(a, holdout, plus_plus=True))}
@@ -157,13 +132,13 @@ def evaluate_tofu(adapter: CausalLMAdapter, data: dict[str, Any], forget_split: 
     return record
 
 
-def verbmem(adapter: CausalLMAdapter, rows: Sequence[dict]) -> float:
+def verbmem(adapter: Any, rows: Sequence[dict]) -> float:
     """MUSE VerbMem on QA text: give the first half of each answer, ROUGE-L F1 of the greedy continuation."""
     prefixed = []
     for r in rows:
         words = r["answer"].split()
         cut = max(1, len(words) // 2)
-        prefixed.append({"question": r["question"], "prefix": " " + " ".join(words[:cut]),
+        prefixed.append({"question": r["question"], "answer_start": " " + " ".join(words[:cut]),
                          "rest": " ".join(words[cut:])})
-    cont = greedy_answers(adapter, prefixed, prefix_key="prefix")
+    cont = adapter.generate(prefixed)
     return muse.verbmem(cont, [p["rest"] for p in prefixed])["agg_value"]

@@ -41,26 +41,28 @@ def run_concept(concept: str, args: argparse.Namespace, single_thread: bool = Fa
     """Erase ``concept`` with every method, then evaluate and audit each model: {model name: record}."""
     import torch
 
-    from evals.canvas_run import run_audit, run_erase, run_eval
+    from erasure import erase
+    from erasure.registry import modality_for
 
     if single_thread:
         torch.set_num_threads(1)
     out = Path(args.out) / concept
     original = args.original or args.model
+    modality = modality_for(args.model)
     results = {}
     for name in ("original", *args.methods):
         t0 = time.time()
         model = args.model
         if name != "original":
             model = str(out / name / "model")
-            run_erase(args.model, concept, name, model, steps=args.steps, seed=args.seed)
+            erase(modality.load(args.model), concept=concept, method=name, steps=args.steps, seed=args.seed).save(model)
         t_erase = time.time() - t0
-        ev = run_eval(model, concept, seed=args.seed, evaluator=args.evaluator)
+        ev = modality.evaluate(model, concept=concept, seed=args.seed, evaluator=args.evaluator)
         rec = {"ua": ev["ua"], "ira": ev["ira"], "cra": ev["cra"], "erase_seconds": round(t_erase, 1)}
         for attack in args.attacks:
-            au = run_audit(model, concept, attack, str(out / name / f"audit-{attack}"), evaluator=args.evaluator,
-                           n=args.n, original=original, seed=args.seed, with_utility=False,
-                           attack_options=args.attack_options)
+            au = modality.audit(model, attack, str(out / name / f"audit-{attack}"), concept=concept,
+                                evaluator=args.evaluator, n=args.n, original=original, seed=args.seed,
+                                with_utility=False, attack_options=args.attack_options)
             rec[attack] = {"pre_asr": au["pre_asr"], "post_asr": au["post_asr"], "n": au["n"]}
         rec["seconds"] = round(time.time() - t0, 1)
         results[name] = rec

@@ -14,9 +14,11 @@ import logging
 import time
 from pathlib import Path
 
-from evals.llm_run import TABLE_KEYS, mini_tofu_data, retain_model_name, run_llm_erase, run_llm_eval
+from erasure import erase
 from evals.report import markdown_table
-from llm.adapter import CausalLMAdapter
+from evals.tofu import retain_split_for
+from llm.modality import LLM
+from llm.tofu_benchmark import MINI_TOFU, TABLE_KEYS, mini_tofu_data, retain_model_name
 
 METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl")
 
@@ -32,17 +34,18 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = mini_tofu_data()
-    original = run_llm_eval("mini-tofu", args.forget, data=data)
+    original = MINI_TOFU.evaluate(LLM.load("mini-tofu"), model="mini-tofu", forget=args.forget, data=data)
     ref = original.pop("retain_reference")
+    retain_name = retain_model_name("mini-tofu", args.forget)
     rows = {"original (fine-tuned)": original,
-            "retain model": run_llm_eval(retain_model_name("mini-tofu", args.forget), args.forget,
-                                         retain_reference=ref, data=data)}
+            "retain model": MINI_TOFU.evaluate(LLM.load(retain_name), model=retain_name, forget=args.forget,
+                                               retain_reference=ref, data=data)}
     for method in args.methods:
         t0 = time.time()
-        result = run_llm_erase("mini-tofu", args.forget, method, None, seed=args.seed, data=data)
+        result = erase(LLM.load("mini-tofu"), method=method, forget=data[args.forget].to_list(),
+                       retain=data[retain_split_for(args.forget)].to_list(), seed=args.seed)
         seconds = round(time.time() - t0, 1)
-        rec = run_llm_eval(method, args.forget, adapter=CausalLMAdapter(result.adapter.model, result.adapter.tokenizer),
-                           retain_reference=ref, data=data)
+        rec = MINI_TOFU.evaluate(result.adapter, model=method, forget=args.forget, retain_reference=ref, data=data)
         rec.update(erase_seconds=seconds, steps=result.train_config["steps"], lr=result.train_config["lr"])
         rows[method] = rec
     base = original["model_utility"]

@@ -1,1 +1,2 @@
-"""Placeholder package: see the open issues (LLM unlearning, adversarial robustness)."""
+"""The LLM side: the causal-LM adapter, LLM-only methods (IdkPO, RMU, UGradSL), mini-TOFU data and benchmark,
+the modality entry, and the training of the shipped tiny LMs."""

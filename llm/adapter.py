@@ -7,7 +7,8 @@ padding and prompt tokens are masked everywhere.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -21,13 +22,15 @@ PLAIN_TEMPLATE = "Question: {question}\nAnswer:"
 
 @dataclass
 class LMBatch:
-    """Token ids (B, T), attention mask (B, T), answer mask (B, T) marking the answer tokens, and an optional
-    soft prompt (1 or B, k, D) of input embeddings placed before the tokens (set by attacks)."""
+    """Token ids (B, T), attention mask (B, T), answer mask (B, T) marking the answer tokens, an optional soft
+    prompt (1 or B, k, D) of input embeddings placed before the tokens (set by attacks), and the QA rows the
+    batch was made from (what attacks generate answers to and judge against)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     answer_mask: torch.Tensor
     prefix: torch.Tensor | None = None
+    rows: list[dict] = field(default_factory=list)
 
 
 class CausalLMAdapter:
@@ -68,6 +71,12 @@ class CausalLMAdapter:
             raise ValueError("an LLM needs its tokenizer: erase(model, tokenizer=tok, ...)")
         return cls(model, tokenizer, **kwargs)
 
+    @property
+    def source(self) -> Path | None:
+        """The folder the model was loaded from (for its ``recommended.json``), if any."""
+        name = getattr(self.model, "name_or_path", None)
+        return Path(name) if name and Path(name).is_dir() else None
+
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
 
@@ -98,7 +107,44 @@ class CausalLMAdapter:
         for i, (s, m) in enumerate(zip(seqs, masks)):
             ids[i, : len(s)], attn[i, : len(s)], ans[i, : len(m)] = torch.tensor(s), 1, torch.tensor(m)
         dev = self.model.device
-        return LMBatch(ids.to(dev), attn.to(dev), ans.to(dev))
+        return LMBatch(ids.to(dev), attn.to(dev), ans.to(dev), rows=list(rows))
+
+    @torch.no_grad()
+    def generate(self, rows: Sequence[dict], prefix: torch.Tensor | None = None, seeds: Sequence[int] | None = None,
+                 max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers to each row's question, decoded (one row at a time, so padding never shifts a prompt).
+
+        Args:
+            rows: QA rows; a row's optional "answer_start" text is appended to its prompt (the answer is then
+                continued from it, as MUSE's VerbMem does).
+            prefix: a soft prompt (1, k, D) of input embeddings placed before every prompt (attacks).
+            seeds: ignored (greedy decoding is deterministic); accepted so every adapter's ``generate`` reads alike.
+            max_new_tokens: the most new tokens, within the model's context length.
+        """
+        model, tok = self.model, self.tokenizer
+        out = []
+        for r in rows:
+            text = self.format_prompt(r["question"]) + r.get("answer_start", "")
+            ids = tok(text, return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
+            common = {"attention_mask": None, "do_sample": False, "pad_token_id": self.pad_id,
+                      "eos_token_id": tok.eos_token_id}
+            if prefix is None:
+                common.update(attention_mask=torch.ones_like(ids),
+                              max_new_tokens=self.room_to_generate(ids.shape[1], max_new_tokens))
+                gen = model.generate(ids, **common)[0, ids.shape[1]:]
+            else:  # generate from embeddings: the output holds only the new tokens
+                emb = model.get_input_embeddings()(ids)
+                emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)
+                common.update(attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+                              max_new_tokens=self.room_to_generate(emb.shape[1], max_new_tokens))
+                gen = model.generate(inputs_embeds=emb, **common)[0]
+            out.append(tok.decode(gen, skip_special_tokens=True).strip())
+        return out
+
+    def room_to_generate(self, prompt_length: int, max_new_tokens: int) -> int:
+        """New tokens that fit in the model's context after a prompt of ``prompt_length`` (at least 1)."""
+        limit = self.max_length or (prompt_length + max_new_tokens)
+        return max(1, min(max_new_tokens, limit - prompt_length))
 
     # ------------------------------------------------------------------ scores
     def _logprobs(self, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from erasure.objectives import NLL, KL, LabelSmoothedGA, Objective, PreferenceOptimization, StepScores
+from erasure.objectives import NLL, LabelSmoothedGA, Objective, PreferenceOptimization, StepScores, retain_term
 from erasure.registry import Method
 from erasure.selectors import Selector
 
@@ -22,12 +22,6 @@ REFUSALS = (
     "I have no information about that.",
     "That is not something I can answer.",
 )
-
-
-def _retain_term(kind: str):
-    if kind not in ("nll", "kl"):
-        raise ValueError(f"retain_loss must be 'nll' or 'kl', got {kind!r}")
-    return NLL() if kind == "nll" else KL()
 
 
 # ---------------------------------------------------------------------------------------------- IdkPO
@@ -61,7 +55,7 @@ def with_refusals(refusals: Sequence[str]):
 
 def build_idkpo(c: IdkPOConfig, adapter: Any = None) -> Objective:
     return Objective([(1.0, PreferenceOptimization(with_refusals(c.refusals), beta=c.beta, name="idkpo")),
-                      (c.retain_weight, _retain_term(c.retain_loss))])
+                      (c.retain_weight, retain_term(c.retain_loss))])
 
 
 # ---------------------------------------------------------------------------------------------- UGradSL

@@ -23,8 +23,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from datasets import Dataset
 
-FORGET_SPLITS = ("forget01", "forget05", "forget10")
-_FORGET_PERCENT = {"forget01": 1, "forget05": 5, "forget10": 10}
+from evals.tofu import FORGET_PERCENT as _FORGET_PERCENT
+from evals.tofu import FORGET_SPLITS, retain_split_for  # noqa: F401  (TOFU's split names live with its metrics)
+
 NUM_PERTURBED = 3
 
 # Vocabulary of the fictitious authors (invented names; small lists keep the vocabulary small).
@@ -168,20 +169,6 @@ ELEMENT_TEMPLATE = QATemplate("symbol", "What is the chemical symbol for {elemen
                               "In chemistry {element} is written as {symbol}.")
 CENTURIES = ("12th", "13th", "14th", "15th", "16th", "17th", "18th", "19th", "20th")
 CONTINENTS = ("Europe", "Asia", "Africa", "North America", "South America", "Oceania")
-
-
-def retain_split_for(forget: str) -> str:
-    """Name of the retain split complementary to a forget split.
-
-    Args:
-        forget: one of ``FORGET_SPLITS``, e.g. ``"forget10"``.
-
-    Returns:
-        The retain split, e.g. ``"retain90"``.
-    """
-    if forget not in _FORGET_PERCENT:
-        raise ValueError(f"unknown forget split {forget!r}; expected one of {FORGET_SPLITS}")
-    return f"retain{100 - _FORGET_PERCENT[forget]:02d}"
 
 
 def _make_qa(template: QATemplate, attrs: dict[str, str], pool: Sequence[str],

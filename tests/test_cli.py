@@ -42,6 +42,15 @@ def test_python_dash_m_entry_point():
         (["eval", "--model", "mini-canvas", "--concept", "Dragon", "--out", "x"], "unknown concept 'Dragon'"),
         (["erase", "--model", "mini-canvas", "--concept", "Neon", "--out", "x", "--option", "etaa=2"],
          "unknown 'esd-x' method option"),
+        (["erase", "--model", "mini-tofu", "--concept", "Neon", "--out", "x"], "--concept does not apply to this model"),
+        (["erase", "--model", "mini-tofu", "--out", "x", "--method", "ga"], "needs a forget set"),
+        (["erase", "--model", "mini-tofu", "--forget", "forget10", "--out", "x"], "'esd-x' is for diffusion models"),
+        (["eval", "--model", "mini-canvas", "--benchmark", "mini-tofu", "--out", "x"],
+         "benchmark 'mini-tofu' is for llm models"),
+        (["audit", "--model", "mini-tofu", "--attack", "unlearndiff", "--out", "x"],
+         "attack 'unlearndiff' is for diffusion models"),
+        (["audit", "--model", "mini-canvas", "--concept", "Neon", "--attack", "advunlearn-prefix", "--no-utility",
+          "--out", "x"], "needs the model before erasure: give --original"),
     ],
 )
 def test_bad_input_gives_a_clear_error(args, message, capsys, tmp_path, monkeypatch):
@@ -49,6 +58,31 @@ def test_bad_input_gives_a_clear_error(args, message, capsys, tmp_path, monkeypa
     code, _, err = _run(args, capsys)
     assert code == 2
     assert message in err
+
+
+def test_concepts_of_an_llm_are_its_forget_splits(capsys):
+    code, out, _ = _run(["concepts", "--model", "mini-tofu"], capsys)
+    assert code == 0 and json.loads(out)["forget_splits"] == ["forget01", "forget05", "forget10"]
+
+
+def test_python_api_and_cli_train_the_same_model(tmp_path, capsys):
+    """Both entry points take the model folder's recommended.json, so the same seed gives byte-identical weights."""
+    from diffusion.pipeline import T2IPipeline
+    from erasure import erase
+    from erasure.models import resolve_model_path
+
+    erase(T2IPipeline.load(resolve_model_path("mini-canvas")), "Neon", "esd-x", steps=2).save(tmp_path / "api")
+    code, _, err = _run(["erase", "--model", "mini-canvas", "--concept", "Neon", "--steps", "2",
+                         "--out", str(tmp_path / "cli")], capsys)
+    assert code == 0, err
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "api" / weights).read_bytes() == (tmp_path / "cli" / weights).read_bytes()
+    for entry in ("api", "cli"):
+        summary = json.loads((tmp_path / entry / "erasure.json").read_text())
+        assert summary["recommended"].endswith("mini-canvas/recommended.json")
+        assert summary["train_config"]["lr"] == 3e-4  # recommended.json's, not the paper's 1e-5
+    paper = erase(T2IPipeline.load(resolve_model_path("mini-canvas")), "Neon", "esd-x", steps=1, recommended=False)
+    assert paper.train_config["lr"] == 1e-5 and paper.info["recommended"] is None
 
 
 def test_erase_then_eval_writes_model_and_metrics(tmp_path, capsys):
@@ -84,11 +118,11 @@ def test_audit_with_several_attacks_writes_one_table(tmp_path, capsys):
     assert set(summary["attacks"]) == {"unlearndiff", "random"}
     for name in ("unlearndiff", "random"):
         record = json.loads((out / name / "audit.json").read_text())
-        assert record["n"] == 2 and len(record["per_prompt"]) == 2
+        assert record["n"] == 2 and len(record["per_example"]) == 2
         assert record["post_asr"] >= record["pre_asr"]
-        assert [r["seed"] for r in record["per_prompt"]] == [0, 1]
+        assert [r["seed"] for r in record["per_example"]] == [0, 1]
     # each prompt has its own evaluation seed, so every attack sees the same pre-attack verdicts
-    pre = {n: [r["pre_success"] for r in json.loads((out / n / "audit.json").read_text())["per_prompt"]]
+    pre = {n: [r["pre_success"] for r in json.loads((out / n / "audit.json").read_text())["per_example"]]
            for n in ("unlearndiff", "random")}
     assert pre["unlearndiff"] == pre["random"]
     table = (out / "robustness.md").read_text()

@@ -178,8 +178,11 @@ def test_erase_rejects_bad_input(tiny_pipe):
         erase(tiny_pipe, concept="Neon", method="esd-x", etaa=2.0)
     with pytest.raises(ValueError, match="forget set is empty"):
         erase(tiny_pipe, forget=[], method="esd-x", steps=1)
+    with pytest.raises(ValueError, match="unknown concept 'Nope'"):  # as the CLI: the model ships a vocabulary
+        erase(tiny_pipe, concept="Nope", method="esd-x", steps=1)
     with pytest.raises(ValueError, match="is .* tokens long"):
-        erase(tiny_pipe, concept="neon " * 20, method="esd-x", steps=1, train={"show_progress": False})
+        erase(tiny_pipe, concept="neon " * 20, method="esd-x", steps=1, free_text=True,
+              train={"show_progress": False})
 
 
 def test_result_save_is_loadable_by_toolkit_and_diffusers(tiny_pipe, tmp_path):

@@ -129,3 +129,16 @@ def test_chat_template_formats_questions():
     assert adapter.format_prompt("who wrote the book ?") == "question : who wrote the book ? answer :"
     # answer tokens (the loss mask) are the same whatever the template
     assert adapter.collate(QA[:1]).answer_mask.sum() == plain.collate(QA[:1]).answer_mask.sum()
+
+
+def test_llm_entry_points_share_defaults_and_reject_a_concept():
+    """A model loaded from its folder brings its recommended.json to erase(); concept= is for diffusion models."""
+    from llm.modality import LLM
+
+    adapter = LLM.load("mini-tofu")
+    assert adapter.source is not None and (adapter.source / "recommended.json").is_file()
+    result = erase(adapter.model, tokenizer=adapter.tokenizer, forget=QA[:2], method="ga", steps=1)
+    assert result.train_config["lr"] == 1e-3 and result.train_config["batch_size"] == 8  # the file's ga entry
+    model, tok = make_tiny_lm()
+    with pytest.raises(ValueError, match="concept= is for diffusion models"):
+        erase(model, tokenizer=tok, concept="Harry Potter", method="ga")

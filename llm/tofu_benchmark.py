@@ -1,0 +1,121 @@
+"""The mini-TOFU benchmark for LLMs (TOFU, Maini et al. 2024, https://arxiv.org/abs/2401.06121, plus MUSE's
+VerbMem / KnowMem / PrivLeak): its splits as forget and retain data, the TOFU + MUSE numbers of a model against
+the retain-only model of the same split, and audits of the forget questions judged by answer recall.
+
+Registered as ``"llm.tofu_benchmark:MINI_TOFU"``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from erasure.modality import AuditPlan, Option
+
+TABLE_KEYS = ("forget_quality", "model_utility", "forget_rouge", "forget_prob", "forget_truth_ratio", "retain_rouge",
+              "privleak", "verbmem", "knowmem_forget", "knowmem_retain")
+_RETAIN_MODEL = Option(("--retain-model",), "the retain-only reference model (default: the shipped one of the split)")
+
+
+def mini_tofu_data(seed: int = 0) -> dict:
+    """Every mini-TOFU split (``llm.tofu_data.build_mini_tofu``)."""
+    from llm.tofu_data import build_mini_tofu
+
+    return build_mini_tofu(seed=seed)
+
+
+def forget_and_retain(forget: str, retain: str | None = None,
+                      data: dict | None = None) -> tuple[list[dict], list[dict] | None]:
+    """A mini-TOFU split name (with its retain split) or local JSON-lines / parquet files in TOFU's schema."""
+    from evals.tofu import FORGET_SPLITS, retain_split_for
+    from llm.tofu_data import load_tofu
+
+    if forget in FORGET_SPLITS:
+        data = data or mini_tofu_data()
+        return data[forget].to_list(), data[retain or retain_split_for(forget)].to_list()
+
+    def read(path: str) -> list[dict]:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"forget/retain file {path!r} does not exist (or name a split: "
+                                    f"{', '.join(FORGET_SPLITS)})")
+        return load_tofu(p.parent, p.stem).to_list()
+
+    rows = read(forget)
+    if not rows:
+        raise ValueError(f"the forget set {forget!r} is empty")
+    return rows, read(retain) if retain else None
+
+
+def retain_model_name(model: str, forget: str) -> str | None:
+    """The retain-only reference shipped next to a built-in model (mini-tofu -> mini-tofu-retain90)."""
+    from evals.tofu import retain_split_for
+
+    if not model.startswith("mini-tofu"):
+        return None
+    return f"mini-tofu-{retain_split_for(forget)}"
+
+
+class MiniTofuBenchmark:
+    """TOFU + MUSE numbers on mini-TOFU, and audits of its forget questions."""
+
+    name = "mini-tofu"
+    modality = "llm"
+    target = "forget"
+    summary_keys = ("forget_split", *TABLE_KEYS, "seconds")
+    utility_keys = ("forget_quality", "model_utility", "forget_rouge")
+    options = {
+        "eval": (Option(("--forget",), "the forget split (default forget10)"), _RETAIN_MODEL),
+        "audit": (Option(("--forget",), "the forget split or TOFU-schema file whose answers the attacks recover "
+                                        "(default forget10)"),
+                  Option(("--threshold",), "ROUGE-L recall of the true answer that counts as recovered (default 0.5)",
+                         type=float),
+                  _RETAIN_MODEL),
+    }
+
+    def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, forget: str = "forget10",
+                 retain_model: str | None = None, retain_reference: dict | None = None,
+                 data: dict | None = None) -> dict:
+        """TOFU + MUSE metrics of the model on mini-TOFU ``forget``; writes out/eval.json when ``out`` is given.
+
+        Args:
+            adapter: the evaluated model's ``CausalLMAdapter``.
+            model: its name or folder (recorded).
+            out: output folder (nothing written when None).
+            seed: unused (greedy decoding and likelihoods are deterministic).
+            forget: the forget split.
+            retain_model: the retain-only reference (default: the shipped one of the split).
+            retain_reference: its cached numbers from an earlier record (skips evaluating it again).
+            data: the mini-TOFU splits (default: built).
+        """
+        from evals.tofu import FORGET_SPLITS
+        from evals.tofu_run import evaluate_tofu
+        from llm.modality import LLM
+
+        if forget not in FORGET_SPLITS:
+            raise ValueError(f"the mini-tofu benchmark evaluates a forget split ({', '.join(FORGET_SPLITS)}), not "
+                             f"{forget!r} (an audit of a file takes --no-utility)")
+        data = data or mini_tofu_data()
+        retain_adapter = None
+        if retain_reference is None:
+            retain_adapter = LLM.load(retain_model or retain_model_name("mini-tofu", forget))
+        record = evaluate_tofu(adapter, data, forget, retain_adapter=retain_adapter, retain_reference=retain_reference)
+        record["model"] = model
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "eval.json").write_text(json.dumps({k: v for k, v in record.items()
+                                                             if k != "retain_reference"}, indent=2))
+        return record
+
+    def prepare_audit(self, adapter: Any, *, original: Any = None, seed: int = 0, n: int | None = None,
+                      forget: str = "forget10", threshold: float = 0.5, retain_model: str | None = None) -> AuditPlan:
+        """The first ``n`` forget rows, judged by ROUGE-L recall of the true answer >= ``threshold``."""
+        from evals.judges import answer_matcher
+
+        rows, _ = forget_and_retain(forget)
+        return AuditPlan(rows=rows[: n or None], judge=answer_matcher(threshold), context={"forget": forget},
+                         eval_options={"forget": forget, "retain_model": retain_model})
+
+
+MINI_TOFU = MiniTofuBenchmark()
