@@ -22,7 +22,7 @@ demo: venv
 	$(VENV)/bin/erasure -v demo --out out/demo
 
 demo-llm: venv
-	$(VENV)/bin/erasure -v demo --modality llm --out out/demo-llm
+	$(VENV)/bin/erasure -v demo --model mini-tofu --out out/demo-llm
 
 weights: venv
 	$(PY) -m canvas_data.train evaluator --out canvas_data/weights/mini-canvas-evaluator

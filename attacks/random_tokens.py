@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from erasure.adversary import AttackResult
+from erasure.adversary import AttackResult, Judge
 
 
 @dataclass
@@ -38,7 +38,7 @@ class RandomTokens:
     name: str = "random"
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
-               judge: Callable[[torch.Tensor, Sequence[Any]], list[bool]] | None = None) -> AttackResult:
+               judge: Judge | None = None) -> AttackResult:
         pipe = adapter.pipe
         prompt = batch.prompts[0]
         pipe.tokenize([prompt], reserve=self.k)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from erasure.adversary import AttackResult
+from erasure.adversary import AttackResult, Judge
 
 
 @dataclass
@@ -34,7 +34,7 @@ class RelearnAttack:
     name: str = "relearn"
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
-               judge: Callable[[Sequence[str], Sequence[dict]], list[bool]] | None = None) -> AttackResult:
+               judge: Judge | None = None) -> AttackResult:
         rows = list(batch.rows)
         cut = max(1, int(len(rows) * self.fraction))
         if cut >= len(rows):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from erasure.adversary import AttackResult
+from erasure.adversary import AttackResult, Judge
 
 
 @dataclass
@@ -36,7 +36,7 @@ class SoftPromptAttack:
     name: str = "soft-prompt"
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
-               judge: Callable[[Sequence[str], Sequence[dict]], list[bool]] | None = None) -> AttackResult:
+               judge: Judge | None = None) -> AttackResult:
         model = adapter.model
         t0 = time.time()
         embed = model.get_input_embeddings().weight.detach()  # (V, D)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from erasure.adversary import AttackResult
-
-Judge = Callable[[torch.Tensor, Sequence[Any]], list[bool]]  # (images (B, 3, H, W) in [0, 1], prompts) -> concept?
+from erasure.adversary import AttackResult, Judge
 
 
 def project_to_simplex(z: torch.Tensor) -> torch.Tensor:

@@ -56,10 +56,9 @@ class DiffusionModality:
 
     def load(self, model: str | os.PathLike) -> Any:
         from diffusion.adapter import DiffusionAdapter
-        from diffusion.pipeline import T2IPipeline
         from erasure.models import resolve_model_path
 
-        return DiffusionAdapter(T2IPipeline.load(resolve_model_path(str(model))))
+        return DiffusionAdapter.load(resolve_model_path(str(model)))
 
     # ------------------------------------------------------------------ data
     def erase_data(self, adapter: Any, concept: str | None = None, forget: Any = None, retain: Any = None,

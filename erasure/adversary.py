@@ -11,9 +11,12 @@ came back. Attacks are registered in ``erasure.registry`` (``get_attack(name, **
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
+
+# (outputs of ``adapter.generate`` -- images (B, 3, H, W) or texts -- and the rows they answer) -> concept present?
+Judge = Callable[[Any, Sequence[Any]], list[bool]]
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig, from_dict
 from erasure.loop import LoopResult, Unlearner
-from erasure.models import RECOMMENDED_FILE, apply_recommended
-from erasure.registry import Method, get_attack, get_method, modality_for
+from erasure.models import RECOMMENDED_FILE, apply_recommended, recommended_settings
+from erasure.registry import Method, get_attack, get_method, modality_for, require_attack_modality
 from erasure.selectors import LoraSpec, Selector, resolve_selector
 
 logger = logging.getLogger(__name__)
@@ -112,17 +112,17 @@ def erase(
         raise ValueError("concept is empty: name the concept to erase")
     forget, retain = modality.erase_data(adapter, concept=concept, forget=forget, retain=retain, free_text=free_text)
 
+    # settings: explicit arguments > the model folder's recommended.json > the method's paper defaults
+    train_values = {**(train or {}), **({"batch_size": batch_size} if batch_size is not None else {})}
     source = getattr(adapter, "source", None)
-    explicit_train = dict(train or {})
-    if batch_size is not None:
-        explicit_train["batch_size"] = batch_size
-    rec_steps, rec_lr, rec_train, options = steps, lr, explicit_train, dict(method_options)
-    if recommended and source is not None:
-        rec_steps, rec_lr, rec_train, options = apply_recommended(str(source), method, steps, lr, explicit_train,
-                                                                  method_options, concept)
-    method_cfg = from_dict(spec.config_cls, options, what=f"{method!r} method")
-    loop_values = {**spec.train_defaults, **rec_train, "seed": seed}
-    for key, value in (("steps", rec_steps), ("lr", rec_lr)):
+    file = Path(source) / RECOMMENDED_FILE if recommended and source is not None else None
+    file = file if file is not None and file.is_file() else None
+    if file is not None:
+        steps, lr, train_values, method_options = apply_recommended(str(source), method, steps, lr, train_values,
+                                                                    method_options, concept)
+    method_cfg = from_dict(spec.config_cls, method_options, what=f"{method!r} method")
+    loop_values = {**spec.train_defaults, **train_values, "seed": seed}
+    for key, value in (("steps", steps), ("lr", lr)):
         if value is not None:
             loop_values[key] = value
     train_cfg = from_dict(TrainConfig, loop_values, what="training")
@@ -145,12 +145,12 @@ def erase(
         from erasure.selectors import merge_lora
 
         merge_lora(adapter.modules())
-    recommended_file = Path(source) / RECOMMENDED_FILE if recommended and source is not None else None
     info = {"modality": modality.name,
             "selector": {"include": sel.include, "exclude": sel.exclude,
                          "lora": asdict(sel.lora) if sel.lora else None},
             "adversary": getattr(inner, "name", None),
-            "recommended": str(recommended_file) if recommended_file and recommended_file.is_file() else None}
+            "recommended": str(file) if file else None,
+            "recommended_settings": recommended_settings(str(source), method, concept) if file else None}
     return ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
                          train_config=asdict(train_cfg), loop=loop, info=info)
 
@@ -162,8 +162,6 @@ def _adversary(adversary: str | Adversary | None, options: dict | None, spec: Me
         if options:
             raise ValueError("adversary_options given without an adversary")
         return spec.adversary(method_cfg) if spec.adversary is not None else None
-    attack = get_attack(adversary, **(options or {})) if isinstance(adversary, str) else adversary
-    if getattr(attack, "modality", "any") not in ("any", modality):
-        raise ValueError(f"attack {attack.name!r} is for {attack.modality} models, but the model is a {modality} "
-                         "model")
-    return attack
+    if isinstance(adversary, str):
+        return get_attack(adversary, for_modality=modality, **(options or {}))
+    return require_attack_modality(adversary, modality)

@@ -14,8 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
-# outputs of ``adapter.generate`` (images (B, 3, H, W) or texts) and the rows they answer -> concept present?
-Judge = Callable[[Any, Sequence[Any]], list[bool]]
+from erasure.adversary import Judge
 
 
 @dataclass(frozen=True)
@@ -101,9 +100,10 @@ class Modality(Protocol):
         """The adapter of a built-in model name or a local folder (safetensors only)."""
         ...
 
-    def erase_data(self, adapter: Any, concept: str | None = None, forget: Any = None,
-                   retain: Any = None) -> tuple[Sequence[Any], Sequence[Any] | None]:
-        """(forget rows, retain rows) from a concept and/or given forget/retain data; clear errors otherwise."""
+    def erase_data(self, adapter: Any, concept: str | None = None, forget: Any = None, retain: Any = None,
+                   free_text: bool = False) -> tuple[Sequence[Any], Sequence[Any] | None]:
+        """(forget rows, retain rows) from a concept and/or given forget/retain data (names of data sets resolved);
+        clear errors otherwise (a concept outside the model's vocabulary unless ``free_text``)."""
         ...
 
     def targets(self, model: str) -> dict:

@@ -54,6 +54,20 @@ class SnapshotReference:
         self.modules = list((modules or {}).values())
         self.snapshot = {n: p.detach().clone() for n, p in params.items()}
 
+    @classmethod
+    def of(cls, modules: dict[str, nn.Module], original: dict[str, nn.Module]) -> "SnapshotReference":
+        """The reference that makes ``modules`` compute as ``original`` (another copy of the same architecture,
+        e.g. the model before erasure): a snapshot of the original's values of every tensor that differs."""
+        from erasure.adapter import named_parameters
+
+        live, orig = named_parameters(modules), named_parameters(original)
+        if set(live) != set(orig) or any(live[n].shape != orig[n].shape for n in live):
+            raise ValueError("the original model must have the same architecture (parameter names and shapes)")
+        differ = {n: p for n, p in live.items() if not torch.equal(p.detach(), orig[n].detach())}
+        reference = cls(differ, modules)
+        reference.snapshot = {n: orig[n].detach().clone() for n in differ}
+        return reference
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.snapshot.values())
 

@@ -173,9 +173,18 @@ def attack_options(name: str) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init and f.name != "name"]
 
 
-def get_attack(name: str, **options: Any) -> Any:
-    """A ready attack: the class registered under ``name`` built with ``options`` (unknown ones rejected)."""
-    return from_dict(ATTACKS.get(name), options, what=f"attack {name!r}")
+def get_attack(name: str, *, for_modality: str | None = None, **options: Any) -> Any:
+    """A ready attack: the class registered under ``name`` built with ``options`` (unknown ones rejected); with
+    ``for_modality``, a clear error when the attack serves another modality."""
+    return require_attack_modality(from_dict(ATTACKS.get(name), options, what=f"attack {name!r}"), for_modality)
+
+
+def require_attack_modality(attack: Any, modality: str | None) -> Any:
+    """``attack`` itself if it serves ``modality`` (or any); ``ValueError`` otherwise."""
+    served = getattr(attack, "modality", "any")
+    if modality is not None and served not in ("any", modality):
+        raise ValueError(f"attack {attack.name!r} is for {served} models, but the model is a {modality} model")
+    return attack
 
 
 # ---------------------------------------------------------------------------------------------- modalities

@@ -14,25 +14,15 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from erasure.adversary import Adversary
+from erasure.adversary import Adversary, Judge
+from erasure.reference import SnapshotReference
 from erasure.registry import attack_options, get_attack, get_benchmark
 
 logger = logging.getLogger(__name__)
-
-Judge = Callable[[Any, Sequence[Any]], list[bool]]
-
-
-def make_attack(name: str, modality: str | None = None, **options: Any) -> Adversary:
-    """A registered attack by name, built with ``options``; ``ValueError`` for an unknown name or option, or an
-    attack of another modality."""
-    attack = get_attack(name, **options)
-    if modality is not None and getattr(attack, "modality", "any") not in ("any", modality):
-        raise ValueError(f"attack {name!r} is for {attack.modality} models, but the model is a {modality} model")
-    return attack
 
 
 def options_for(name: str, options: dict[str, Any] | None, names: Sequence[str]) -> dict[str, Any]:
@@ -62,7 +52,7 @@ def build_attacks(names: Sequence[str], options: dict[str, Any] | None = None, s
     built = {}
     for n in names:
         seeded = {"seed": seed} if "seed" in attack_options(n) else {}
-        built[n] = make_attack(n, modality, **{**seeded, **options_for(n, options, names)})
+        built[n] = get_attack(n, for_modality=modality, **{**seeded, **options_for(n, options, names)})
     return built
 
 
@@ -199,21 +189,6 @@ def write_robustness(summary: dict, out: str | Path) -> Path:
     return out / "robustness.json"
 
 
-def reference_from(adapter: Any, original: Any) -> Any:
-    """A frozen-reference strategy that makes ``adapter``'s model compute as ``original`` (same architecture):
-    a snapshot of the original's values of every tensor that differs, swapped in under ``no_grad``."""
-    from erasure.adapter import named_parameters
-    from erasure.reference import SnapshotReference
-
-    live, orig = named_parameters(adapter.modules()), named_parameters(original.modules())
-    if set(live) != set(orig) or any(live[n].shape != orig[n].shape for n in live):
-        raise ValueError("--original must be the same architecture as the audited model")
-    differ = {n: p for n, p in live.items() if not torch.equal(p.detach(), orig[n].detach())}
-    reference = SnapshotReference(differ, adapter.modules())
-    reference.snapshot = {n: orig[n].detach().clone() for n in differ}
-    return reference
-
-
 def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = None, out: str | None = None, *,
               benchmark: str | None = None, n: int | None = None, seed: int = 0, original: str | None = None,
               attack_options: dict | None = None, with_utility: bool = True, **options: Any) -> dict:
@@ -248,7 +223,7 @@ def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = N
     if needy:
         if original_adapter is None:
             raise ValueError(f"attack {needy[0]!r} needs the model before erasure: give --original")
-        reference = reference_from(adapter, original_adapter)
+        reference = SnapshotReference.of(adapter.modules(), original_adapter.modules())
     utility = None
     if with_utility:
         ev = bench.evaluate(adapter, model=model, seed=seed, **plan.eval_options)
