@@ -71,9 +71,10 @@ def test_python_api_and_cli_train_the_same_model(tmp_path, capsys):
     from erasure import erase
     from erasure.models import resolve_model_path
 
-    erase(T2IPipeline.load(resolve_model_path("mini-canvas")), "Neon", "esd-x", steps=2).save(tmp_path / "api")
-    code, _, err = _run(["erase", "--model", "mini-canvas", "--concept", "Neon", "--steps", "2",
-                         "--out", str(tmp_path / "cli")], capsys)
+    erase(T2IPipeline.load(resolve_model_path("mini-canvas")), "Neon", "esd-x", steps=2, ddim_steps=4
+          ).save(tmp_path / "api")
+    code, _, err = _run(["erase", "--model", "mini-canvas", "--concept", "Neon", "--steps", "2", "--option",
+                         "ddim_steps=4", "--out", str(tmp_path / "cli")], capsys)
     assert code == 0, err
     weights = "unet/diffusion_pytorch_model.safetensors"
     assert (tmp_path / "api" / weights).read_bytes() == (tmp_path / "cli" / weights).read_bytes()
@@ -81,7 +82,8 @@ def test_python_api_and_cli_train_the_same_model(tmp_path, capsys):
         summary = json.loads((tmp_path / entry / "erasure.json").read_text())
         assert summary["recommended"].endswith("mini-canvas/recommended.json")
         assert summary["train_config"]["lr"] == 3e-4  # recommended.json's, not the paper's 1e-5
-    paper = erase(T2IPipeline.load(resolve_model_path("mini-canvas")), "Neon", "esd-x", steps=1, recommended=False)
+    paper = erase(T2IPipeline.load(resolve_model_path("mini-canvas")), "Neon", "esd-x", steps=1, ddim_steps=2,
+                  recommended=False)
     assert paper.train_config["lr"] == 1e-5 and paper.info["recommended"] is None
 
 

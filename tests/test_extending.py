@@ -105,7 +105,7 @@ def test_a_registered_toy_method_and_attack_work_everywhere(toys, tmp_path, tiny
     assert summary["adversary"] == "toy-attack" and ToyAttack.calls[0] == calls + 2
     capsys.readouterr()
     assert main(["audit", "--model", str(out), "--concept", "Neon", "--attack", "toy-attack", "--n", "2",
-                 "--evaluator", judge, "--original", model, "--no-utility", "--option", "strength=0.5",
+                 "--evaluator", judge, "--no-utility", "--option", "strength=0.5",
                  "--out", str(tmp_path / "audit")]) == 0
     record = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert record["attack"] == "toy-attack" and record["n"] == 2 and record["trace"] == [0.5]
@@ -114,7 +114,7 @@ def test_a_registered_toy_method_and_attack_work_everywhere(toys, tmp_path, tiny
     # evals.audit, the Python face of erasure audit: same dispatch, same record
     from evals import audit
 
-    again = audit(str(out), "Neon", attack="toy-attack", n=2, evaluator=judge, original=model, with_utility=False,
+    again = audit(str(out), "Neon", attack="toy-attack", n=2, evaluator=judge, with_utility=False,
                   attack_options={"strength": 0.5})
     assert {k: again[k] for k in ("pre_asr", "post_asr", "n", "trace")} == \
         {k: record[k] for k in ("pre_asr", "post_asr", "n", "trace")}
