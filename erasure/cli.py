@@ -27,8 +27,8 @@ from typing import Any, Iterable
 
 from erasure.api import erase
 from erasure.modality import Option
-from erasure.registry import (BENCHMARKS, MODALITIES, attack_names, attack_options, get_benchmark, get_modality,
-                              method_names, modality_for)
+from erasure.registry import (BENCHMARKS, MODALITIES, attack_names, attack_options, get_benchmark, get_method,
+                              get_modality, method_names, modality_for)
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -122,6 +122,7 @@ def cmd_concepts(args: argparse.Namespace) -> dict:
 
 
 def cmd_erase(args: argparse.Namespace) -> dict:
+    get_method(args.method)  # an unknown method fails before the model loads
     modality = _modality(args)
     data = _given(args, "erase", modality)  # e.g. concept (diffusion), forget / retain (LLM): erase() arguments
     method_options = parse_options(args.option)
