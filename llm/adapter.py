@@ -40,7 +40,7 @@ class CausalLMAdapter:
         model: a ``PreTrainedModel`` with a causal-LM head.
         tokenizer: its tokenizer (vocabulary must fit the model's embedding table).
         template: prompt template with ``{question}`` (ignored when ``use_chat_template``).
-        use_chat_template: format questions with the tokenizer's chat template.
+        use_chat_template: format questions with the tokenizer's chat template (default: when it has one).
         max_length: truncate longer examples (default: the model's ``max_position_embeddings``).
     """
 
@@ -48,13 +48,15 @@ class CausalLMAdapter:
     default_selector = "all"
     deterministic_scores = True  # no sampling in the scores: the loop may cache reference NLLs per example
 
-    def __init__(self, model: Any, tokenizer: Any, template: str = PLAIN_TEMPLATE, use_chat_template: bool = False,
+    def __init__(self, model: Any, tokenizer: Any, template: str = PLAIN_TEMPLATE, use_chat_template: bool | None = None,
                  max_length: int | None = None):
         vocab = model.get_input_embeddings().weight.shape[0]
         if len(tokenizer) > vocab:
             raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding table has {vocab}: "
                              "they do not belong together")
         self.model, self.tokenizer = model, tokenizer
+        if use_chat_template is None:
+            use_chat_template = getattr(tokenizer, "chat_template", None) is not None
         self.template, self.use_chat_template = template, use_chat_template
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -92,7 +94,9 @@ class CausalLMAdapter:
         seqs, masks = [], []
         for r in rows:
             p = self.tokenizer(self.format_prompt(r["question"]), add_special_tokens=True)["input_ids"]
-            a = self.tokenizer(" " + r["answer"].strip(), add_special_tokens=False)["input_ids"]
+            # the plain template ends with "Answer:", a chat template with the assistant's turn header
+            a = self.tokenizer(("" if self.use_chat_template else " ") + r["answer"].strip(),
+                               add_special_tokens=False)["input_ids"]
             if self.tokenizer.eos_token_id is not None:
                 a = a + [self.tokenizer.eos_token_id]
             ids = (p + a)[: self.max_length] if self.max_length else p + a

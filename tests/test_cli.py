@@ -60,6 +60,13 @@ def test_bad_input_gives_a_clear_error(args, message, capsys, tmp_path, monkeypa
     assert message in err
 
 
+def test_a_real_model_not_yet_converted_names_the_command_that_fetches_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ERASURE_CACHE", str(tmp_path))
+    code, _, err = _run(["erase", "--model", "smollm2-135m", "--forget", "forget10", "--method", "npo", "--out",
+                         str(tmp_path / "x")], capsys)
+    assert code == 2 and "model 'smollm2-135m' is not on this machine yet: run `make real-lm`" in err
+
+
 def test_concepts_of_an_llm_are_its_forget_splits(capsys):
     code, out, _ = _run(["concepts", "--model", "mini-tofu"], capsys)
     assert code == 0 and json.loads(out)["forget_splits"] == ["forget01", "forget05", "forget10"]
