@@ -7,7 +7,6 @@ Registered (at import of this module): ``muse_verbmem``, ``muse_knowmem``, ``mus
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -20,7 +19,8 @@ _SIGMA_EPS = 1e-8
 
 
 def _lowest_k_mean(scores: torch.Tensor, k: float, mask: torch.Tensor | None) -> float:
-    """Mean of the lowest ceil(k * T) entries of the valid (mask != 0) part of a 1-D tensor."""
+    """Mean of the lowest int(k * T) entries (at least one) of the valid (mask != 0) part of a 1-D tensor, as
+    MUSE's and open-unlearning's Min-K% code count them."""
     if not 0.0 < k <= 1.0:
         raise ValueError(f"k must be in (0, 1]; got {k}")
     if scores.dim() != 1:
@@ -33,12 +33,13 @@ def _lowest_k_mean(scores: torch.Tensor, k: float, mask: torch.Tensor | None) ->
     n_valid = scores.numel()
     if n_valid == 0:
         raise ValueError("no valid tokens to score")
-    n = max(1, math.ceil(k * n_valid - 1e-9))  # tolerance: 0.3 * 10 must give 3, not 4
+    n = max(1, int(k * n_valid))
     return float(torch.topk(scores, n, largest=False).values.mean())
 
 
 def min_k_score(token_logprobs: torch.Tensor, k: float = 0.4, mask: torch.Tensor | None = None) -> float:
-    """Min-K% membership score: mean of the lowest ceil(k * T) token log-probs (higher = more likely a member).
+    """Min-K% membership score: mean of the lowest int(k * T) token log-probs, at least one (higher = more likely
+    a member).
 
     MUSE (https://arxiv.org/abs/2407.06460) uses it with k = 0.4 for PrivLeak.
 
@@ -81,7 +82,7 @@ def min_k_plus_plus_score(token_logprobs: torch.Tensor, mu: torch.Tensor, sigma:
     """Min-K%++ membership score (Zhang et al. 2024, https://arxiv.org/abs/2404.02936).
 
     z_t = (log p(x_t) - mu_t) / sigma_t with ``(mu, sigma) = vocab_moments(...)``; the score is the mean of
-    the lowest ceil(k * T) z_t (higher = more likely a member). sigma is floored at 1e-8.
+    the lowest int(k * T) z_t, at least one (higher = more likely a member). sigma is floored at 1e-8.
 
     Args:
         token_logprobs: (T,) log-prob of each actual token.
@@ -131,23 +132,26 @@ def auc(member_scores: Sequence[float] | np.ndarray | torch.Tensor,
 
 @register_metric("muse_privleak")
 def privleak(auc_unlearned: float, auc_retrain: float) -> dict:
-    """MUSE PrivLeak: relative AUC gap to the retrained model, in percent (0 = no leak; > 0 under-unlearned,
-    < 0 over-unlearned).
+    """MUSE PrivLeak, in MUSE's orientation: the never-unlearned model scores near -100, the retrained model 0,
+    and a positive value means over-unlearned (the forget set now looks *less* familiar than unseen text).
 
+    MUSE's membership attack ranks by the Min-K% *loss*, so its AUC is ``1 - AUC`` of our member-higher scores
+    (``auc``), as open-unlearning computes it; PrivLeak = (AUC'_unlearned - AUC'_retrain) / AUC'_retrain * 100.
     Paper: https://arxiv.org/abs/2407.06460
 
     Args:
-        auc_unlearned: Min-K% AUC (forget vs holdout) of the unlearned model.
+        auc_unlearned: ``auc(forget scores, holdout scores)`` of the unlearned model (members scored higher).
         auc_retrain: the same AUC for the model retrained without the forget set.
 
     Returns:
-        ``{"agg_value": (auc_unlearned - auc_retrain) / auc_retrain * 100, "value_by_index": [],
-        "auc": auc_unlearned, "auc_retrain": auc_retrain}``.
+        ``{"agg_value": PrivLeak in percent, "value_by_index": [], "auc": 1 - auc_unlearned,
+        "auc_retrain": 1 - auc_retrain}`` (the AUCs in MUSE's orientation).
     """
-    if not auc_retrain > 0:
-        raise ValueError(f"auc_retrain must be positive; got {auc_retrain}")
-    value = (float(auc_unlearned) - float(auc_retrain)) / float(auc_retrain) * 100.0
-    return {"agg_value": value, "value_by_index": [], "auc": float(auc_unlearned), "auc_retrain": float(auc_retrain)}
+    flipped, flipped_retrain = 1.0 - float(auc_unlearned), 1.0 - float(auc_retrain)
+    if not flipped_retrain > 0:
+        raise ValueError(f"the retrained model's AUC must be below 1; got {auc_retrain}")
+    value = (flipped - flipped_retrain) / flipped_retrain * 100.0
+    return {"agg_value": value, "value_by_index": [], "auc": flipped, "auc_retrain": flipped_retrain}
 
 
 def _rouge_mean(predictions: Sequence[str], references: Sequence[str], key: str) -> dict:

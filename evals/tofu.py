@@ -8,7 +8,7 @@ Registered (at import of this module): ``tofu_rouge``, ``tofu_prob``, ``tofu_tru
 
 from __future__ import annotations
 
-import re
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import torch
@@ -35,33 +35,19 @@ def retain_split_for(forget: str) -> str:
     return f"retain{100 - FORGET_PERCENT[forget]:02d}"
 
 
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
 TRUTH_RATIO_MODES = ("forget", "retain")
 
 
-def _tokenize(text: str) -> list[str]:
-    """``rouge_score`` tokenisation without stemming: lowercase, non ``[a-z0-9]`` -> space, split."""
-    return _NON_ALNUM.sub(" ", text.lower()).split()
+@lru_cache(maxsize=1)
+def _scorer():
+    from rouge_score import rouge_scorer
 
-
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists (O(len(a) * len(b)) DP, one row)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for tok_a in a:
-        cur = [0] * (len(b) + 1)
-        for j, tok_b in enumerate(b, start=1):
-            cur[j] = prev[j - 1] + 1 if tok_a == tok_b else max(prev[j], cur[j - 1])
-        prev = cur
-    return prev[-1]
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_l(prediction: str, reference: str) -> dict:
-    """ROUGE-L of one prediction against one reference (LCS over tokens), as ``rouge_score`` computes it.
-
-    Tokenisation follows ``rouge_score`` with ``use_stemmer=False`` (the TOFU reference code uses stemming,
-    which can raise scores slightly on inflected words).
+    """ROUGE-L of one prediction against one reference, with the ``rouge-score`` package and Porter stemming, as
+    TOFU's and MUSE's code compute it.
 
     Args:
         prediction: the generated text.
@@ -71,13 +57,8 @@ def rouge_l(prediction: str, reference: str) -> dict:
         ``{"recall": LCS/|reference|, "precision": LCS/|prediction|, "f1": harmonic mean of both}``;
         all zeros when either side has no tokens.
     """
-    pred, ref = _tokenize(prediction), _tokenize(reference)
-    if not pred or not ref:
-        return {"recall": 0.0, "precision": 0.0, "f1": 0.0}
-    lcs = _lcs_length(pred, ref)
-    recall, precision = lcs / len(ref), lcs / len(pred)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {"recall": recall, "precision": precision, "f1": f1}
+    score = _scorer().score(reference, prediction)["rougeL"]  # score(target, prediction)
+    return {"recall": float(score.recall), "precision": float(score.precision), "f1": float(score.fmeasure)}
 
 
 def _mean_result(values: Sequence[float]) -> dict:

@@ -33,7 +33,11 @@ def _with_answer(rows: Sequence[dict], key: str, index: int | None = None) -> li
 
 
 def qa_scores(adapter: Any, rows: Sequence[dict], mode: str, normalised_prob: bool = False) -> dict:
-    """Probability, ROUGE-L recall of greedy answers and truth ratio of one TOFU evaluation set."""
+    """Probability, ROUGE-L recall of greedy answers and truth ratio of one TOFU evaluation set.
+
+    The truth ratio's correct answer is the paraphrased one on forget / retain and the answer itself on real
+    authors / world facts (``normalised_prob``), as TOFU's evaluation config and open-unlearning have it.
+    """
     nll, length = _nll(adapter, rows)
     if normalised_prob:  # real authors / world facts: P(answer) relative to the perturbed options (TOFU)
         p_true = torch.exp(-nll / length)
@@ -45,11 +49,12 @@ def qa_scores(adapter: Any, rows: Sequence[dict], mode: str, normalised_prob: bo
         prob = tofu.probability(nll, length)
     answers = adapter.generate(rows)
     rouge = tofu.rouge_l_recall(answers, [r["answer"] for r in rows])
-    para_nll, para_len = _nll(adapter, _with_answer(rows, "paraphrased_answer"))
+    correct, correct_len = ((nll, length) if normalised_prob
+                            else _nll(adapter, _with_answer(rows, "paraphrased_answer")))
     n_pert = min(len(r["perturbed_answer"]) for r in rows)
     pert = [_nll(adapter, _with_answer(rows, "perturbed_answer", j)) for j in range(n_pert)]
-    tr = tofu.truth_ratio(para_nll, para_len, torch.stack([p[0] for p in pert], 1), torch.stack([p[1] for p in pert], 1),
-                          mode=mode)
+    tr = tofu.truth_ratio(correct, correct_len, torch.stack([p[0] for p in pert], 1),
+                          torch.stack([p[1] for p in pert], 1), mode=mode)
     return {"prob": prob["agg_value"], "rouge": rouge["agg_value"], "truth_ratio": tr["agg_value"],
             "ratios": tr["ratios"], "answers": answers, "nll": nll, "length": length}
 

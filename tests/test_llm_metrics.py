@@ -31,6 +31,12 @@ def test_rouge_l_subsequence_not_substring_and_punctuation():
     assert tofu.rouge_l("e d c b a", "a b c d e")["recall"] == pytest.approx(1 / 5)
 
 
+def test_rouge_l_stems_words_as_tofu_and_muse_do():
+    # rouge-score with use_stemmer=True: "cats running" and "cat runs" both stem to "cat run"
+    assert tofu.rouge_l("cats running", "cat runs") == {"recall": 1.0, "precision": 1.0, "f1": 1.0}
+    assert tofu.rouge_l("It was published in London.", "published in london")["recall"] == pytest.approx(1.0)
+
+
 def test_rouge_l_empty_inputs_are_zero():
     for pred, ref in [("", "a b"), ("a b", ""), ("", ""), ("!!!", "a")]:
         assert tofu.rouge_l(pred, ref) == {"recall": 0.0, "precision": 0.0, "f1": 0.0}
@@ -114,11 +120,13 @@ def test_min_k_hand_case_and_mask():
     lp = torch.tensor([-1.0, -5.0, -3.0, -2.0, -4.0])
     assert muse.min_k_score(lp, k=0.4) == pytest.approx(-4.5)  # ceil(2) lowest: -5, -4
     assert muse.min_k_score(lp, k=1.0) == pytest.approx(-3.0)
-    # masking out -5 and -4: valid [-1, -3, -2], ceil(0.4 * 3) = 2 lowest: -3, -2
+    # masking out -5 and -4: valid [-1, -3, -2], int(0.4 * 3) = 1 lowest: -3 (MUSE / open-unlearning count)
     mask = torch.tensor([1, 0, 1, 1, 0])
-    assert muse.min_k_score(lp, k=0.4, mask=mask) == pytest.approx(-2.5)
-    # ceil tolerance: k * T = 0.3 * 10 must select 3 tokens, not 4
+    assert muse.min_k_score(lp, k=0.4, mask=mask) == pytest.approx(-3.0)
+    # int, not ceil: 0.5 * 5 = 2.5 keeps 2 tokens (0, 1); 0.3 * 10 keeps 3; at least one token is always kept
+    assert muse.min_k_score(torch.arange(5.0), k=0.5) == pytest.approx(0.5)
     assert muse.min_k_score(torch.arange(10.0), k=0.3) == pytest.approx(1.0)
+    assert muse.min_k_score(torch.tensor([-2.0, -1.0]), k=0.1) == pytest.approx(-2.0)
     with pytest.raises(ValueError):
         muse.min_k_score(lp, k=0.0)
     with pytest.raises(ValueError):
@@ -175,12 +183,16 @@ def test_auc_cases():
         muse.auc([], [1.0])
 
 
-def test_privleak():
-    out = get_metric("muse_privleak")(0.6, 0.5)
-    assert out["agg_value"] == pytest.approx(20.0)
-    assert muse.privleak(0.4, 0.5)["agg_value"] == pytest.approx(-20.0)
+def test_privleak_in_muses_orientation():
+    # a never-unlearned model separates forget from holdout (member-higher AUC 0.99): MUSE's AUC is 1 - 0.99;
+    # against a retrained model at chance: (0.01 - 0.5) / 0.5 * 100 = -98 (MUSE's target model: about -100)
+    out = get_metric("muse_privleak")(0.99, 0.5)
+    assert out["agg_value"] == pytest.approx(-98.0)
+    assert out["auc"] == pytest.approx(0.01) and out["auc_retrain"] == pytest.approx(0.5)
+    assert muse.privleak(0.5, 0.5)["agg_value"] == pytest.approx(0.0)  # as the retrained model: 0
+    assert muse.privleak(0.4, 0.5)["agg_value"] == pytest.approx(20.0)  # forget set less familiar: over-unlearned
     with pytest.raises(ValueError):
-        muse.privleak(0.5, 0.0)
+        muse.privleak(0.5, 1.0)
 
 
 def test_verbmem_f1_and_knowmem_recall():
@@ -194,3 +206,29 @@ def test_verbmem_f1_and_knowmem_recall():
     assert know["agg_value"] == pytest.approx(0.7)
     with pytest.raises(ValueError):
         muse.verbmem(["a"], [])
+
+
+class _CharNLL:
+    """A stand-in adapter: an answer's summed NLL is its character count, its length its word count, and it
+    answers every question with the gold answer (so the hand computation below is exact)."""
+
+    def collate(self, rows):
+        return list(rows)
+
+    def per_example_nll(self, batch, generator=None):
+        return (torch.tensor([float(len(r["answer"])) for r in batch]),
+                torch.tensor([float(len(r["answer"].split())) for r in batch]))
+
+    def generate(self, rows, prefix=None, seeds=None):
+        return [r["answer"] for r in rows]
+
+
+def test_truth_ratio_uses_the_answer_on_real_authors_and_the_paraphrase_on_forget():
+    from evals.tofu_run import qa_scores
+
+    row = {"question": "q", "answer": "ab cd", "paraphrased_answer": "abcdef gh", "perturbed_answer": ["x y z"]}
+    # log P = -chars / words: answer -5/2, paraphrase -9/2, perturbed -5/3
+    normalised = qa_scores(_CharNLL(), [row], mode="retain", normalised_prob=True)  # real authors / world facts
+    assert normalised["ratios"] == pytest.approx([math.exp(-5 / 3 + 5 / 2)])
+    forget = qa_scores(_CharNLL(), [row], mode="forget")
+    assert forget["ratios"] == pytest.approx([math.exp(-5 / 3 + 9 / 2)])
