@@ -124,13 +124,20 @@ def cmd_concepts(args: argparse.Namespace) -> dict:
 def cmd_erase(args: argparse.Namespace) -> dict:
     get_method(args.method)  # an unknown method fails before the model loads
     modality = _modality(args)
-    data = _given(args, "erase", modality)  # e.g. concept (diffusion), forget / retain (LLM): erase() arguments
+    bench = get_benchmark(args.benchmark, modality.name) if args.benchmark else None
+    if bench is not None and not hasattr(bench, "erase_data"):
+        raise ValueError(f"benchmark {bench.name!r} has no forget set to erase; its modality's own options name one")
+    # the data options: the benchmark's (e.g. --target) or the modality's (--concept; --forget / --retain)
+    data = _given(args, "erase", bench or modality)
     method_options = parse_options(args.option)
     clash = sorted(set(data) & set(method_options))
     if clash:
         raise ValueError(f"--option {clash[0]}=... clashes with --{clash[0]}; give it once")
     adversary_options = parse_options(args.adversary_option) or None
     adapter = modality.load(args.model)
+    if bench is not None:
+        forget, retain = bench.erase_data(adapter, **data)
+        data = {"forget": forget, "retain": retain}
     result = erase(adapter, method=args.method, steps=args.steps, lr=args.lr, seed=args.seed,
                    batch_size=args.batch_size, train=_train_options(args), adversary=args.adversary,
                    adversary_options=adversary_options, **data, **method_options)
@@ -197,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = command("erase", cmd_erase, "erase a concept (or unlearn a forget set) and save the edited model")
     e.add_argument("--method", default="esd-x", help=f"one of: {', '.join(method_names())}")
+    e.add_argument("--benchmark", choices=BENCHMARKS.names(), help="take the forget and retain sets from this "
+                                                                   "benchmark (e.g. mini-rwku with --target)")
     e.add_argument("--out", required=True)
     e.add_argument("--steps", type=int)
     e.add_argument("--lr", type=float)

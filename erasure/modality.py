@@ -148,6 +148,9 @@ class Benchmark(Protocol):
         """The benchmark's record for ``adapter`` (written to ``out/eval.json`` when ``out`` is given)."""
         ...
 
+    # optional: ``erase_data(adapter, **options) -> (forget rows, retain rows)`` for ``erasure erase --benchmark``,
+    # with its options under ``options["erase"]`` (mini-rwku: the target's forget corpus)
+
     def prepare_audit(self, adapter: Any, *, original: Any = None, seed: int = 0, **options: Any) -> AuditPlan:
         """The rows an audit attacks (prompts with their target images, forget QA...), the judge, and the
         options of ``evaluate`` for the utility numbers; ``original`` is the model before erasure (an adapter)."""

@@ -38,7 +38,7 @@ def cached_model_path(name: str) -> Path:
     return cache_dir() / "models" / name
 
 
-def _package_weights(package: str) -> Path:
+def package_weights(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(f"the {package!r} package is not installed")
@@ -49,7 +49,7 @@ def resolve_model_path(name_or_path: str) -> Path:
     """A built-in name, a cached model's name or a local folder -> an existing folder; clear errors otherwise."""
     if name_or_path in BUILTIN_MODELS:
         package, folder = BUILTIN_MODELS[name_or_path]
-        path = _package_weights(package) / folder
+        path = package_weights(package) / folder
         if not path.is_dir():
             raise FileNotFoundError(f"built-in model {name_or_path!r} is missing its weights at {path}")
         return path
@@ -81,7 +81,7 @@ def recommended_file(name_or_path: str | os.PathLike) -> Path | None:
         return folder / RECOMMENDED_FILE
     for name, (package, _) in CACHED_MODELS.items():
         if folder.resolve() == cached_model_path(name).resolve():
-            shipped = _package_weights(package) / name / RECOMMENDED_FILE
+            shipped = package_weights(package) / name / RECOMMENDED_FILE
             return shipped if shipped.is_file() else None
     return None
 

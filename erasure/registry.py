@@ -56,6 +56,7 @@ _BUILTIN_MODALITIES: dict[str, str] = {
 _BUILTIN_BENCHMARKS: dict[str, str] = {
     "unlearncanvas": "canvas_data.benchmark:UNLEARNCANVAS",
     "mini-tofu": "llm.tofu_benchmark:MINI_TOFU",
+    "mini-rwku": "llm.rwku_benchmark:MINI_RWKU",
 }
 
 

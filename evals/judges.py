@@ -123,3 +123,11 @@ def answer_matcher(threshold: float = 0.5) -> Callable[[Sequence[str], Sequence[
     from evals.tofu import rouge_l
 
     return lambda answers, rows: [rouge_l(a, r["answer"])["recall"] >= threshold for a, r in zip(answers, rows)]
+
+
+def probe_matcher() -> Callable[[Sequence[str], Sequence[dict]], list[bool]]:
+    """``(answers, rows) -> [one of the row's accepted "answers" appears in the answer]`` (mini-RWKU's answer
+    match, ``evals.rwku.answered``)."""
+    from evals.rwku import answered
+
+    return lambda answers, rows: [answered(a, r["answers"]) for a, r in zip(answers, rows)]

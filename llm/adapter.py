@@ -145,6 +145,19 @@ class CausalLMAdapter:
             out.append(tok.decode(gen, skip_special_tokens=True).strip())
         return out
 
+    @torch.no_grad()
+    def text_nll(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plain-text likelihood (no template): per text, the summed next-token NLL (N,) and the number of
+        predicted tokens (N,), one text at a time."""
+        nlls, counts = [], []
+        for text in texts:
+            ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=True)["input_ids"]
+            ids = ids[:, : self.max_length].to(self.model.device) if self.max_length else ids.to(self.model.device)
+            logp = F.log_softmax(self.model(input_ids=ids).logits[:, :-1].float(), dim=-1)  # (1, T-1, V)
+            nlls.append(-logp.gather(-1, ids[:, 1:, None]).sum())
+            counts.append(ids.shape[1] - 1)
+        return torch.stack(nlls).cpu(), torch.tensor(counts)
+
     def room_to_generate(self, prompt_length: int, max_new_tokens: int) -> int:
         """New tokens that fit in the model's context after a prompt of ``prompt_length`` (at least 1)."""
         limit = self.max_length or (prompt_length + max_new_tokens)

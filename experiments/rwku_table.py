@@ -1,0 +1,115 @@
+"""Every LLM method on mini-RWKU with the real SmolLM2-135M-Instruct: one row per (target, method), as a table.
+
+    make real-lm                                                    # once
+    python experiments/rwku_table.py --out out/rwku --readme README.md
+    python experiments/rwku_table.py --targets "Harry Potter" --methods npo simnpo --out out/rwku-hp
+
+For each target: the base model's numbers, then each method erases the target's forget corpus with the settings
+in ``llm/weights/smollm2-135m/recommended.json`` (the paper defaults where it has none) and is evaluated with
+``erasure eval --benchmark mini-rwku``'s numbers: forget accuracy on direct QA, fill-in-the-blank and the
+adversarial forms, neighbour and utility accuracy, fluency perplexity, MIA AUC, erase minutes. The last rows
+average each method over the targets, relative to the base model. Writes results.json and table.md (and the
+table into the README between its rwku-table markers with --readme).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl")
+KEYS = ("forget_qa", "forget_fb", "forget_adversarial", "neighbour", "utility", "fluency_ppl", "mia_auc")
+MARKERS = ("<!-- rwku-table:start -->", "<!-- rwku-table:end -->")
+
+
+def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int = 0, data: str | None = None) -> dict:
+    """{target: {"base": record, method: record}}; records carry the erase minutes; results.json after each."""
+    from erasure import erase
+    from llm.modality import LLM
+    from llm.rwku_benchmark import MINI_RWKU
+
+    results: dict = {}
+    for target in targets:
+        base = MINI_RWKU.evaluate(LLM.load(model), model=model, target=target, data=data)
+        results[target] = {"base": base}
+        forget, retain = MINI_RWKU.erase_data(None, target=target, data=data)
+        for method in methods:
+            t0 = time.time()
+            result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed)
+            minutes = (time.time() - t0) / 60
+            rec = MINI_RWKU.evaluate(result.adapter, model=f"{model} + {method}", target=target, data=data)
+            rec.update(erase_minutes=round(minutes, 1), steps=result.train_config["steps"],
+                       lr=result.train_config["lr"])
+            results[target][method] = rec
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def table(results: dict, methods: list[str]) -> str:
+    """Per (target, model) rows, then per-method means relative to the base model."""
+    from evals.report import markdown_table
+
+    heads = ["target", "model", "steps", "lr", "QA", "FB", "adversarial", "neighbour", "utility", "fluency ppl",
+             "MIA AUC", "erase min"]
+    rows = []
+    for target, by_model in results.items():
+        for name, r in by_model.items():
+            rows.append([target, name, r.get("steps", ""), f"{r['lr']:g}" if "lr" in r else "",
+                         *(r[k] for k in KEYS), r.get("erase_minutes", "")])
+    mean_heads = ["method", "QA drop", "FB drop", "adversarial drop", "neighbour / base", "utility / base",
+                  "fluency ppl / base", "erase min"]
+    means = []
+    for m in methods:
+        runs = [(by[m], by["base"]) for by in results.values() if m in by]
+        if not runs:
+            continue
+
+        def avg(f):
+            values = [f(r, b) for r, b in runs]
+            return sum(values) / len(values)
+
+        means.append([m, avg(lambda r, b: b["forget_qa"] - r["forget_qa"]),
+                      avg(lambda r, b: b["forget_fb"] - r["forget_fb"]),
+                      avg(lambda r, b: b["forget_adversarial"] - r["forget_adversarial"]),
+                      avg(lambda r, b: r["neighbour"] / b["neighbour"]), avg(lambda r, b: r["utility"] / b["utility"]),
+                      avg(lambda r, b: r["fluency_ppl"] / b["fluency_ppl"]), avg(lambda r, b: r["erase_minutes"])])
+    return markdown_table(heads, rows) + "\n\nMean over the targets:\n\n" + markdown_table(mean_heads, means)
+
+
+def write_readme(path: Path, block: str) -> None:
+    text = path.read_text()
+    pattern = re.escape(MARKERS[0]) + r".*?" + re.escape(MARKERS[1])
+    if not re.search(pattern, text, flags=re.S):
+        raise ValueError(f"{path} has no {MARKERS[0]} ... {MARKERS[1]} block to fill")
+    path.write_text(re.sub(pattern, lambda _: f"{MARKERS[0]}\n{block}\n{MARKERS[1]}", text, flags=re.S))
+
+
+def main() -> None:
+    from llm.rwku_benchmark import load_data
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--data", help="a mini-RWKU data file (default: the shipped one)")
+    p.add_argument("--targets", nargs="*", help="default: every target of the data")
+    p.add_argument("--methods", nargs="*", default=list(METHODS))
+    p.add_argument("--out", default="out/rwku")
+    p.add_argument("--readme", help="write the table into this markdown file between the rwku-table markers")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    targets = args.targets or list(load_data(args.data)["targets"])
+    t0 = time.time()
+    results = run(args.model, targets, args.methods, Path(args.out), args.seed, args.data)
+    block = table(results, args.methods) + (f"\n\nWhole run: {(time.time() - t0) / 60:.0f} min "
+                                            f"(`python experiments/rwku_table.py`).")
+    (Path(args.out) / "table.md").write_text(block + "\n")
+    if args.readme:
+        write_readme(Path(args.readme), block)
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
