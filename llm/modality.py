@@ -94,9 +94,16 @@ class LLMModality:
         return forget, retain
 
     def targets(self, model: str) -> dict:
+        """The mini-TOFU forget splits (any TOFU-schema file works too) and the shipped mini-RWKU targets."""
         from evals.tofu import FORGET_SPLITS
+        from llm.rwku_benchmark import load_data
 
-        return {"forget_splits": list(FORGET_SPLITS), "files": "or any TOFU-schema .json/.jsonl/.parquet file"}
+        try:
+            rwku = list(load_data()["targets"])
+        except FileNotFoundError:
+            rwku = []
+        return {"forget_splits": list(FORGET_SPLITS), "files": "or any TOFU-schema .json/.jsonl/.parquet file",
+                "mini_rwku_targets": rwku}
 
     # ------------------------------------------------------------------ commands
     def evaluate(self, model: str, out: str | None = None, *, benchmark: str | None = None, seed: int = 0,

@@ -89,3 +89,20 @@ def test_advunlearn_vs_esd_runs_on_a_local_latent_pipeline(tmp_path):
         assert any(not torch.equal(before[k], after[k]) for k in before), f"{name} left the {edited} unchanged"
         vae_before, vae_after = weights(model, "vae"), weights(out / name / "model", "vae")
         assert all(torch.equal(vae_before[k], vae_after[k]) for k in vae_before)
+
+
+def test_rwku_table_averages_each_method_against_the_base_model(tmp_path):
+    from experiments.rwku_table import MARKERS as RWKU_MARKERS, table, write_readme as write_rwku
+
+    rec = lambda qa, ut, **kw: {"forget_qa": qa, "forget_fb": 1.0, "forget_adversarial": 1.0, "neighbour": 1.0,  # noqa
+                                "utility": ut, "fluency_ppl": 40.0, "mia_auc": 0.5, **kw}
+    results = {"A": {"base": rec(1.0, 1.0), "npo": rec(0.25, 0.9, erase_minutes=5.0, steps=20, lr=2e-5)},
+               "B": {"base": rec(1.0, 0.8), "npo": rec(0.75, 0.8, erase_minutes=3.0, steps=20, lr=2e-5)}}
+    text = table(results, ["npo", "ga"])
+    # QA drop: (0.75 + 0.25) / 2 = 0.5; utility / base: (0.9 + 1.0) / 2 = 0.95; erase minutes 4.0; ga never ran
+    assert "| npo | 0.500 | 0.000 | 0.000 | 1.000 | 0.950 | 1.000 | 4.000 |" in text
+    assert "| ga |" not in text
+    readme = tmp_path / "R.md"
+    readme.write_text(f"a\n{RWKU_MARKERS[0]}\nold\n{RWKU_MARKERS[1]}\nb\n")
+    write_rwku(readme, "new")
+    assert readme.read_text() == f"a\n{RWKU_MARKERS[0]}\nnew\n{RWKU_MARKERS[1]}\nb\n"
