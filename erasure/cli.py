@@ -77,13 +77,16 @@ def _add_extension_options(parser: argparse.ArgumentParser, command: str) -> Non
 def _given(args: argparse.Namespace, command: str, *owners: Any) -> dict[str, Any]:
     """The extension options the user gave; a clear error for one that none of ``owners`` declares."""
     allowed = _declared(command, [(o.name, o) for o in owners])
-    given = {dest: getattr(args, dest) for dest in _declared(command, _owners()) if hasattr(args, dest)}
+    declared = _declared(command, _owners())
+    given = {dest: getattr(args, dest) for dest in declared if hasattr(args, dest)}
     for dest in given:
         if dest not in allowed:
             flag = "--" + dest.replace("_", "-")
             valid = ", ".join(o.flags[0] for o, _ in allowed.values()) or "none"
+            hint = [label for label in declared[dest][1] if label.startswith("benchmark ")]
+            hint_text = f" ({flag} belongs to {' / '.join(hint)}: name it with --benchmark)" if hint else ""
             raise ValueError(f"{flag} does not apply to this model ({' / '.join(o.name for o in owners)}); "
-                             f"its {command} options: {valid}")
+                             f"its {command} options: {valid}{hint_text}")
     return given
 
 

@@ -43,6 +43,8 @@ def test_python_dash_m_entry_point():
         (["erase", "--model", "mini-canvas", "--concept", "Neon", "--out", "x", "--option", "etaa=2"],
          "unknown 'esd-x' method option"),
         (["erase", "--model", "mini-tofu", "--concept", "Neon", "--out", "x"], "--concept does not apply to this model"),
+        (["eval", "--model", "mini-tofu", "--target", "Japan", "--out", "x"],
+         "--target belongs to benchmark mini-rwku: name it with --benchmark"),
         (["erase", "--model", "mini-tofu", "--out", "x", "--method", "ga"], "needs a forget set"),
         (["erase", "--model", "mini-tofu", "--forget", "forget10", "--out", "x"], "'esd-x' is for diffusion models"),
         (["eval", "--model", "mini-canvas", "--benchmark", "mini-tofu", "--out", "x"],
