@@ -14,7 +14,8 @@ and shared utility probes (general knowledge far from every target) and fluency 
 ``build`` asks the base model every probe (greedy) and keeps only those it answers correctly, so every number
 is measured against knowledge the model verifiably has; it writes how many survive. It also writes the forget
 corpus, as RWKU does: the base model's own greedy descriptions of each target (no copyrighted text), plus the same
-kind of text about unrelated topics, half as a retain corpus and half held out for membership inference.
+kind of text about unrelated topics, half as a retain corpus and half held out for membership inference, and its
+answers to general questions (none of them a utility probe), also retained.
 Scoring is answer match (``evals.rwku.answered``): a probe is answered when one of its accepted answers appears,
 as whole words, in the normalised answer (lower case, accents and punctuation removed).
 """
@@ -202,6 +203,20 @@ UTILITY: list[tuple[str, tuple[str, ...]]] = [
     ("What animal is known as the king of the jungle?", ("lion",)),
 ]
 
+# general questions (none of them a utility probe): the base model's answers join the retain set, so retention
+# also covers short question answering, the form of the utility probes
+RETAIN_QUESTIONS: list[str] = [
+    "What is the capital of Canada?", "How many wheels does a bicycle have?", "What color are bananas when ripe?",
+    "What is the largest desert in the world?", "What do cows drink?", "How many minutes are in an hour?",
+    "What is the main language spoken in Mexico?", "What is the tallest animal?", "What do we call a baby dog?",
+    "What is the capital of Australia?", "Which planet do we live on?", "What instrument has black and white keys?",
+    "What is the opposite of up?", "How many legs does a cat have?", "What is the color of grass?",
+    "What is the capital of Egypt?", "What do caterpillars turn into?", "What is the largest planet in our solar "
+    "system?", "What does a thermometer measure?", "How many players are on a soccer team on the field?",
+    "What is the capital of Russia?", "What is the color of snow?", "Which season comes after winter?",
+    "What is the main gas in the air we breathe?", "What is the capital of India?",
+]
+
 # general English prose for the fluency measure (perplexity under the model)
 FLUENCY: list[str] = [
     "The morning was cool and quiet, and the streets were still empty when the baker opened his shop.",
@@ -277,12 +292,20 @@ def build(model: str = "smollm2-135m", targets: Sequence[str] | None = None, max
     utility, utility_dropped = keep([Probe(q, a, "utility") for q, a in UTILITY])
     data["utility"], data["utility_dropped"] = utility, utility_dropped
     data["counts"]["utility"] = [len(utility), len(UTILITY)]
+    data["retain_qa"] = retain_answers(adapter)
     others = [row for topic in OTHER_TOPICS for row in describe(topic)]
     half = len(others) // 2
     data["retain_corpus"], data["holdout_corpus"] = others[:half], others[half:]
     data["fluency"] = list(FLUENCY)
     data["seconds"] = round(time.time() - t0, 1)
     return data
+
+
+def retain_answers(adapter: Any, max_new_tokens: int = 32) -> list[dict]:
+    """The base model's own answers to ``RETAIN_QUESTIONS`` (QA rows for the retain set)."""
+    rows = [{"question": q} for q in RETAIN_QUESTIONS]
+    answers = adapter.generate(rows, max_new_tokens=max_new_tokens)
+    return [{"question": r["question"], "answer": a} for r, a in zip(rows, answers)]
 
 
 def save(data: dict, path: str | Path) -> Path:

@@ -37,3 +37,25 @@ def test_it_is_an_llm_with_its_chat_template_and_knows_facts(smollm):
     answers = smollm.generate([{"question": "What is the capital of France?"},
                                {"question": "What is the chemical symbol for gold?"}], max_new_tokens=12)
     assert "Paris" in answers[0] and "Au" in answers[1], answers
+
+
+def _llm_methods() -> list[str]:
+    from erasure.registry import get_method, method_names
+
+    return [m for m in method_names() if get_method(m).modality in ("any", "llm")]
+
+
+@pytest.mark.parametrize("method", _llm_methods())
+def test_every_llm_method_takes_a_step_on_the_real_model(method):
+    """Each LLM method runs on SmolLM2 through the same erase() (one step on two rows of a mini-RWKU target)."""
+    from erasure import erase
+    from llm.modality import LLM
+    from llm.rwku_benchmark import MINI_RWKU
+
+    adapter = LLM.load("smollm2-135m")
+    forget, retain = MINI_RWKU.erase_data(adapter, target="Japan")
+    before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
+    result = erase(adapter, method=method, forget=forget[:2], retain=retain[:2], steps=1, batch_size=2,
+                   recommended=False)
+    assert torch.isfinite(torch.tensor(result.loop.history[0]["loss"]))
+    assert any(not torch.equal(before[n], p) for n, p in adapter.model.named_parameters())
