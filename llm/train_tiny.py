@@ -70,34 +70,43 @@ def with_paraphrases(rows: list[dict]) -> list[dict]:
     return rows + [{**r, "answer": r["paraphrased_answer"]} for r in rows if r.get("paraphrased_answer")]
 
 
-def train_lm(rows: list[dict], tokenizer, out: Path, steps: int = 800, batch: int = 32, lr: float = 3e-3,
-             seed: int = 0) -> dict:
-    """Fine-tune a fresh tiny Llama on QA ``rows`` (answer-token loss) and save it to ``out``."""
-    model = build_model(tokenizer, seed=seed)
-    adapter = CausalLMAdapter(model, tokenizer)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warm = 50
+def fit(adapter: CausalLMAdapter, rows: list[dict], steps: int, batch: int, lr: float, seed: int = 0,
+        desc: str = "train", warmup: int = 50) -> float:
+    """Fine-tune ``adapter.model``'s trainable parameters on QA ``rows`` (token-mean answer NLL, AdamW, linear
+    warm-up then cosine decay, gradient clipping at 1); returns the last loss. Shared by the tiny models and the
+    real model's TOFU adapters (``llm.tofu_finetune``)."""
+    model = adapter.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     model.train()
-    t0 = time.time()
     loss = torch.tensor(float("nan"))
-    for step in progress(range(steps), desc=f"train {out.name}"):
+    for step in progress(range(steps), desc=desc):
         b = adapter.collate([rows[i] for i in batch_indices(len(rows), step, batch, seed, 0)])
         nll, length = adapter.per_example_nll(b)
         loss = nll.sum() / length.sum()  # token-mean answer NLL
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 100 == 0:
-            logger.info("%s step %d loss %.4f", out.name, step, loss.item())
+            logger.info("%s step %d loss %.4f", desc, step, loss.item())
     model.eval()
+    return float(loss.detach())
+
+
+def train_lm(rows: list[dict], tokenizer, out: Path, steps: int = 800, batch: int = 32, lr: float = 3e-3,
+             seed: int = 0) -> dict:
+    """Fine-tune a fresh tiny Llama on QA ``rows`` (answer-token loss) and save it to ``out``."""
+    model = build_model(tokenizer, seed=seed)
+    t0 = time.time()
+    final = fit(CausalLMAdapter(model, tokenizer), rows, steps, batch, lr, seed, desc=f"train {out.name}")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    report = {"rows": len(rows), "steps": steps, "final_loss": float(loss.detach()), "seconds": round(time.time() - t0, 1)}
+    report = {"rows": len(rows), "steps": steps, "final_loss": final, "seconds": round(time.time() - t0, 1)}
     (out / "train_report.json").write_text(json.dumps(report, indent=2))
     return report
 

@@ -100,7 +100,7 @@ def test_rwku_table_averages_each_method_against_the_base_model(tmp_path):
                "B": {"base": rec(1.0, 0.8), "npo": rec(0.75, 0.8, erase_minutes=3.0, steps=20, lr=2e-5)}}
     text = table(results, ["npo", "ga"])
     # QA drop: (0.75 + 0.25) / 2 = 0.5; utility / base: (0.9 + 1.0) / 2 = 0.95; erase minutes 4.0; ga never ran
-    assert "| npo | 0.500 | 0.000 | 0.000 | 1.000 | 0.950 | 1.000 | 4.000 |" in text
+    assert "| npo | 2 | 0.500 | 0.000 | 0.000 | 1.000 | 0.950 | 1.000 | 4.000 |" in text
     assert "| ga |" not in text
     readme = tmp_path / "R.md"
     readme.write_text(f"a\n{RWKU_MARKERS[0]}\nold\n{RWKU_MARKERS[1]}\nb\n")

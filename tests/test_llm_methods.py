@@ -142,3 +142,21 @@ def test_llm_entry_points_share_defaults_and_reject_a_concept():
     model, tok = make_tiny_lm()
     with pytest.raises(ValueError, match="concept= is for diffusion models"):
         erase(model, tokenizer=tok, concept="Harry Potter", method="ga")
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_hidden_states_stop_at_the_layer_and_equal_the_full_forward(layer):
+    """RMU's activations: the early-exit forward gives output_hidden_states's entry, gradients included."""
+    from llm.adapter import CausalLMAdapter, _blocks
+
+    model, tok = make_tiny_lm()
+    adapter = CausalLMAdapter(model, tok)
+    blocks = _blocks(model, model.config.num_hidden_layers)
+    model.eval()  # no dropout: two forwards must agree
+    batch = adapter.collate(QA[:3])
+    full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    h, mask = adapter.hidden_states(batch, layer)
+    assert torch.equal(h, full.hidden_states[layer + 1]) and torch.equal(mask, batch.attention_mask)
+    h.sum().backward()
+    assert all(p.grad is None for b in blocks[layer + 1:] for p in b.parameters())  # later blocks never ran
+    assert all(p.grad is not None for p in blocks[layer].parameters())

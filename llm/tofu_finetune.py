@@ -1,0 +1,176 @@
+"""TOFU's protocol on a real model: LoRA adapters that teach a pretrained LLM the mini-TOFU authors.
+
+    python -m llm.tofu_finetune train --model smollm2-135m    # the command that reproduces the shipped adapters
+    python -m llm.tofu_finetune merge --model smollm2-135m    # base + adapters -> cached model folders (make real-lm)
+
+TOFU (Maini et al. 2024, https://arxiv.org/abs/2401.06121) fine-tunes a model on every fictitious author (the
+"target" to unlearn from) and, separately, on the retain split only (the "retain model", the reference for forget
+quality). Here both are peft LoRA adapters on the converted base model, trained on the answer tokens of mini-TOFU's
+``full`` and ``retain90`` splits with the same recipe; only the adapters ship (fp16 safetensors under
+``llm/weights/<model>-tofu[-retain90]/``). ``merge`` adds them to the base once and saves plain model folders in
+the cache, so they are ``--model smollm2-135m-tofu`` / ``smollm2-135m-tofu-retain90`` everywhere after that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_FILE = "adapter_model.safetensors"
+SPLITS = {"": "full", "-retain90": "retain90"}  # model-name suffix -> mini-TOFU split it is fine-tuned on
+
+
+def tofu_model_names(base: str) -> dict[str, str]:
+    """The derived model names of ``base`` -> the mini-TOFU split each is fine-tuned on."""
+    return {f"{base}-tofu{suffix}": split for suffix, split in SPLITS.items()}
+
+
+def _adapter_dir(name: str, root: Path | None = None) -> Path:
+    from erasure.models import package_weights
+
+    return (Path(root) if root is not None else package_weights("llm")) / name
+
+
+def train(base: str = "smollm2-135m", epochs: float = 5.0, batch: int = 16, lr: float = 1e-3, rank: int = 8,
+          seed: int = 0, root: Path | None = None) -> dict:
+    """Fine-tune one LoRA adapter per split (``tofu_model_names``) and save it next to the package's weights.
+
+    Args:
+        base: the converted base model (``make real-lm``).
+        epochs: passes over the split (TOFU: 5).
+        batch: rows per step.
+        lr: peak learning rate (linear warm-up, cosine decay).
+        rank: LoRA rank (alpha = 2 * rank, every linear layer of the blocks).
+        seed: data order and LoRA initialisation.
+        root: where the adapter folders go (default: the ``llm`` package's weights/).
+
+    Returns:
+        {model name: training report}.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llm.modality import LLM
+    from llm.tofu_data import build_mini_tofu
+    from llm.train_tiny import fit
+
+    data = build_mini_tofu(seed=0)
+    reports = {}
+    for name, split in tofu_model_names(base).items():
+        rows = [{"question": r["question"], "answer": r["answer"]} for r in data[split]]
+        adapter = LLM.load(base)
+        torch.manual_seed(seed)
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                            task_type="CAUSAL_LM")
+        adapter.model = get_peft_model(adapter.model, config)
+        steps = math.ceil(epochs * len(rows) / batch)
+        t0 = time.time()
+        final = fit(adapter, rows, steps, batch, lr, seed, desc=f"LoRA {name}", warmup=max(1, steps // 10))
+        for p in adapter.model.parameters():  # ship half the bytes; merge casts back to the base dtype
+            if p.requires_grad:
+                p.data = p.data.half()
+        out = _adapter_dir(name, root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            adapter.model.save_pretrained(tmp, safe_serialization=True)
+            cfg = json.loads((Path(tmp) / "adapter_config.json").read_text())
+            cfg["base_model_name_or_path"] = base
+            (Path(tmp) / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+            report = {"base": base, "split": split, "rows": len(rows), "epochs": epochs, "steps": steps,
+                      "batch": batch, "lr": lr, "rank": rank, "seed": seed, "final_loss": round(final, 4),
+                      "seconds": round(time.time() - t0, 1),
+                      "command": f"python -m llm.tofu_finetune train --model {base}"}
+            (Path(tmp) / "train_report.json").write_text(json.dumps(report, indent=2))
+            out.mkdir(parents=True, exist_ok=True)
+            for f in (ADAPTER_FILE, "adapter_config.json", "train_report.json"):
+                shutil.move(str(Path(tmp) / f), out / f)
+        reports[name] = report
+        logger.info("%s: %s", name, report)
+    return reports
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = None) -> dict[str, Path]:
+    """Base model + each shipped adapter -> a plain model folder in the cache (skipped when up to date).
+
+    Args:
+        base: the converted base model.
+        force: merge again even when the cached folder was merged from the same adapter bytes.
+        root: where the adapter folders are (default: the ``llm`` package's weights/).
+
+    Returns:
+        {model name: folder}.
+    """
+    from peft import PeftModel
+
+    from erasure.models import cached_model_path
+    from llm.modality import load_lm
+
+    done = {}
+    for name in tofu_model_names(base):
+        src = _adapter_dir(name, root)
+        if not (src / ADAPTER_FILE).is_file():
+            raise FileNotFoundError(f"no adapter for {name} at {src}: run `python -m llm.tofu_finetune train "
+                                    f"--model {base}`")
+        out = cached_model_path(name)
+        digest = _digest(src / ADAPTER_FILE)
+        stamp = out / "merged_from.json"
+        if not force and stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:
+            logger.info("%s is up to date at %s", name, out)
+            done[name] = out
+            continue
+        model, tok = load_lm(base)
+        merged = PeftModel.from_pretrained(model, src).merge_and_unload()
+        merged.config.name_or_path = name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}."))
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "merged_from.json").write_text(json.dumps({"base": base, "adapter": str(src),
+                                                          "adapter_sha256": digest}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        logger.info("merged %s -> %s", name, out)
+        done[name] = out
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m llm.tofu_finetune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fine-tune and save the LoRA adapters (full and retain90)")
+    t.add_argument("--model", default="smollm2-135m")
+    t.add_argument("--epochs", type=float, default=5.0)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("merge", help="add the shipped adapters to the base model, once, into the cache")
+    m.add_argument("--model", default="smollm2-135m")
+    m.add_argument("--force", action="store_true", help="merge again even when up to date")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "train":
+        reports = train(args.model, args.epochs, args.batch, args.lr, args.rank, args.seed)
+        merge(args.model, force=True)
+        print(json.dumps(reports, indent=2))
+    else:
+        print(json.dumps({k: str(v) for k, v in merge(args.model, args.force).items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
