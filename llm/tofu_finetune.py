@@ -93,6 +93,7 @@ def train(base: str = "smollm2-135m", epochs: float = 5.0, batch: int = 16, lr: 
             out.mkdir(parents=True, exist_ok=True)
             for f in (ADAPTER_FILE, "adapter_config.json", "train_report.json"):
                 shutil.move(str(Path(tmp) / f), out / f)
+                (out / f).chmod(0o644)
         reports[name] = report
         logger.info("%s: %s", name, report)
     return reports
