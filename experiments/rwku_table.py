@@ -3,6 +3,8 @@
     make real-lm                                                    # once
     python experiments/rwku_table.py --out out/rwku --readme README.md
     python experiments/rwku_table.py --targets "Harry Potter" --methods npo simnpo --out out/rwku-hp
+    python experiments/rwku_table.py --targets "Harry Potter" --methods rmu --settings \
+        '{"steps": 20, "lr": 1e-3, "batch_size": 8, "options": {"steering_coef": 300}}' --out out/rwku-tune
 
 For each target: the base model's numbers, then each method erases the target's forget corpus with the settings
 in ``llm/weights/smollm2-135m/recommended.json`` (the paper defaults where it has none) and is evaluated with
@@ -26,9 +28,10 @@ MARKERS = ("<!-- rwku-table:start -->", "<!-- rwku-table:end -->")
 
 
 def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int = 0, data: str | None = None,
-        resume: bool = False) -> dict:
+        resume: bool = False, settings: dict | None = None) -> dict:
     """{target: {"base": record, method: record}}; records carry the erase minutes; results.json after each.
-    With ``resume``, the (target, model) pairs already in out/results.json are kept, not run again."""
+    With ``resume``, the (target, model) pairs already in out/results.json are kept, not run again. ``settings``
+    (steps, lr, batch_size, options) replace the recommended ones for every method (a tuning run)."""
     from erasure import erase
     from llm.modality import LLM
     from llm.rwku_benchmark import MINI_RWKU
@@ -44,7 +47,12 @@ def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int
             if method in results[target]:
                 continue
             t0 = time.time()
-            result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed)
+            if settings:
+                explicit = {k: v for k, v in settings.items() if k != "options"}
+                result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed,
+                               recommended=False, **explicit, **settings.get("options", {}))
+            else:
+                result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed)
             minutes = (time.time() - t0) / 60
             rec = MINI_RWKU.evaluate(result.adapter, model=f"{model} + {method}", target=target, data=data)
             rec.update(erase_minutes=round(minutes, 1), steps=result.train_config["steps"],
@@ -106,10 +114,13 @@ def main() -> None:
     p.add_argument("--readme", help="write the table into this markdown file between the rwku-table markers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/results.json")
+    p.add_argument("--settings", type=json.loads, help='JSON erase settings for every method instead of the '
+                   'recommended ones, e.g. \'{"steps": 20, "lr": 3e-4, "batch_size": 8, "options": {"alpha": 5}}\'')
     args = p.parse_args()
     targets = args.targets or list(load_data(args.data)["targets"])
     t0 = time.time()
-    results = run(args.model, targets, args.methods, Path(args.out), args.seed, args.data, args.resume)
+    results = run(args.model, targets, args.methods, Path(args.out), args.seed, args.data, args.resume,
+                  args.settings)
     block = table(results, args.methods) + (f"\n\nThis invocation: {(time.time() - t0) / 60:.0f} min "
                                             f"(`python experiments/rwku_table.py`).")
     (Path(args.out) / "table.md").write_text(block + "\n")

@@ -45,6 +45,12 @@ def main() -> None:
     rows = {"original (fine-tuned)": original,
             "retain model": MINI_TOFU.evaluate(LLM.load(retain_name), model=retain_name, forget=args.forget,
                                                retain_reference=ref, data=data)}
+
+    def save() -> None:  # after every row: a failure later loses nothing
+        (out / "results.json").write_text(json.dumps({n: {k: v for k, v in r.items() if k != "retain_reference"}
+                                                      for n, r in rows.items()}, indent=2, default=str))
+
+    save()
     for method in args.methods:
         t0 = time.time()
         result = erase(LLM.load(args.model), method=method, forget=data[args.forget].to_list(),
@@ -53,13 +59,12 @@ def main() -> None:
         rec = MINI_TOFU.evaluate(result.adapter, model=method, forget=args.forget, retain_reference=ref, data=data)
         rec.update(erase_seconds=seconds, steps=result.train_config["steps"], lr=result.train_config["lr"])
         rows[method] = rec
+        save()
     base = original["model_utility"]
     header = ["model", "steps", "lr", *TABLE_KEYS, "MU / original"]
     table = markdown_table(header, [[name, r.get("steps", ""), f"{r['lr']:g}" if "lr" in r else "", *(r.get(k) for k in TABLE_KEYS),
-                                     r["model_utility"] / base] for name, r in rows.items()])
+                                     r["model_utility"] / base if base else None] for name, r in rows.items()])
     (out / "table.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({n: {k: v for k, v in r.items() if k != "retain_reference"}
-                                                  for n, r in rows.items()}, indent=2, default=str))
     print(table)
 
 

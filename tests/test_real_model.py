@@ -59,3 +59,22 @@ def test_every_llm_method_takes_a_step_on_the_real_model(method):
                    recommended=False)
     assert torch.isfinite(torch.tensor(result.loop.history[0]["loss"]))
     assert any(not torch.equal(before[n], p) for n, p in adapter.model.named_parameters())
+
+
+def test_the_tofu_models_learned_their_splits(smollm):
+    """smollm2-135m-tofu (LoRA on every mini-TOFU author, merged) makes the forget10 answers far likelier than the base
+    model and than the retain model, which never saw those authors but did learn the retain authors."""
+    from evals.tofu_run import _nll
+    from llm.modality import LLM
+    from llm.tofu_data import build_mini_tofu
+
+    data = build_mini_tofu()
+    forget, retain = data["forget10"].to_list()[:16], data["retain90"].to_list()[:16]
+
+    def mean_nll(adapter, rows):
+        nll, length = _nll(adapter, rows)
+        return float(nll.sum() / length.sum())
+
+    tuned, retain_model = LLM.load("smollm2-135m-tofu"), LLM.load("smollm2-135m-tofu-retain90")
+    assert mean_nll(tuned, forget) < 0.5 * min(mean_nll(smollm, forget), mean_nll(retain_model, forget))
+    assert mean_nll(retain_model, retain) < 0.5 * mean_nll(smollm, retain)
