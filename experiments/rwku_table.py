@@ -36,6 +36,10 @@ def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int
     from llm.modality import LLM
     from llm.rwku_benchmark import MINI_RWKU
 
+    given: dict = {}  # a tuning run: these settings alone, not the recommended ones
+    if settings:
+        given = {"recommended": False, **{k: v for k, v in settings.items() if k != "options"},
+                 **settings.get("options", {})}
     done = out / "results.json"
     results: dict = json.loads(done.read_text()) if resume and done.is_file() else {}
     for target in targets:
@@ -47,12 +51,7 @@ def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int
             if method in results[target]:
                 continue
             t0 = time.time()
-            if settings:
-                explicit = {k: v for k, v in settings.items() if k != "options"}
-                result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed,
-                               recommended=False, **explicit, **settings.get("options", {}))
-            else:
-                result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed)
+            result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed, **given)
             minutes = (time.time() - t0) / 60
             rec = MINI_RWKU.evaluate(result.adapter, model=f"{model} + {method}", target=target, data=data)
             rec.update(erase_minutes=round(minutes, 1), steps=result.train_config["steps"],

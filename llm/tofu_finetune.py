@@ -14,7 +14,6 @@ the cache, so they are ``--model smollm2-135m-tofu`` / ``smollm2-135m-tofu-retai
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -99,10 +98,6 @@ def train(base: str = "smollm2-135m", epochs: float = 5.0, batch: int = 16, lr: 
     return reports
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = None) -> dict[str, Path]:
     """Base model + each shipped adapter -> a plain model folder in the cache (skipped when up to date).
 
@@ -118,6 +113,7 @@ def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = N
 
     from erasure.models import cached_model_path
     from llm.modality import load_lm
+    from llm.real_models import sha256
 
     done = {}
     for name in tofu_model_names(base):
@@ -126,7 +122,7 @@ def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = N
             raise FileNotFoundError(f"no adapter for {name} at {src}: run `python -m llm.tofu_finetune train "
                                     f"--model {base}`")
         out = cached_model_path(name)
-        digest = _digest(src / ADAPTER_FILE)
+        digest = sha256(src / ADAPTER_FILE)
         stamp = out / "merged_from.json"
         if not force and stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:
             logger.info("%s is up to date at %s", name, out)

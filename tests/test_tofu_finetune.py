@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from llm.modality import LLM
@@ -37,7 +38,5 @@ def test_adapters_train_ship_and_merge_into_plain_models(tmp_path, monkeypatch):
 
 
 def test_merge_without_adapters_names_the_command(tmp_path):
-    import pytest
-
     with pytest.raises(FileNotFoundError, match="llm.tofu_finetune train"):
         merge("mini-tofu", root=tmp_path)
