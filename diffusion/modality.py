@@ -127,7 +127,7 @@ class DiffusionModality:
         t_before = time.time() - t0
         t1 = time.time()
         result = erase(self.load(model), concept=concept, method=method, steps=steps, lr=lr, seed=seed)
-        result.save(outp / "model")
+        result.save(outp / "model", overwrite=True)  # the demo's own folder: a rerun replaces it
         t_erase = time.time() - t1
         t2 = time.time()
         after = bench.evaluate(self.load(outp / "model"), model=str(outp / "model"), concept=concept, seed=seed,

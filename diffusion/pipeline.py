@@ -15,9 +15,11 @@ from typing import Any, Sequence
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase
 
 from diffusion.concepts import ConceptSet
+from erasure.files import require_safetensors
 from erasure.progress import progress
 
 
@@ -284,12 +286,18 @@ class T2IPipeline:
         missing = [c for c in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
         if missing:
             raise FileNotFoundError(f"{path} is not a text-to-image pipeline folder: missing {', '.join(missing)}/")
-        kw = {"torch_dtype": torch_dtype} if torch_dtype else {}
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", **kw)
-        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", **kw)
-        tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-        scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
-        vae = AutoencoderKL.from_pretrained(path / "vae", **kw) if (path / "vae").is_dir() else None
+        kw = {"torch_dtype": torch_dtype, "use_safetensors": True} if torch_dtype else {"use_safetensors": True}
+        weighted = ["unet", "text_encoder"] + (["vae"] if (path / "vae").is_dir() else [])
+        for component in weighted:
+            require_safetensors(path / component)
+        try:
+            unet = UNet2DConditionModel.from_pretrained(path / "unet", **kw)
+            text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", **kw)
+            tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+            scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+            vae = AutoencoderKL.from_pretrained(path / "vae", **kw) if "vae" in weighted else None
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a damaged or incomplete folder
+            raise ValueError(f"cannot load the pipeline in {path}: {' '.join(str(err).split())[:300]}") from err
         return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae,
                    concepts=ConceptSet.load(path), source=path)
 

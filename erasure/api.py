@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig, from_dict
+from erasure.files import atomic_dir, check_output_dir
 from erasure.loop import LoopResult, Unlearner
 from erasure.models import apply_recommended, recommended_file, recommended_settings
 from erasure.registry import Method, get_attack, get_method, modality_for, require_attack_modality
@@ -40,16 +41,40 @@ class ErasureResult:
         """The edited model object (a ``T2IPipeline`` for diffusion, the causal LM for LLMs)."""
         return self.adapter.model
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the erased model and ``erasure.json`` to ``path``, atomically (a hidden sibling folder, flushed,
+        then renamed into place: a failure leaves no half-written model).
+
+        Args:
+            path: the output folder; it may not be the model's own folder (or inside it), and an existing,
+                non-empty one is refused unless ``overwrite``. The run's own checkpoints in it are kept.
+            overwrite: replace an existing output.
+
+        Returns:
+            ``path``.
+        """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        carry = self._checkpoints_inside(path)
+        check_output_dir(path, sources=[getattr(self.adapter, "source", None)], overwrite=overwrite, keep=carry,
+                         what="output folder")
+        with atomic_dir(path, overwrite=overwrite, carry=carry) as tmp:
+            self._write(tmp)
+        return path
+
+    def _checkpoints_inside(self, path: Path) -> list[str]:
+        """The run's checkpoint folder, when it sits directly in ``path`` (kept when the model is written there)."""
+        ckpt = self.train_config.get("checkpoint_dir")
+        if ckpt and Path(ckpt).expanduser().resolve().parent == path.expanduser().resolve():
+            return [Path(ckpt).name]
+        return []
+
+    def _write(self, path: Path) -> None:
         self.adapter.save(path)
         summary = {"method": self.method, "concept": self.concept, "method_config": self.method_config,
                    "train_config": self.train_config, "seconds": self.loop.seconds, "steps": self.loop.steps,
                    "trainable_parameters": self.loop.trainable_parameters, "reference": self.loop.reference,
                    "history": self.loop.history, **self.info}
         (path / "erasure.json").write_text(json.dumps(summary, indent=2))
-        return path
 
 
 def erase(
@@ -139,7 +164,11 @@ def erase(
     inner = _adversary(adversary, adversary_options, spec, method_cfg, modality.name)
     logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g adversary=%s", method, concept,
                 len(forget), len(retain or []), train_cfg.steps, train_cfg.lr, getattr(inner, "name", None))
-    loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner).run()
+    fingerprint = {"method": method, "concept": concept, "method_options": asdict(method_cfg),
+                   "selector": [sel.include, sel.exclude, asdict(sel.lora) if sel.lora else None],
+                   "adversary": getattr(inner, "name", None)}
+    loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner,
+                     fingerprint=fingerprint).run()
     if sel.lora is not None:
         from erasure.selectors import merge_lora
 

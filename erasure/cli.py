@@ -23,12 +23,33 @@ import ast
 import json
 import logging
 import sys
+import traceback
 from typing import Any, Iterable
 
+from safetensors import SafetensorError
+
 from erasure.api import erase
+from erasure.files import check_output_dir
+from erasure.loop import NonFiniteLossError
 from erasure.modality import Option
 from erasure.registry import (BENCHMARKS, MODALITIES, attack_names, attack_options, get_benchmark, get_method,
                               get_modality, method_names, modality_for)
+
+
+# What a user's input or machine can cause (bad file, bad value, I/O error, a run that diverged): one line, exit 2.
+# Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, NonFiniteLossError, SafetensorError)
+
+
+def one_line(err: BaseException) -> str:
+    """The error as one line: an OSError as "what: file", others their message with newlines folded."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.strerror}: {err.filename}"
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, (ValueError, FileNotFoundError)) else f"{type(err).__name__}: {text}"
+
+
+CHECKPOINTS = "checkpoints"  # --out's subfolder for checkpoints when --checkpoint-dir is not given
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -104,10 +125,22 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.checkpoint_every:
         train["checkpoint_every"] = args.checkpoint_every
     if args.checkpoint_every or args.resume:
-        train["checkpoint_dir"] = args.checkpoint_dir or f"{args.out}/checkpoints"
+        train["checkpoint_dir"] = args.checkpoint_dir or f"{args.out}/{CHECKPOINTS}"
     if args.resume:
         train["resume"] = True
     return train
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Before the model loads: --out is writable, not the model (nor inside it), and empty unless --overwrite
+    (its own checkpoints are expected there when resuming)."""
+    from erasure.models import resolve_model_path
+
+    model = resolve_model_path(args.model)
+    keep = [CHECKPOINTS] if args.resume and not args.checkpoint_dir else []
+    check_output_dir(args.out, sources=[model], overwrite=args.overwrite, keep=keep)
+    if args.checkpoint_dir:
+        check_output_dir(args.checkpoint_dir, sources=[model], overwrite=True, what="--checkpoint-dir")
 
 
 def _default_modality(args: argparse.Namespace) -> Any:
@@ -126,6 +159,7 @@ def cmd_concepts(args: argparse.Namespace) -> dict:
 
 def cmd_erase(args: argparse.Namespace) -> dict:
     get_method(args.method)  # an unknown method fails before the model loads
+    _check_out(args)
     modality = _modality(args)
     bench = get_benchmark(args.benchmark, modality.name) if args.benchmark else None
     if bench is not None and not hasattr(bench, "erase_data"):
@@ -144,14 +178,23 @@ def cmd_erase(args: argparse.Namespace) -> dict:
     result = erase(adapter, method=args.method, steps=args.steps, lr=args.lr, seed=args.seed,
                    batch_size=args.batch_size, train=_train_options(args), adversary=args.adversary,
                    adversary_options=adversary_options, **data, **method_options)
-    result.save(args.out)
+    result.save(args.out, overwrite=args.overwrite)
     history = result.loop.history
     return {"method": result.method, "concept": result.concept, "steps": result.loop.steps,
             "seconds": result.loop.seconds, "trainable_parameters": result.loop.trainable_parameters,
             "out": args.out, "final_loss": history[-1]["loss"] if history else None}
 
 
+def _check_report_out(args: argparse.Namespace) -> None:
+    """eval / audit: --out is not the model folder (nor inside it), writable, and no earlier report is replaced
+    unless --overwrite."""
+    from erasure.models import resolve_model_path
+
+    check_output_dir(args.out, sources=[resolve_model_path(args.model)], overwrite=args.overwrite)
+
+
 def cmd_eval(args: argparse.Namespace) -> dict:
+    _check_report_out(args)
     modality = _modality(args)
     bench = _benchmark(args, modality)
     options = _given(args, "eval", modality, bench)
@@ -160,6 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 
 def cmd_audit(args: argparse.Namespace) -> dict:
+    _check_report_out(args)
     modality = _modality(args)
     bench = _benchmark(args, modality)
     options = _given(args, "audit", modality, bench)
@@ -216,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int)
     e.add_argument("--checkpoint-every", type=int, default=0)
     e.add_argument("--checkpoint-dir")
-    e.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    e.add_argument("--resume", action="store_true", help="continue from the newest checkpoint (the run's settings "
+                                                         "must match the checkpoint's)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
     e.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. eta=2.0")
     e.add_argument("--adversary", choices=attack_names(),
                    help="adversarial unlearning: this attack rewrites every forget batch (default: the method's own)")
@@ -227,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = command("eval", cmd_eval, f"score a model on a benchmark ({', '.join(benchmarks)})")
     v.add_argument("--benchmark", choices=benchmarks, help="default: the modality's own")
     v.add_argument("--out", required=True)
+    v.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     v.add_argument("--seed", type=int, default=0)
     _add_extension_options(v, "eval")
 
@@ -237,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--attack", nargs="+", choices=attack_names(),
                    help="one or more attacks (default: the modality's, e.g. unlearndiff / soft-prompt)")
     a.add_argument("--out", required=True)
+    a.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     a.add_argument("--n", type=int, help="attack at most N prompts / forget questions")
     a.add_argument("--k", type=int, help="adversarial prefix tokens")
     a.add_argument("--iterations", type=int, help="UnlearnDiff iterations")
@@ -262,8 +310,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = args.fn(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"erasure {args.command}: error: {err}", file=sys.stderr)
+    except EXPECTED_ERRORS as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"erasure {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))
     return 0

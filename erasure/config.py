@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
@@ -23,7 +26,39 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None, what: str | None =
     if unknown:
         raise ValueError(f"unknown {what or cls.__name__} option(s): {', '.join(unknown)}; "
                          f"valid options: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        problem = _type_problem(value, hints.get(key, Any))
+        if problem:
+            raise ValueError(f"{what or cls.__name__} option {key}={value!r}: {problem}")
     return cls(**values)
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``hint`` (None when it fits): numbers must be real numbers and
+    finite, not strings or booleans; only the simple annotations of config fields are checked."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(value, h) for h in typing.get_args(hint)]
+        return None if any(p is None for p in problems) else next(p for p in problems if p)
+    if hint is type(None):
+        return None if value is None else "expected None"
+    if hint is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {type(value).__name__}"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            f"expected an integer, got {type(value).__name__}"
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {type(value).__name__}"
+        return None if math.isfinite(value) else "expected a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else f"expected a string, got {type(value).__name__}"
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        return None if isinstance(value, (list, tuple)) else f"expected a list, got {type(value).__name__}"
+    if origin is dict or hint is dict:
+        return None if isinstance(value, dict) else f"expected a mapping, got {type(value).__name__}"
+    return None
 
 
 @dataclass
@@ -63,12 +98,23 @@ class TrainConfig:
     adversary_warmup: int = 0
 
     def __post_init__(self) -> None:
+        for key, value in dataclasses.asdict(self).items():
+            problem = _type_problem(value, typing.get_type_hints(TrainConfig)[key])
+            if problem:
+                raise ValueError(f"training option {key}={value!r}: {problem}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for key in ("checkpoint_every", "log_every", "adversary_warmup"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 (or None: no clipping), got {self.grad_clip}")
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known: adam, adamw, sgd")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -8,6 +8,8 @@ a resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
+import copy as copy_module
+import hashlib
 import json
 import logging
 import math
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from erasure.adapter import Adapter
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig
+from erasure.files import fsync_dir, fsync_tree
 from erasure.objectives import Objective, StepScores
 from erasure.progress import progress
 from erasure.reference import PeftReference, Reference, SnapshotReference
@@ -32,7 +36,65 @@ logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good state was checkpointed (if checkpointing is on)."""
+    """The loss or the weights became NaN or infinite; the newest checkpoint left is the last good state."""
+
+
+RETRY_HINT = "; try a lower lr (or mixed precision off)"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _state(trainable: dict[str, torch.nn.Parameter], optimizer: Any, copy: bool = False) -> tuple[dict, dict]:
+    """(trainable tensors, optimizer state) on the CPU; with ``copy``, detached from the live ones."""
+    weights = {n: p.detach().cpu() for n, p in trainable.items()}
+    opt = optimizer.state_dict()
+    if copy:
+        weights = {n: w.clone() for n, w in weights.items()}
+        opt = {"state": {i: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in st.items()}
+                         for i, st in opt["state"].items()},
+               "param_groups": copy_module.deepcopy(opt["param_groups"])}
+    return weights, opt
+
+
+def _digest_rows(rows: Sequence[Any] | None) -> str | None:
+    """sha256 of a data set's rows (text as JSON; tensors by their bytes), so a resumed run uses the same data."""
+    if rows is None:
+        return None
+    h = hashlib.sha256()
+
+    def add(value: Any) -> None:
+        if torch.is_tensor(value):
+            h.update(fingerprint_tensors({"t": value}).encode())
+        elif isinstance(value, dict):
+            for k in sorted(value):
+                h.update(str(k).encode())
+                add(value[k])
+        elif hasattr(value, "tobytes"):  # PIL images, numpy arrays
+            h.update(value.tobytes())
+        elif isinstance(value, (list, tuple)):
+            h.update(b"[")
+            for v in value:
+                add(v)
+            h.update(b"]")
+        else:
+            h.update(json.dumps(value, default=str).encode())
+
+    for i in range(len(rows)):
+        add(rows[i])
+    return h.hexdigest()
+
+
+def fingerprint_tensors(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, shapes, dtypes and bytes of ``tensors`` (the model a checkpoint belongs to)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -88,27 +150,31 @@ class Unlearner:
         on_step: optional callback ``(step, logs)`` after each step.
         adversary: optional ``Adversary`` rewriting each forget batch (after ``config.adversary_warmup`` steps)
             before the objective sees it: adversarial unlearning's inner maximisation.
+        fingerprint: what a checkpoint must share with this run to be resumed (method, data, seed, options...;
+            JSON values); the loop adds the digest of the trainable tensors before training and the data.
     """
 
     def __init__(self, adapter: Adapter, objective: Objective, selector: Selector, config: TrainConfig,
                  forget: Sequence[Any], retain: Sequence[Any] | None = None,
-                 on_step: Callable[[int, dict], None] | None = None, adversary: Adversary | None = None):
+                 on_step: Callable[[int, dict], None] | None = None, adversary: Adversary | None = None,
+                 fingerprint: dict | None = None):
         if forget is None or len(forget) == 0:
             raise ValueError("the forget set is empty: give at least one forget example or concept prompt")
         if "retain" in objective.splits and (retain is None or len(retain) == 0):
             raise ValueError("this method has a retain term, but the retain set is empty")
         self.adapter, self.objective, self.selector, self.config = adapter, objective, selector, config
         self.forget, self.retain, self.on_step, self.adversary = forget, retain, on_step, adversary
+        self.fingerprint: dict = json.loads(json.dumps(fingerprint or {}, sort_keys=True, default=str))
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, step: int, trainable, optimizer, history) -> Path:
+    def _save_checkpoint(self, step: int, weights: dict[str, torch.Tensor], opt_state: dict, history: list) -> Path:
+        """Write one checkpoint (trainable tensors, optimizer state, history, fingerprint) atomically."""
         root = Path(self.config.checkpoint_dir)
         final = root / f"step-{step:07d}"
         tmp = root / f".tmp-step-{step:07d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({n: p.detach().cpu().contiguous() for n, p in trainable.items()}, tmp / "trainable.safetensors")
-        opt_state = optimizer.state_dict()
+        save_file({n: w.contiguous() for n, w in weights.items()}, tmp / "trainable.safetensors")
         tensors, scalars = {}, {}
         for idx, st in opt_state["state"].items():
             for k, v in st.items():
@@ -118,35 +184,76 @@ class Unlearner:
                     scalars[f"{idx}.{k}"] = v
         save_file(tensors, tmp / "optimizer.safetensors")
         meta = {"step": step, "param_groups": opt_state["param_groups"], "scalars": scalars,
-                "history": history, "config": asdict(self.config)}
+                "history": history, "config": asdict(self.config), "fingerprint": self.fingerprint}
         (tmp / "state.json").write_text(json.dumps(meta))
+        fsync_tree(tmp)  # the files reach the disk before the rename makes the checkpoint visible
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        fsync_dir(root)
         for old in sorted(root.glob("step-*"))[:-2]:  # keep the two newest
             shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint saved: %s", final)
         return final
 
+    def _keep_last_good(self, bad_step: int, good: tuple | None) -> str:
+        """The weights after ``bad_step`` steps gave a non-finite loss (or are non-finite themselves): remove the
+        checkpoints from that step on and save ``good`` (the newest state whose loss and weights were finite, kept
+        in memory while checkpointing); returns what the user can resume from."""
+        if not self.config.checkpoint_dir:
+            return "nothing was kept (no checkpoint folder)"
+        root = Path(self.config.checkpoint_dir)
+        for ckpt in root.glob("step-*"):
+            if int(ckpt.name.split("-")[1]) >= bad_step:
+                shutil.rmtree(ckpt, ignore_errors=True)
+        if good is not None:
+            path = self._save_checkpoint(*good)
+            return f"the last good state (step {good[0]}) is saved in {path}"
+        kept = sorted(root.glob("step-*"))
+        return f"the newest good checkpoint is {kept[-1]}" if kept else "no good state was saved"
+
+    def _check_fingerprint(self, ckpt: Path, meta: dict) -> None:
+        """Refuse to resume a checkpoint written by a different run: a field that differs is named."""
+        saved = meta.get("fingerprint") or {}
+        for key, value in self.fingerprint.items():
+            if key in saved and saved[key] != value:
+                raise ValueError(f"checkpoint {ckpt} belongs to another run: its {key} is {_short(saved[key])}, this "
+                                 f"run's is {_short(value)}; resume with the same settings or use another checkpoint "
+                                 "folder")
+        if int(meta["step"]) > self.config.steps:
+            raise ValueError(f"checkpoint {ckpt} is at step {meta['step']}, past this run's steps={self.config.steps}; "
+                             f"resume with steps >= {meta['step']}")
+
     def _load_checkpoint(self, trainable, optimizer) -> tuple[int, list]:
+        """The newest complete checkpoint (a damaged one is skipped with a warning), checked against this run."""
         root = Path(self.config.checkpoint_dir)
         found = sorted(root.glob("step-*")) if root.is_dir() else []
         if not found:
             raise FileNotFoundError(f"resume requested but no checkpoint under {root}")
-        ckpt = found[-1]
-        weights = load_file(ckpt / "trainable.safetensors")
+        for ckpt in reversed(found):
+            try:
+                meta = json.loads((ckpt / "state.json").read_text())
+                weights = load_file(ckpt / "trainable.safetensors")
+                tensors = load_file(ckpt / "optimizer.safetensors")
+            except (OSError, ValueError, SafetensorError) as err:
+                logger.warning("checkpoint %s is damaged (%s); trying the one before it", ckpt, " ".join(str(err).split()))
+                continue
+            break
+        else:
+            raise ValueError(f"every checkpoint under {root} is damaged; start again without resume")
+        self._check_fingerprint(ckpt, meta)
         missing = sorted(set(trainable) - set(weights))
         if missing:
             raise ValueError(f"checkpoint {ckpt} does not match this model/selector: missing {missing[:3]}...")
         with torch.no_grad():
             for n, p in trainable.items():
                 p.copy_(weights[n].to(p.device, p.dtype))
-        meta = json.loads((ckpt / "state.json").read_text())
-        tensors = load_file(ckpt / "optimizer.safetensors")
         state: dict[int, dict] = {}
         for key, v in list(tensors.items()) + list(meta["scalars"].items()):
             idx, k = key.split(".", 1)
             state.setdefault(int(idx), {})[k] = v
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        for group in optimizer.param_groups:  # this run's settings (a lower lr after a divergence), not the saved ones
+            group.update(lr=self.config.lr, weight_decay=self.config.weight_decay)
         logger.info("resumed from %s (step %d)", ckpt, meta["step"])
         return int(meta["step"]), list(meta["history"])
 
@@ -164,11 +271,18 @@ class Unlearner:
         reference = make_reference(modules, trainable, self.selector) if needs_ref else None
         optimizer = accelerator.prepare(_optimizer(cfg, list(trainable.values())))
         start, history = 0, []
+        if cfg.checkpoint_dir:  # what a checkpoint must share with this run; the model before any step
+            self.fingerprint.update(seed=cfg.seed, batch_size=cfg.batch_size, forget=_digest_rows(self.forget),
+                                    retain=_digest_rows(self.retain), model=fingerprint_tensors(trainable))
+            if not cfg.resume and any(Path(cfg.checkpoint_dir).glob("step-*")):
+                raise ValueError(f"checkpoint folder {cfg.checkpoint_dir} holds an earlier run's checkpoints: "
+                                 "resume it, or remove them (or choose another folder) to start over")
         # reference NLL per example, reused across steps (deterministic adapters); not when an adversary rewrites
         # the forget batch every step (the cached value would belong to another input)
         reference_cache: dict | None = {} if self.adversary is None else None
         if cfg.resume:
             start, history = self._load_checkpoint(trainable, optimizer)
+        good: tuple | None = None  # (step, weights, optimizer state, history) before the newest step, when checkpointing
         t0 = time.time()
         for m in modules.values():
             m.train()
@@ -189,10 +303,12 @@ class Unlearner:
             with accelerator.autocast():
                 loss, logs = self.objective(scores)
             if not math.isfinite(float(loss.detach())):
-                where = ""
-                if cfg.checkpoint_dir:
-                    where = f"; last good state saved to {self._save_checkpoint(step, trainable, optimizer, history)}"
-                raise NonFiniteLossError(f"loss became {float(loss.detach())} at step {step} (terms: {logs}){where}")
+                # the weights after `step` steps produced it: the last good state is the one before
+                raise NonFiniteLossError(f"loss became {float(loss.detach())} at step {step + 1} (terms: "
+                                         f"{ {k: round(v, 4) for k, v in logs.items()} }); "
+                                         f"{self._keep_last_good(step, good)}{RETRY_HINT}")
+            if cfg.checkpoint_dir:  # loss and weights finite: the state to fall back to if this step breaks them
+                good = (step, *_state(trainable, optimizer, copy=True), list(history))
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if cfg.grad_clip:
@@ -205,7 +321,12 @@ class Unlearner:
             if self.on_step:
                 self.on_step(step + 1, logs)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                self._save_checkpoint(step + 1, trainable, optimizer, history)
+                weights, opt_state = _state(trainable, optimizer)
+                bad = [n for n, w in weights.items() if not bool(torch.isfinite(w).all())]
+                if bad:
+                    raise NonFiniteLossError(f"weights became non-finite at step {step + 1} ({bad[0]}); "
+                                             f"{self._keep_last_good(step + 1, good)}{RETRY_HINT}")
+                self._save_checkpoint(step + 1, weights, opt_state, history)
         for m in modules.values():
             m.eval()
             m.requires_grad_(False)

@@ -55,7 +55,8 @@ def run_concept(concept: str, args: argparse.Namespace, single_thread: bool = Fa
         model = args.model
         if name != "original":
             model = str(out / name / "model")
-            erase(modality.load(args.model), concept=concept, method=name, steps=args.steps, seed=args.seed).save(model)
+            erase(modality.load(args.model), concept=concept, method=name, steps=args.steps, seed=args.seed
+                  ).save(model, overwrite=True)
         t_erase = time.time() - t0
         ev = modality.evaluate(model, concept=concept, seed=args.seed, evaluator=args.evaluator)
         rec = {"ua": ev["ua"], "ira": ev["ira"], "cra": ev["cra"], "erase_seconds": round(t_erase, 1)}

@@ -33,11 +33,11 @@ def main() -> None:
     rows, results = [], {}
     for concept in args.concepts:
         run(["eval", "--model", "mini-canvas", "--concept", concept, "--out", str(out / concept / "before"),
-             "--seed", str(args.seed)])
+             "--seed", str(args.seed), "--overwrite"])
         run(["erase", "--model", "mini-canvas", "--concept", concept, "--method", args.method,
-             "--out", str(out / concept / "model"), "--seed", str(args.seed)])
+             "--out", str(out / concept / "model"), "--seed", str(args.seed), "--overwrite"])
         run(["eval", "--model", str(out / concept / "model"), "--concept", concept,
-             "--out", str(out / concept / "after"), "--seed", str(args.seed)])
+             "--out", str(out / concept / "after"), "--seed", str(args.seed), "--overwrite"])
         before = json.loads((out / concept / "before" / "eval.json").read_text())
         after = json.loads((out / concept / "after" / "eval.json").read_text())
         erased = json.loads((out / concept / "model" / "erasure.json").read_text())

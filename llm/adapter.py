@@ -33,6 +33,33 @@ class LMBatch:
     rows: list[dict] = field(default_factory=list)
 
 
+def check_tokenizer(model: Any, tokenizer: Any) -> None:
+    """Refuse a tokenizer that does not belong to ``model``: more tokens than embedding rows, far fewer (an
+    embedding table is padded by a few hundred rows at most, never 5%), or special tokens the model's config
+    numbers differently.
+
+    Raises:
+        ValueError: naming the sizes or the token that disagree.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    n = len(tokenizer)
+    source = getattr(model, "name_or_path", "") or "the model"
+    if n > rows:
+        raise ValueError(f"the tokenizer has {n} tokens but {source}'s embedding table has {rows} rows: they do not "
+                         "belong together")
+    if n < 0.95 * rows:
+        raise ValueError(f"the tokenizer has {n} tokens but {source}'s embedding table has {rows} rows: is it this "
+                         "model's tokenizer?")
+    for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        want = getattr(model.config, key, None)
+        have = getattr(tokenizer, key, None)
+        if isinstance(want, list):
+            want = want if have in want else want[0]
+        if want is not None and have is not None and want != have and key != "pad_token_id":
+            raise ValueError(f"the tokenizer's {key.removesuffix('_id')} token is id {have} but {source}'s config says "
+                             f"{want}: is it this model's tokenizer?")
+
+
 class CausalLMAdapter:
     """Adapter over a transformers causal LM and its tokenizer.
 
@@ -50,10 +77,7 @@ class CausalLMAdapter:
 
     def __init__(self, model: Any, tokenizer: Any, template: str = PLAIN_TEMPLATE, use_chat_template: bool | None = None,
                  max_length: int | None = None):
-        vocab = model.get_input_embeddings().weight.shape[0]
-        if len(tokenizer) > vocab:
-            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's embedding table has {vocab}: "
-                             "they do not belong together")
+        check_tokenizer(model, tokenizer)
         self.model, self.tokenizer = model, tokenizer
         if use_chat_template is None:
             use_chat_template = getattr(tokenizer, "chat_template", None) is not None

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from safetensors import SafetensorError
+
+from erasure.files import require_safetensors
 from erasure.modality import Option
 
 logger = logging.getLogger(__name__)
@@ -25,8 +28,12 @@ def load_lm(model: str | os.PathLike) -> tuple[Any, Any]:
     from erasure.models import resolve_model_path
 
     path = resolve_model_path(str(model))
-    lm = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
-    tok = AutoTokenizer.from_pretrained(path)
+    require_safetensors(path)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a damaged or incomplete folder
+        raise ValueError(f"cannot load the model in {path}: {' '.join(str(err).split())[:300]}") from err
     return lm, tok
 
 

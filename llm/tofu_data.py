@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset
 
@@ -295,13 +296,34 @@ def _candidates(root: Path, split: str, perturbed: bool) -> list[Path]:
 
 
 def _read_records(file: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines, JSON-array or parquet file."""
-    if file.suffix == ".parquet":
-        return pq.read_table(file).to_pylist()
-    text = file.read_text(encoding="utf-8").strip()
-    if text.startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """Records of a JSON-lines, JSON-array or parquet file; a clear error naming the file (and line) otherwise."""
+    try:
+        if file.suffix == ".parquet":
+            return pq.read_table(file).to_pylist()
+        text = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError, pa.ArrowException) as err:
+        raise ValueError(f"cannot read {file}: {' '.join(str(err).split())}") from err
+    if text.startswith("[") and file.suffix != ".jsonl":  # a JSON array; JSON lines otherwise
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{file} is not valid JSON: {err}") from err
+        where = [f"item {i + 1}" for i in range(len(records))]
+    else:
+        records, where = [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{file}, line {n}: not valid JSON ({err.msg} at column {err.colno})") from err
+            where.append(f"line {n}")
+    for record, place in zip(records, where):
+        if not isinstance(record, dict):
+            raise ValueError(f"{file}, {place}: a record must be a JSON object with question and answer fields, got "
+                             f"{type(record).__name__}")
+    return records
 
 
 def load_tofu(path: str | Path, split: str, perturbed: bool = False) -> Dataset:
