@@ -265,3 +265,28 @@ def test_a_diverging_run_keeps_the_last_finite_state_and_resumes_from_it(canvas,
 def test_verbose_shows_the_traceback_of_an_expected_error(canvas, tmp_path, capsys):
     code, err = _cli(["-v", *_args(CANVAS, ["--lr", "inf"], tmp_path)], capsys)
     assert code == 2 and "Traceback" in err and "lr=inf" in err.splitlines()[-1]
+
+
+def test_kill_9_then_resume_is_byte_identical(canvas, tmp_path, capsys):
+    """A real ``kill -9`` of the erase process after its second checkpoint; --resume then ends with the same bytes
+    as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert _cli(_args(CANVAS, ["--steps", "5", "--out", "{tmp}/straight"], tmp_path), capsys)[0] == 0
+    args = _checkpointed(tmp_path, "--steps", "5")
+    proc = subprocess.Popen([sys.executable, "-m", "erasure", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "ERASURE_NO_PROGRESS": "1"})
+    deadline = time.time() + 300
+    while not (tmp_path / "ck" / "step-0000002").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out" / weights).exists() or proc.returncode == 0
+    code, err = _cli([*args, "--resume", "--overwrite"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / weights).read_bytes() == (tmp_path / "straight" / weights).read_bytes()
