@@ -29,7 +29,7 @@ from typing import Any, Iterable
 from safetensors import SafetensorError
 
 from erasure.api import erase
-from erasure.files import check_output_dir
+from erasure.files import atomic_dir, check_output_dir
 from erasure.loop import NonFiniteLossError
 from erasure.modality import Option
 from erasure.registry import (BENCHMARKS, MODALITIES, attack_names, attack_options, get_benchmark, get_method,
@@ -198,7 +198,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     modality = _modality(args)
     bench = _benchmark(args, modality)
     options = _given(args, "eval", modality, bench)
-    record = modality.evaluate(args.model, args.out, benchmark=bench.name, seed=args.seed, **options)
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:  # the report appears whole, or not at all
+        record = modality.evaluate(args.model, str(tmp), benchmark=bench.name, seed=args.seed, **options)
     return {k: record[k] for k in bench.summary_keys}
 
 
@@ -215,9 +216,10 @@ def cmd_audit(args: argparse.Namespace) -> dict:
             if not takers:
                 raise ValueError(f"--{key}: none of the attacks {attacks} has that option")
             attack_opts.update({f"{a}.{key}": getattr(args, key) for a in takers})
-    record = modality.audit(args.model, attacks, args.out, benchmark=bench.name, n=args.n, seed=args.seed,
-                            original=args.original, attack_options=attack_opts, with_utility=not args.no_utility,
-                            **options)
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:  # the report appears whole, or not at all
+        record = modality.audit(args.model, attacks, str(tmp), benchmark=bench.name, n=args.n, seed=args.seed,
+                                original=args.original, attack_options=attack_opts,
+                                with_utility=not args.no_utility, **options)
     keys = (bench.target, "attack", "pre_asr", "post_asr", "n", "seconds", "utility", "attacks")
     return {k: record[k] for k in keys if k in record}
 

@@ -152,6 +152,23 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(case, tmp_path, request
     assert _snapshot(tmp_path) == before  # the model, earlier outputs: untouched; nothing half-written
 
 
+@pytest.mark.parametrize("command, extra, setup, message", [
+    ("eval", ["--out", "{tmp}/model"], None, "is the model folder"),
+    ("eval", [], _out_not_empty, "already holds files (earlier.txt); pass --overwrite"),
+    ("audit", ["--out", "{tmp}/model/unet"], None, "inside the model folder"),
+    ("audit", [], _out_not_empty, "already holds files (earlier.txt); pass --overwrite"),
+])
+def test_reports_never_replace_a_model_or_an_earlier_report(command, extra, setup, message, canvas, tmp_path,
+                                                            capsys):
+    if setup is not None:
+        setup(tmp_path)
+    before = _snapshot(tmp_path)
+    base = [command, "--model", "{tmp}/model", "--concept", "Neon", "--out", "{tmp}/out"]
+    code, err = _cli(_args(base, extra, tmp_path), capsys)
+    assert code == 2 and f"erasure {command}: error:" in err and message in err, err
+    assert _snapshot(tmp_path) == before
+
+
 # ------------------------------------------------------------------------------ outputs
 def test_a_full_disk_while_saving_leaves_the_earlier_output(canvas, tmp_path, capsys, monkeypatch):
     """--overwrite replaces an earlier output only once the new one is complete: a write that fails half-way
@@ -290,3 +307,19 @@ def test_kill_9_then_resume_is_byte_identical(canvas, tmp_path, capsys):
     code, err = _cli([*args, "--resume", "--overwrite"], capsys)
     assert code == 0, err
     assert (tmp_path / "out" / weights).read_bytes() == (tmp_path / "straight" / weights).read_bytes()
+
+
+def test_checkpoints_inside_out_survive_the_save_and_resume(canvas, tmp_path, capsys):
+    """Without --checkpoint-dir the checkpoints live in --out/checkpoints: the model is written around them, and a
+    later --resume to more steps into the same folder needs --overwrite (the folder holds a finished model)."""
+    args = _args(CANVAS, ["--checkpoint-every", "1"], tmp_path)
+    assert _cli(args, capsys)[0] == 0
+    out = tmp_path / "out"
+    assert (out / "erasure.json").is_file() and (out / "checkpoints" / "step-0000002").is_dir()
+    more = _args(args, ["--steps", "3", "--resume"], tmp_path)
+    code, err = _cli(more, capsys)
+    assert code == 2 and "already holds files" in err
+    code, err = _cli([*more, "--overwrite"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "erasure.json").read_text())["steps"] == 3
+    assert (out / "checkpoints" / "step-0000003").is_dir()
