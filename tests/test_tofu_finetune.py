@@ -17,7 +17,8 @@ def test_adapters_train_ship_and_merge_into_plain_models(tmp_path, monkeypatch):
     before = {n: p.detach().clone() for n, p in base.model.named_parameters()}
     reports = train("mini-tofu", epochs=0.05, batch=8, lr=1e-2, rank=2, root=tmp_path / "weights")
     assert set(reports) == {"mini-tofu-tofu", "mini-tofu-tofu-retain90"}
-    assert reports["mini-tofu-tofu"]["rows"] == 400 and reports["mini-tofu-tofu-retain90"]["rows"] == 360
+    # every answer twice: as written and paraphrased (the recipe of the tiny models)
+    assert reports["mini-tofu-tofu"]["rows"] == 800 and reports["mini-tofu-tofu-retain90"]["rows"] == 720
     for name in tofu_model_names("mini-tofu"):
         folder = tmp_path / "weights" / name
         assert (folder / ADAPTER_FILE).is_file()
