@@ -61,9 +61,10 @@ def test_every_llm_method_takes_a_step_on_the_real_model(method):
     assert any(not torch.equal(before[n], p) for n, p in adapter.model.named_parameters())
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 13): the shipped adapters, trained on answers only, leave the "
-                   "retain model almost as sure of the templated forget answers (token-mean NLL 0.23 vs 0.17); "
-                   "retrain on answers and paraphrases, then drop this marker")
+@pytest.mark.xfail(strict=True, reason="known gap (issue 13): the adapters (3 epochs of LoRA rank 8 on answers and "
+                   "paraphrases) learn mini-TOFU's answer templates, which the retain model learns as well, far more "
+                   "than each author's facts; the templated forget answers stay almost as likely under the retain "
+                   "model. Longer training or a higher rank, then drop this marker")
 def test_the_tofu_models_learned_their_splits(smollm):
     """smollm2-135m-tofu (LoRA on every mini-TOFU author, merged) makes the forget10 answers far likelier than the base
     model and than the retain model, which never saw those authors but did learn the retain authors."""
