@@ -133,14 +133,15 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_out(args: argparse.Namespace) -> None:
     """Before the model loads: --out is writable, not the model (nor inside it), and empty unless --overwrite
-    (its own checkpoints are expected there when resuming)."""
+    (erase: its own checkpoints are expected there when resuming)."""
     from erasure.models import resolve_model_path
 
     model = resolve_model_path(args.model)
-    keep = [CHECKPOINTS] if args.resume and not args.checkpoint_dir else []
+    resume, checkpoint_dir = getattr(args, "resume", False), getattr(args, "checkpoint_dir", None)
+    keep = [CHECKPOINTS] if resume and not checkpoint_dir else []
     check_output_dir(args.out, sources=[model], overwrite=args.overwrite, keep=keep)
-    if args.checkpoint_dir:
-        check_output_dir(args.checkpoint_dir, sources=[model], overwrite=True, what="--checkpoint-dir")
+    if checkpoint_dir:
+        check_output_dir(checkpoint_dir, sources=[model], overwrite=True, what="--checkpoint-dir")
 
 
 def _default_modality(args: argparse.Namespace) -> Any:
@@ -185,16 +186,8 @@ def cmd_erase(args: argparse.Namespace) -> dict:
             "out": args.out, "final_loss": history[-1]["loss"] if history else None}
 
 
-def _check_report_out(args: argparse.Namespace) -> None:
-    """eval / audit: --out is not the model folder (nor inside it), writable, and no earlier report is replaced
-    unless --overwrite."""
-    from erasure.models import resolve_model_path
-
-    check_output_dir(args.out, sources=[resolve_model_path(args.model)], overwrite=args.overwrite)
-
-
 def cmd_eval(args: argparse.Namespace) -> dict:
-    _check_report_out(args)
+    _check_out(args)
     modality = _modality(args)
     bench = _benchmark(args, modality)
     options = _given(args, "eval", modality, bench)
@@ -204,7 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 
 def cmd_audit(args: argparse.Namespace) -> dict:
-    _check_report_out(args)
+    _check_out(args)
     modality = _modality(args)
     bench = _benchmark(args, modality)
     options = _given(args, "audit", modality, bench)
