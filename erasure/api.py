@@ -96,6 +96,8 @@ def erase(
     adversary_options: dict | None = None,
     recommended: bool = True,
     free_text: bool = False,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
     **method_options: Any,
 ) -> ErasureResult:
     """Erase a concept (diffusion) or a data subset (LLM) with a registered method.
@@ -123,6 +125,9 @@ def erase(
         adversary_options: options of a named ``adversary``.
         recommended: apply the model folder's ``recommended.json``.
         free_text: erase ``concept`` as free text even though the model ships a concept vocabulary without it.
+        out: save the erased model there when training ends (``ErasureResult.save``); checked before the first
+            step: not the model's folder nor inside it, writable, and empty unless ``overwrite``.
+        overwrite: let ``out`` replace an existing, non-empty folder.
         **method_options: the method's own options (e.g. ``eta=1.0`` for ESD, ``beta=0.1`` for NPO).
 
     Returns:
@@ -133,6 +138,12 @@ def erase(
     if spec.modality not in ("any", modality.name):
         raise ValueError(f"method {method!r} is for {spec.modality} models, but the model is a {modality.name} model")
     adapter = modality.adapter(model, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+    if out is not None:
+        resuming = bool((train or {}).get("resume"))
+        ckpt = (train or {}).get("checkpoint_dir")
+        keep = [Path(ckpt).name] if resuming and ckpt and Path(ckpt).resolve().parent == Path(out).resolve() else []
+        check_output_dir(out, sources=[getattr(adapter, "source", None)], overwrite=overwrite, keep=keep,
+                         what="output folder")
     if concept is not None and not str(concept).strip():
         raise ValueError("concept is empty: name the concept to erase")
     forget, retain = modality.erase_data(adapter, concept=concept, forget=forget, retain=retain, free_text=free_text)
@@ -179,8 +190,11 @@ def erase(
             "adversary": getattr(inner, "name", None),
             "recommended": str(file) if file else None,
             "recommended_settings": recommended_settings(str(source), method, concept) if file else None}
-    return ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
-                         train_config=asdict(train_cfg), loop=loop, info=info)
+    result = ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
+                           train_config=asdict(train_cfg), loop=loop, info=info)
+    if out is not None:
+        result.save(out, overwrite=overwrite)
+    return result
 
 
 def _adversary(adversary: str | Adversary | None, options: dict | None, spec: Method, method_cfg: Any,

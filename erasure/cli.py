@@ -178,8 +178,8 @@ def cmd_erase(args: argparse.Namespace) -> dict:
         data = {"forget": forget, "retain": retain}
     result = erase(adapter, method=args.method, steps=args.steps, lr=args.lr, seed=args.seed,
                    batch_size=args.batch_size, train=_train_options(args), adversary=args.adversary,
-                   adversary_options=adversary_options, **data, **method_options)
-    result.save(args.out, overwrite=args.overwrite)
+                   adversary_options=adversary_options, out=args.out, overwrite=args.overwrite, **data,
+                   **method_options)
     history = result.loop.history
     return {"method": result.method, "concept": result.concept, "steps": result.loop.steps,
             "seconds": result.loop.seconds, "trainable_parameters": result.loop.trainable_parameters,

@@ -220,6 +220,18 @@ def test_the_api_refuses_what_the_cli_refuses(tmp_path):
     with pytest.raises(ValueError, match="already holds files"):
         result.save(tmp_path / "out")
     result.save(tmp_path / "out", overwrite=True)
+    # out= is checked before any training (the loop is never entered), then saved to
+    from erasure.loop import Unlearner
+
+    real_run = Unlearner.run
+    Unlearner.run = lambda self: pytest.fail("trained before checking out=")
+    try:
+        with pytest.raises(ValueError, match="is the model folder"):
+            erase(T2IPipeline.load(model), "Neon", "esd-x", steps=1, ddim_steps=2, out=model)
+    finally:
+        Unlearner.run = real_run
+    erase(T2IPipeline.load(model), "Neon", "esd-x", steps=1, ddim_steps=2, out=tmp_path / "direct")
+    assert (tmp_path / "direct" / "erasure.json").is_file()
 
 
 # ------------------------------------------------------------------------------ checkpoints
