@@ -74,7 +74,7 @@ class ErasureResult:
                    "train_config": self.train_config, "seconds": self.loop.seconds, "steps": self.loop.steps,
                    "trainable_parameters": self.loop.trainable_parameters, "reference": self.loop.reference,
                    "history": self.loop.history, **self.info}
-        (path / "erasure.json").write_text(json.dumps(summary, indent=2))
+        (path / "erasure.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
 def erase(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -52,8 +53,8 @@ def _type_problem(value: Any, hint: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"expected a number, got {type(value).__name__}"
         return None if math.isfinite(value) else "expected a finite number"
-    if hint is str:
-        return None if isinstance(value, str) else f"expected a string, got {type(value).__name__}"
+    if hint is str:  # a path object is fine where a string is expected (folders)
+        return None if isinstance(value, (str, os.PathLike)) else f"expected a string, got {type(value).__name__}"
     if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
         return None if isinstance(value, (list, tuple)) else f"expected a list, got {type(value).__name__}"
     if origin is dict or hint is dict:

@@ -185,7 +185,7 @@ class Unlearner:
         save_file(tensors, tmp / "optimizer.safetensors")
         meta = {"step": step, "param_groups": opt_state["param_groups"], "scalars": scalars,
                 "history": history, "config": asdict(self.config), "fingerprint": self.fingerprint}
-        (tmp / "state.json").write_text(json.dumps(meta))
+        (tmp / "state.json").write_text(json.dumps(meta, default=str))
         fsync_tree(tmp)  # the files reach the disk before the rename makes the checkpoint visible
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
