@@ -131,7 +131,12 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, carry: Iterable[
             os.replace(out / name, tmp / name)
         old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
         os.replace(out, old / out.name)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:  # put the earlier output back
+            os.replace(old / out.name, out)
+        raise
     fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
