@@ -286,7 +286,7 @@ class T2IPipeline:
         missing = [c for c in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
         if missing:
             raise FileNotFoundError(f"{path} is not a text-to-image pipeline folder: missing {', '.join(missing)}/")
-        kw = {"torch_dtype": torch_dtype, "use_safetensors": True} if torch_dtype else {"use_safetensors": True}
+        kw = {"use_safetensors": True, **({"torch_dtype": torch_dtype} if torch_dtype else {})}
         weighted = ["unet", "text_encoder"] + (["vae"] if (path / "vae").is_dir() else [])
         for component in weighted:
             require_safetensors(path / component)

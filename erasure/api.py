@@ -54,19 +54,12 @@ class ErasureResult:
             ``path``.
         """
         path = Path(path)
-        carry = self._checkpoints_inside(path)
+        carry = _checkpoints_inside(path, self.train_config.get("checkpoint_dir"))
         check_output_dir(path, sources=[getattr(self.adapter, "source", None)], overwrite=overwrite, keep=carry,
                          what="output folder")
         with atomic_dir(path, overwrite=overwrite, carry=carry) as tmp:
             self._write(tmp)
         return path
-
-    def _checkpoints_inside(self, path: Path) -> list[str]:
-        """The run's checkpoint folder, when it sits directly in ``path`` (kept when the model is written there)."""
-        ckpt = self.train_config.get("checkpoint_dir")
-        if ckpt and Path(ckpt).expanduser().resolve().parent == path.expanduser().resolve():
-            return [Path(ckpt).name]
-        return []
 
     def _write(self, path: Path) -> None:
         self.adapter.save(path)
@@ -75,6 +68,13 @@ class ErasureResult:
                    "trainable_parameters": self.loop.trainable_parameters, "reference": self.loop.reference,
                    "history": self.loop.history, **self.info}
         (path / "erasure.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _checkpoints_inside(out: str | os.PathLike, checkpoint_dir: str | os.PathLike | None) -> list[str]:
+    """[the checkpoint folder's name] when it sits directly in ``out`` (kept when the model is written there)."""
+    if checkpoint_dir and Path(checkpoint_dir).expanduser().resolve().parent == Path(out).expanduser().resolve():
+        return [Path(checkpoint_dir).name]
+    return []
 
 
 def erase(
@@ -138,10 +138,8 @@ def erase(
     if spec.modality not in ("any", modality.name):
         raise ValueError(f"method {method!r} is for {spec.modality} models, but the model is a {modality.name} model")
     adapter = modality.adapter(model, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
-    if out is not None:
-        resuming = bool((train or {}).get("resume"))
-        ckpt = (train or {}).get("checkpoint_dir")
-        keep = [Path(ckpt).name] if resuming and ckpt and Path(ckpt).resolve().parent == Path(out).resolve() else []
+    if out is not None:  # a resumed run's own checkpoints may already sit in out
+        keep = _checkpoints_inside(out, (train or {}).get("checkpoint_dir")) if (train or {}).get("resume") else []
         check_output_dir(out, sources=[getattr(adapter, "source", None)], overwrite=overwrite, keep=keep,
                          what="output folder")
     if concept is not None and not str(concept).strip():

@@ -23,6 +23,14 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _refuse_occupied(folder: Path, keep: Iterable[str], overwrite: bool, name: str) -> None:
+    """Raise when ``folder`` holds entries other than ``keep`` and the caller did not ask to overwrite."""
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in set(keep))
+    if extra and not overwrite:
+        raise ValueError(f"{name} already holds files ({', '.join(extra[:3])}{'...' if len(extra) > 3 else ''}); "
+                         "pass --overwrite (overwrite=True) to replace them, or choose another folder")
+
+
 def check_output_dir(out: str | os.PathLike, sources: Iterable[str | os.PathLike | None] = (),
                      overwrite: bool = False, keep: Iterable[str] = (), what: str = "--out") -> Path:
     """Refuse an output folder that would lose something, before any work starts.
@@ -51,10 +59,7 @@ def check_output_dir(out: str | os.PathLike, sources: Iterable[str | os.PathLike
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{what} {out} exists and is not a folder")
-        extra = sorted(p.name for p in path.iterdir() if p.name not in set(keep))
-        if extra and not overwrite:
-            raise ValueError(f"{what} {out} already holds files ({', '.join(extra[:3])}{'...' if len(extra) > 3 else ''}"
-                             f"); pass --overwrite (overwrite=True) to replace them, or choose another folder")
+        _refuse_occupied(path, keep, overwrite, f"{what} {out}")
     ancestor = path
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -114,10 +119,7 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, carry: Iterable[
         yield tmp
         if out.exists():
             carried = [n for n in carry if (out / n).exists()]
-            extra = sorted(p.name for p in out.iterdir() if p.name not in set(carried))
-            if extra and not overwrite:
-                raise ValueError(f"{out} already holds files ({', '.join(extra[:3])}); pass overwrite=True to "
-                                 "replace them, or choose another folder")
+            _refuse_occupied(out, carried, overwrite, str(out))  # again: something may have appeared meanwhile
             for name in carried:
                 if (tmp / name).exists():
                     raise ValueError(f"cannot carry {out / name} over: the new output has its own {name}")

@@ -8,7 +8,7 @@ a resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
-import copy as copy_module
+import copy
 import hashlib
 import json
 import logging
@@ -47,15 +47,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _state(trainable: dict[str, torch.nn.Parameter], optimizer: Any, copy: bool = False) -> tuple[dict, dict]:
-    """(trainable tensors, optimizer state) on the CPU; with ``copy``, detached from the live ones."""
+def _state(trainable: dict[str, torch.nn.Parameter], optimizer: Any, snapshot: bool = False) -> tuple[dict, dict]:
+    """(trainable tensors, optimizer state) on the CPU; with ``snapshot``, copies detached from the live ones."""
     weights = {n: p.detach().cpu() for n, p in trainable.items()}
     opt = optimizer.state_dict()
-    if copy:
+    if snapshot:
         weights = {n: w.clone() for n, w in weights.items()}
         opt = {"state": {i: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in st.items()}
                          for i, st in opt["state"].items()},
-               "param_groups": copy_module.deepcopy(opt["param_groups"])}
+               "param_groups": copy.deepcopy(opt["param_groups"])}
     return weights, opt
 
 
@@ -308,7 +308,7 @@ class Unlearner:
                                          f"{ {k: round(v, 4) for k, v in logs.items()} }); "
                                          f"{self._keep_last_good(step, good)}{RETRY_HINT}")
             if cfg.checkpoint_dir:  # loss and weights finite: the state to fall back to if this step breaks them
-                good = (step, *_state(trainable, optimizer, copy=True), list(history))
+                good = (step, *_state(trainable, optimizer, snapshot=True), list(history))
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if cfg.grad_clip:

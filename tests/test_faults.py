@@ -199,7 +199,7 @@ def test_overwrite_replaces_an_earlier_output_whole(canvas, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
 
 
-def test_the_api_refuses_what_the_cli_refuses(tmp_path):
+def test_the_api_refuses_what_the_cli_refuses(tmp_path, monkeypatch):
     from diffusion.pipeline import T2IPipeline
     from erasure import erase
     from erasure.models import resolve_model_path
@@ -223,13 +223,10 @@ def test_the_api_refuses_what_the_cli_refuses(tmp_path):
     # out= is checked before any training (the loop is never entered), then saved to
     from erasure.loop import Unlearner
 
-    real_run = Unlearner.run
-    Unlearner.run = lambda self: pytest.fail("trained before checking out=")
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(Unlearner, "run", lambda self: pytest.fail("trained before checking out="))
         with pytest.raises(ValueError, match="is the model folder"):
             erase(T2IPipeline.load(model), "Neon", "esd-x", steps=1, ddim_steps=2, out=model)
-    finally:
-        Unlearner.run = real_run
     erase(T2IPipeline.load(model), "Neon", "esd-x", steps=1, ddim_steps=2, out=tmp_path / "direct")
     assert (tmp_path / "direct" / "erasure.json").is_file()
 
