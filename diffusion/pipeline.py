@@ -6,10 +6,12 @@ present): the latent shape and scaling come from the components' own configs, ne
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,6 +48,10 @@ class T2IPipeline:
         vae: optional ``AutoencoderKL``; when present the UNet works on ``vae.config.scaling_factor`` latents.
         concepts: the concept vocabulary the model knows (saved as concepts.json), when there is one.
         source: the folder it was loaded from (its ``recommended.json`` applies to ``erase``), if any.
+        extras: the pipeline's other components (``safety_checker``, ``feature_extractor``, ...), kept as given and
+            written back on save: a live object, ``None``, or the folder it sits in (copied byte for byte).
+        pipeline_config: model_index.json's other entries (``_class_name``, ``requires_safety_checker``, ...) and
+            the ``[library, class]`` entries of folder extras.
     """
 
     unet: UNet2DConditionModel
@@ -55,6 +61,8 @@ class T2IPipeline:
     vae: AutoencoderKL | None = None
     concepts: ConceptSet | None = None
     source: Path | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    pipeline_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         vocab = getattr(self.text_encoder.config, "vocab_size", None)
@@ -168,9 +176,22 @@ class T2IPipeline:
     def noise(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward diffusion at uniformly drawn timesteps: (x_t, t (B,), noise), drawn from ``generator``
         (t first, then the noise) and noised by the scheduler (sqrt(a_t) x0 + sqrt(1 - a_t) noise)."""
-        t = torch.randint(0, len(self.scheduler.alphas_cumprod), (x0.shape[0],), generator=generator)
+        noiser = self.noise_scheduler
+        t = torch.randint(0, len(noiser.alphas_cumprod), (x0.shape[0],), generator=generator)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
-        return self.scheduler.add_noise(x0, noise, t.to(x0.device)), t.to(x0.device), noise
+        return noiser.add_noise(x0, noise, t.to(x0.device)), t.to(x0.device), noise
+
+    @property
+    def noise_scheduler(self) -> DDPMScheduler:
+        """The training-time forward process: a DDPM scheduler over the pipeline scheduler's config (whatever
+        class samples: PNDM, DDIM, Euler ... share the betas), so noising means the same thing for every model."""
+        if isinstance(self.scheduler, DDPMScheduler):
+            return self.scheduler
+        cached = getattr(self, "_noiser", None)
+        if cached is None or cached[0] is not self.scheduler:
+            cached = (self.scheduler, DDPMScheduler.from_config(self.scheduler.config))
+            self._noiser = cached
+        return cached[1]
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> images in [0, 1] (B, 3, H, W)."""
@@ -254,38 +275,45 @@ class T2IPipeline:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write diffusers-style component folders (unet/, text_encoder/, tokenizer/, scheduler/[, vae/])."""
+        """Write a diffusers pipeline folder that ``DiffusionPipeline.from_pretrained`` loads: every component
+        (the trained ones as safetensors, the scheduler in its own class, the extras as given) and model_index.json
+        with the source's entries (``_class_name``, ``requires_safety_checker``, ...) kept."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(path / "unet", safe_serialization=True)
-        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(path / "tokenizer")
-        self.scheduler.save_pretrained(path / "scheduler")
-        if self.vae is not None:
-            self.vae.save_pretrained(path / "vae", safe_serialization=True)
-        index = {
-            "_class_name": "StableDiffusionPipeline",
-            "unet": ["diffusers", "UNet2DConditionModel"],
-            "text_encoder": ["transformers", type(self.text_encoder).__name__],
-            "tokenizer": ["transformers", type(self.tokenizer).__name__],
-            "scheduler": ["diffusers", type(self.scheduler).__name__],
-        }
-        if self.vae is not None:
-            index["vae"] = ["diffusers", "AutoencoderKL"]
-        (path / "model_index.json").write_text(json.dumps(index, indent=2))
+        index: dict[str, Any] = {"_class_name": "StableDiffusionPipeline"}
+        index.update({k: v for k, v in self.pipeline_config.items() if not _is_entry(v) or k in self.extras})
+        index["_diffusers_version"] = importlib.import_module("diffusers").__version__
+        owned = {"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
+                 "scheduler": self.scheduler, "vae": self.vae}
+        for name, obj in {**owned, **self.extras}.items():
+            if obj is None:  # diffusers loads a [null, null] entry as None
+                index[name] = [None, None]
+                continue
+            if isinstance(obj, Path):  # an extra never loaded: its folder as the source had it
+                shutil.copytree(obj, path / name)
+                continue
+            weights = {"safe_serialization": True} if isinstance(obj, torch.nn.Module) else {}
+            obj.save_pretrained(path / name, **weights)
+            index[name] = [type(obj).__module__.split(".")[0], type(obj).__name__]
+        (path / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
         if self.concepts is not None:
             self.concepts.save(path)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> "T2IPipeline":
-        """Load a pipeline folder written by ``save`` or by diffusers (Stable Diffusion layout)."""
+        """Load a pipeline folder written by ``save`` or by diffusers (Stable Diffusion layout).
+
+        The scheduler keeps the class model_index.json (or its scheduler_config.json) names; components this
+        project does not use (safety checker, feature extractor, ...) stay on disk and are copied on save.
+        """
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"model path {str(path)!r} does not exist or is not a folder")
         missing = [c for c in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
         if missing:
             raise FileNotFoundError(f"{path} is not a text-to-image pipeline folder: missing {', '.join(missing)}/")
+        index = _read_json(path / "model_index.json")
         kw = {"use_safetensors": True, **({"torch_dtype": torch_dtype} if torch_dtype else {})}
         weighted = ["unet", "text_encoder"] + (["vae"] if (path / "vae").is_dir() else [])
         for component in weighted:
@@ -294,17 +322,53 @@ class T2IPipeline:
             unet = UNet2DConditionModel.from_pretrained(path / "unet", **kw)
             text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", **kw)
             tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-            scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+            scheduler = _scheduler_class(index, path / "scheduler").from_pretrained(path / "scheduler")
             vae = AutoencoderKL.from_pretrained(path / "vae", **kw) if "vae" in weighted else None
         except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a damaged or incomplete folder
             raise ValueError(f"cannot load the pipeline in {path}: {' '.join(str(err).split())[:300]}") from err
+        owned = {"unet", "text_encoder", "tokenizer", "scheduler", "vae"}
+        extras = {k: (path / k if (path / k).is_dir() and v[0] else None)
+                  for k, v in index.items() if _is_entry(v) and k not in owned}
+        config = {k: v for k, v in index.items() if k != "_diffusers_version" and (k not in owned or not _is_entry(v))}
         return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae,
-                   concepts=ConceptSet.load(path), source=path)
+                   concepts=ConceptSet.load(path), source=path, extras=extras, pipeline_config=config)
 
     @classmethod
     def from_diffusers(cls, pipe: Any) -> "T2IPipeline":
         """Wrap a diffusers ``StableDiffusionPipeline`` (shares its modules; nothing is copied)."""
         name = getattr(getattr(pipe, "config", None), "_name_or_path", None)
         source = Path(name) if name and Path(name).is_dir() else None
+        owned = {"unet", "text_encoder", "tokenizer", "scheduler", "vae"}
+        components = dict(getattr(pipe, "components", {}))
+        config = {k: v for k, v in dict(getattr(pipe, "config", {})).items()
+                  if k not in components and k not in owned and not k.startswith("_") or k == "_class_name"}
         return cls(unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                   scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None), source=source)
+                   scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None), source=source,
+                   extras={k: v for k, v in components.items() if k not in owned},
+                   pipeline_config={"_class_name": type(pipe).__name__, **config})
+
+
+def _is_entry(value: Any) -> bool:
+    """A model_index.json component entry: ``[library, class]`` (``[null, null]`` for an absent one)."""
+    return isinstance(value, (list, tuple)) and len(value) == 2
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def _scheduler_class(index: dict[str, Any], folder: Path) -> type:
+    """The diffusers scheduler class the pipeline names (model_index.json, else scheduler_config.json)."""
+    import diffusers
+
+    entry = index.get("scheduler")
+    name = entry[1] if _is_entry(entry) and entry[1] else _read_json(folder / "scheduler_config.json").get("_class_name")
+    scheduler_cls = getattr(diffusers, str(name), None) if name else DDPMScheduler
+    if not (isinstance(scheduler_cls, type) and issubclass(scheduler_cls, diffusers.SchedulerMixin)):
+        raise ValueError(f"{folder}: {name!r} is not a diffusers scheduler class")
+    return scheduler_cls
