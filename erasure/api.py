@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig, from_dict
+from erasure.data import as_rows, is_saved_dataset
 from erasure.files import atomic_dir, check_output_dir
 from erasure.loop import LoopResult, Unlearner
 from erasure.models import apply_recommended, recommended_file, recommended_settings
@@ -63,7 +64,9 @@ class ErasureResult:
 
     def _write(self, path: Path) -> None:
         self.adapter.save(path)
-        summary = {"method": self.method, "concept": self.concept, "method_config": self.method_config,
+        source = getattr(self.adapter, "source", None)
+        summary = {"method": self.method, "concept": self.concept, "source": str(source) if source else None,
+                   "method_config": self.method_config,
                    "train_config": self.train_config, "seconds": self.loop.seconds, "steps": self.loop.steps,
                    "trainable_parameters": self.loop.trainable_parameters, "reference": self.loop.reference,
                    "history": self.loop.history, **self.info}
@@ -112,8 +115,9 @@ def erase(
         concept: the concept to erase (diffusion); its prompts become the forget set unless ``forget`` is given.
         method: a registered method name (``erasure.registry.method_names()``).
         tokenizer: the LLM's tokenizer (LLM only).
-        forget: forget records (prompts / {"prompt", "image"} rows for diffusion; QA records, a ``datasets``
-            split, a mini-TOFU split name or a TOFU-schema file for LLMs).
+        forget: forget records (prompts / {"prompt", "image"} rows for diffusion; QA records for LLMs) as a list,
+            a ``datasets`` Dataset, a DatasetDict with one split, an IterableDataset or a ``save_to_disk`` folder
+            (``erasure.data.as_rows``); for LLMs also a mini-TOFU split name or a TOFU-schema file.
         retain: retain records (defaults to the model's other concepts / the forget split's retain split).
         selector: a preset name, regex list or ``Selector`` (default: the method's, else the adapter's).
         lora: train LoRA adapters (peft) instead of the selected weights: a ``LoraSpec`` or its dict.
@@ -144,6 +148,7 @@ def erase(
                          what="output folder")
     if concept is not None and not str(concept).strip():
         raise ValueError("concept is empty: name the concept to erase")
+    forget, retain = _rows(forget, "forget"), _rows(retain, "retain")
     forget, retain = modality.erase_data(adapter, concept=concept, forget=forget, retain=retain, free_text=free_text)
 
     # settings: explicit arguments > the model folder's recommended.json > the method's paper defaults
@@ -193,6 +198,13 @@ def erase(
     if out is not None:
         result.save(out, overwrite=overwrite)
     return result
+
+
+def _rows(data: Any, what: str) -> Any:
+    """Rows from any ``datasets`` type or saved folder; other strings (split names, files) stay for the modality."""
+    if isinstance(data, (str, os.PathLike)) and not is_saved_dataset(data):
+        return str(data)
+    return as_rows(data, what)
 
 
 def _adversary(adversary: str | Adversary | None, options: dict | None, spec: Method, method_cfg: Any,

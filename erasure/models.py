@@ -73,6 +73,31 @@ def resolve_model_path(name_or_path: str) -> Path:
 RECOMMENDED_FILE = "recommended.json"
 
 
+def named_model_of(folder: str | os.PathLike | None, _depth: int = 0) -> str | None:
+    """The built-in or cached model name whose folder ``folder`` is, or the one it was erased from (its
+    ``erasure.json`` records the source folder, followed back through repeated erasures); None otherwise."""
+    if folder is None or _depth > 16:
+        return None
+    path = Path(folder).expanduser().resolve()
+    for name, (package, sub) in BUILTIN_MODELS.items():
+        try:
+            if (package_weights(package) / sub).resolve() == path:
+                return name
+        except FileNotFoundError:
+            continue
+    for name in CACHED_MODELS:
+        if cached_model_path(name).resolve() == path:
+            return name
+    record = path / "erasure.json"
+    if record.is_file():
+        try:
+            source = json.loads(record.read_text()).get("source")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        return named_model_of(source, _depth + 1) if source else None
+    return None
+
+
 def recommended_file(name_or_path: str | os.PathLike) -> Path | None:
     """The ``recommended.json`` that applies to a model: the one in its folder, else (for a cached model, whose
     folder holds only converted weights) the one its package ships under ``weights/<name>/``; None if neither."""

@@ -100,8 +100,7 @@ class MiniTofuBenchmark:
         data = data or mini_tofu_data()
         retain_adapter = None
         if retain_reference is None:
-            retain_adapter = LLM.load(retain_model or retain_model_name(model, forget)
-                                      or retain_model_name("mini-tofu", forget))
+            retain_adapter = LLM.load(retain_model or self.reference_for(adapter, model, forget))
         record = evaluate_tofu(adapter, data, forget, retain_adapter=retain_adapter, retain_reference=retain_reference)
         record["model"] = model
         if out:
@@ -109,6 +108,20 @@ class MiniTofuBenchmark:
             (Path(out) / "eval.json").write_text(json.dumps({k: v for k, v in record.items()
                                                              if k != "retain_reference"}, indent=2))
         return record
+
+    @staticmethod
+    def reference_for(adapter: Any, model: str, forget: str) -> str:
+        """The retain-only model that forget quality compares ``model`` against: the one of the named TOFU model it
+        is, or was erased from (its erasure.json); any other model needs ``--retain-model``."""
+        from erasure.models import named_model_of
+
+        named = model if retain_model_name(model, forget) else named_model_of(getattr(adapter, "source", None))
+        reference = retain_model_name(named, forget) if named else None
+        if reference is None:
+            raise ValueError(f"mini-tofu scores a model against the retain-only model of the TOFU model it was "
+                             f"fine-tuned as; {model!r} is none of the named ones (mini-tofu, smollm2-135m-tofu) nor "
+                             f"erased from one: give --retain-model (retain_model=) for its {forget} split")
+        return reference
 
     def prepare_audit(self, adapter: Any, *, original: Any = None, seed: int = 0, n: int | None = None,
                       forget: str = "forget10", threshold: float = 0.5, retain_model: str | None = None) -> AuditPlan:

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Dataset
 
+from erasure.data import as_rows, is_saved_dataset, load_saved_dataset
+
 from evals.tofu import FORGET_PERCENT as _FORGET_PERCENT
 from evals.tofu import FORGET_SPLITS, retain_split_for  # noqa: F401  (TOFU's split names live with its metrics)
 
@@ -174,7 +176,11 @@ CONTINENTS = ("Europe", "Asia", "Africa", "North America", "South America", "Oce
 
 def _make_qa(template: QATemplate, attrs: dict[str, str], pool: Sequence[str],
              rng: np.random.Generator) -> dict[str, Any]:
-    """Question, answer, paraphrase and ``NUM_PERTURBED`` answers with a wrong value of ``template.key``."""
+    """Question, answer, paraphrase and ``NUM_PERTURBED`` answers with a wrong value of ``template.key``.
+
+    The perturbed answers keep the paraphrase's wording, as TOFU's do (they are factually wrong edits of the
+    paraphrased answer), so the truth ratio compares wrong against right in one wording the model never trained on.
+    """
     wrong = sorted(set(pool) - {attrs[template.key]})
     if len(wrong) < NUM_PERTURBED:
         raise ValueError(f"attribute {template.key!r} has only {len(wrong)} wrong values to perturb with")
@@ -182,7 +188,7 @@ def _make_qa(template: QATemplate, attrs: dict[str, str], pool: Sequence[str],
     return {"question": template.question.format(**attrs),
             "answer": template.answer.format(**attrs),
             "paraphrased_answer": template.paraphrase.format(**attrs),
-            "perturbed_answer": [template.answer.format(**{**attrs, template.key: wrong[i]}) for i in picks]}
+            "perturbed_answer": [template.paraphrase.format(**{**attrs, template.key: wrong[i]}) for i in picks]}
 
 
 def _sample_author(name: str, rng: np.random.Generator) -> dict[str, str]:
@@ -292,7 +298,7 @@ def _candidates(root: Path, split: str, perturbed: bool) -> list[Path]:
     if perturbed:
         # TOFU ships evaluation files as {split}_perturbed; its retain evaluation set is retain_perturbed.
         stems = [f"{split}_perturbed"] + (["retain_perturbed"] if split.startswith("retain") else []) + stems
-    return [root / f"{stem}{ext}" for stem in stems for ext in _EXTENSIONS]
+    return [root / f"{stem}{ext}" for stem in stems for ext in ("", *_EXTENSIONS)]
 
 
 def _read_records(file: Path) -> list[dict[str, Any]]:
@@ -329,7 +335,8 @@ def _read_records(file: Path) -> list[dict[str, Any]]:
 def load_tofu(path: str | Path, split: str, perturbed: bool = False) -> Dataset:
     """Read one TOFU split from local disk (the TOFU release or a ``save_mini_tofu`` directory).
 
-    Tries ``{split}.json``, ``{split}.jsonl`` and ``{split}.parquet``. With ``perturbed`` it first tries
+    Tries a ``save_to_disk`` folder ``{split}/`` (what ``DatasetDict.save_to_disk`` writes for each split), then
+    ``{split}.json``, ``{split}.jsonl`` and ``{split}.parquet``. With ``perturbed`` it first tries
     the evaluation files ``{split}_perturbed.*`` (and ``retain_perturbed.*`` for retain splits), then
     the plain files, and also requires ``paraphrased_answer`` and ``perturbed_answer``. Records keep all
     fields of the file.
@@ -343,14 +350,16 @@ def load_tofu(path: str | Path, split: str, perturbed: bool = False) -> Dataset:
         The split as a ``datasets.Dataset``.
     """
     tried = _candidates(Path(path), split, perturbed)
-    file = next((f for f in tried if f.is_file()), None)
+    file = next((f for f in tried if f.is_file() or is_saved_dataset(f)), None)
     if file is None:
         raise FileNotFoundError(f"no file for TOFU split {split!r} in {path}; tried: "
                                 + ", ".join(f.name for f in tried))
-    records = _read_records(file)
-    if not records:
+    if file.is_dir():
+        ds = as_rows(load_saved_dataset(file, f"TOFU split {split!r}"), f"TOFU split {split!r}")
+    else:
+        ds = Dataset.from_list(_read_records(file))
+    if len(ds) == 0:
         raise ValueError(f"{file} holds no records")
-    ds = Dataset.from_list(records)
     for column in _REQUIRED + (_EVAL_REQUIRED if perturbed else ()):
         if column not in ds.column_names:
             raise ValueError(f"column {column!r} is missing from {file} (columns: {ds.column_names})")

@@ -106,3 +106,89 @@ def test_an_unknown_scheduler_class_is_a_clear_error(tmp_path):
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="NoSuchScheduler.*not a diffusers scheduler"):
         T2IPipeline.load(folder)
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def _npo_weights(forget, retain=None):
+    from tests.conftest import QA, make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    result = erase(model, tokenizer=tok, forget=forget, retain=QA[2:] if retain is None else retain, method="npo",
+                   steps=3, lr=1e-2, batch_size=2, train=QUIET)
+    return {n: p.detach().clone() for n, p in result.model.named_parameters()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_datasets_type_a_user_holds_trains_the_same_model(tmp_path):
+    from datasets import Dataset, DatasetDict, IterableDataset
+
+    from tests.conftest import QA
+
+    rows = QA[:2]
+    plain = _npo_weights(rows)
+    ds = Dataset.from_list(rows)
+    assert _same(plain, _npo_weights(ds))
+    assert _same(plain, _npo_weights(DatasetDict({"train": ds})))
+    assert _same(plain, _npo_weights(IterableDataset.from_generator(lambda: iter(rows))))
+    DatasetDict({"forget": ds, "retain": Dataset.from_list(QA[2:])}).save_to_disk(str(tmp_path / "saved"))
+    assert _same(plain, _npo_weights(str(tmp_path / "saved" / "forget"), retain=str(tmp_path / "saved" / "retain")))
+    assert _same(plain, _npo_weights(tmp_path / "saved" / "forget"))
+    # load_dataset("json") gives a DatasetDict with one "train" split
+    from datasets import load_dataset
+
+    (tmp_path / "forget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _same(plain, _npo_weights(load_dataset("json", data_files=str(tmp_path / "forget.jsonl"))))
+
+
+def test_an_ambiguous_or_unknown_data_source_is_a_clear_error(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from erasure.data import as_rows
+    from tests.conftest import QA
+
+    two = DatasetDict({"forget10": Dataset.from_list(QA[:2]), "retain90": Dataset.from_list(QA[2:])})
+    with pytest.raises(ValueError, match=r"forget is a dataset dict with splits \['forget10', 'retain90'\]"):
+        _npo_weights(two)
+    assert as_rows(two, split="retain90")[0] == QA[2]
+    with pytest.raises(ValueError, match="no split 'forget01'"):
+        as_rows(two, split="forget01")
+    with pytest.raises(ValueError, match="retain: expected rows"):
+        as_rows(42, "retain")
+
+
+def test_load_tofu_reads_a_save_to_disk_folder(tmp_path):
+    from datasets import DatasetDict
+
+    from llm.tofu_data import build_mini_tofu, load_tofu
+
+    mini = build_mini_tofu(num_authors=10, qa_per_author=4, seed=0)
+    DatasetDict({k: mini[k] for k in ("forget10", "retain90")}).save_to_disk(str(tmp_path / "tofu"))
+    assert load_tofu(tmp_path / "tofu", "forget10", perturbed=True).to_list() == mini["forget10"].to_list()
+    assert load_tofu(tmp_path / "tofu", "retain90").to_list() == mini["retain90"].to_list()
+
+
+def test_a_users_own_model_is_scored_on_mini_tofu_only_against_a_matching_reference(tmp_path):
+    from erasure.cli import main
+    from erasure.models import named_model_of
+    from llm.tofu_benchmark import MINI_TOFU
+    from tests.conftest import make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    model.save_pretrained(tmp_path / "mine")
+    tok.save_pretrained(tmp_path / "mine")
+    from llm.modality import LLM
+
+    with pytest.raises(ValueError, match="give --retain-model"):
+        MINI_TOFU.reference_for(LLM.load(str(tmp_path / "mine")), str(tmp_path / "mine"), "forget10")
+    assert main(["eval", "--model", str(tmp_path / "mine"), "--forget", "forget10", "--out",
+                 str(tmp_path / "ev")]) == 2
+    assert not (tmp_path / "ev").exists()
+    # an erasure of a named model (and an erasure of that) is scored against the named model's retain model
+    assert main(["erase", "--model", "mini-tofu", "--forget", "forget10", "--method", "ga", "--steps", "1",
+                 "--out", str(tmp_path / "ga")]) == 0
+    assert named_model_of(tmp_path / "ga") == "mini-tofu"
+    again = LLM.load(str(tmp_path / "ga"))
+    assert MINI_TOFU.reference_for(again, str(tmp_path / "ga"), "forget10") == "mini-tofu-retain90"
