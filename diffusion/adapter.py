@@ -171,3 +171,19 @@ class DiffusionAdapter:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         self.pipe.save(path)
+
+    def save_lora(self, path: str | os.PathLike, lora: dict) -> None:
+        """Write trained LoRA adapters (``erasure.selectors.export_lora``) as the
+        ``pytorch_lora_weights.safetensors`` that ``pipe.load_lora_weights(path)`` loads onto the original pipeline
+        (diffusers' own ``save_lora_weights``, with each adapter's config as metadata)."""
+        from diffusers import StableDiffusionPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
+
+        unknown = sorted(set(lora) - {"unet", "text_encoder"})
+        if unknown:
+            raise ValueError(f"LoRA on {unknown} has no diffusers adapter format (unet and text_encoder only)")
+        kwargs = {}
+        for comp, (state, config) in lora.items():
+            kwargs[f"{comp}_lora_layers"] = convert_state_dict_to_diffusers(state)
+            kwargs[f"{comp}_lora_adapter_metadata"] = config.to_dict()
+        StableDiffusionPipeline.save_lora_weights(path, safe_serialization=True, **kwargs)

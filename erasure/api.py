@@ -36,6 +36,7 @@ class ErasureResult:
     train_config: dict
     loop: LoopResult
     info: dict = field(default_factory=dict)
+    lora: dict | None = None
 
     @property
     def model(self) -> Any:
@@ -63,7 +64,11 @@ class ErasureResult:
         return path
 
     def _write(self, path: Path) -> None:
-        self.adapter.save(path)
+        self.adapter.save(path)  # the model with any LoRA merged in
+        if self.lora:  # and the adapters themselves, in the ecosystem's adapter format
+            if not hasattr(self.adapter, "save_lora"):
+                raise ValueError(f"{type(self.adapter).__name__} has no save_lora: its LoRA adapters cannot be written")
+            self.adapter.save_lora(path / "lora", self.lora)
         source = getattr(self.adapter, "source", None)
         summary = {"method": self.method, "concept": self.concept, "source": str(source) if source else None,
                    "method_config": self.method_config,
@@ -183,9 +188,11 @@ def erase(
                    "adversary": getattr(inner, "name", None)}
     loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner,
                      fingerprint=fingerprint).run()
+    lora_state = None
     if sel.lora is not None:
-        from erasure.selectors import merge_lora
+        from erasure.selectors import export_lora, merge_lora
 
+        lora_state = export_lora(adapter.modules())
         merge_lora(adapter.modules())
     info = {"modality": modality.name,
             "selector": {"include": sel.include, "exclude": sel.exclude,
@@ -194,7 +201,7 @@ def erase(
             "recommended": str(file) if file else None,
             "recommended_settings": recommended_settings(str(source), method, concept) if file else None}
     result = ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
-                           train_config=asdict(train_cfg), loop=loop, info=info)
+                           train_config=asdict(train_cfg), loop=loop, info=info, lora=lora_state)
     if out is not None:
         result.save(out, overwrite=overwrite)
     return result

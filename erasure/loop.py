@@ -266,7 +266,8 @@ class Unlearner:
         modules = self.adapter.modules()
         for m in modules.values():
             m.to(accelerator.device)
-        trainable = self.selector.apply(modules)
+        allowed = getattr(self.adapter, "adapter_weights", lambda: None)()  # a peft model: only its adapter
+        trainable = self.selector.apply(modules, allowed=allowed)
         needs_ref = self.objective.needs_reference or self.adversary is not None
         reference = make_reference(modules, trainable, self.selector) if needs_ref else None
         optimizer = accelerator.prepare(_optimizer(cfg, list(trainable.values())))

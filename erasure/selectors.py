@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
+import torch
 from torch import nn
 
 from erasure.adapter import named_parameters
@@ -70,13 +71,25 @@ class Selector:
     def matches(self, name: str) -> bool:
         return any(re.search(r, name) for r in self.include) and not any(re.search(r, name) for r in self.exclude)
 
-    def apply(self, modules: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
-        """Freeze everything, then enable (or LoRA-wrap) the selection. Returns the trainable parameters."""
+    def apply(self, modules: dict[str, nn.Module], allowed: set[str] | None = None) -> dict[str, nn.Parameter]:
+        """Freeze everything, then enable (or LoRA-wrap) the selection. Returns the trainable parameters.
+
+        Args:
+            modules: the adapter's components.
+            allowed: when set, the only parameter names that may train (a user's peft model: its adapter).
+        """
         for m in modules.values():
             m.requires_grad_(False)
         if self.lora is not None:
+            if allowed is not None:
+                raise ValueError("the model already carries a peft adapter, which is what trains: drop the LoRA "
+                                 "option (or pass the base model)")
             return self._apply_lora(modules)
-        chosen = {n: p for n, p in named_parameters(modules).items() if self.matches(n)}
+        chosen = {n: p for n, p in named_parameters(modules).items()
+                  if self.matches(n) and (allowed is None or n in allowed)}
+        if not chosen and allowed is not None:
+            raise ValueError(f"selector {self.include} matched none of the peft adapter's parameters (only the "
+                             "adapter of a PeftModel trains); choose a selector that covers its adapted layers")
         if not chosen:
             raise ValueError(f"selector {self.include} (exclude {self.exclude}) matched no parameter; "
                              f"components: {', '.join(modules)}")
@@ -99,8 +112,10 @@ class Selector:
             pass
         chosen: dict[str, nn.Parameter] = {}
         for comp, module in modules.items():
+            # a head tied to the input embeddings is left out: merging its LoRA would move the embeddings too
+            tied = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
             targets = [n for n, m in module.named_modules()
-                       if isinstance(m, linear) and self.matches(f"{comp}.{n}.weight")
+                       if isinstance(m, linear) and id(m.weight) not in tied and self.matches(f"{comp}.{n}.weight")
                        and (spec.target_modules is None or any(n.endswith(t) for t in spec.target_modules))]
             if not targets:
                 continue
@@ -117,8 +132,23 @@ class Selector:
         return chosen
 
 
+def export_lora(modules: dict[str, nn.Module]) -> dict[str, tuple[dict[str, torch.Tensor], Any]]:
+    """The trained LoRA adapters, per component: (peft state dict without the adapter name, its ``LoraConfig``),
+    detached copies taken before ``merge_lora`` (what each modality's ``save_lora`` writes)."""
+    from peft import get_peft_model_state_dict
+
+    out = {}
+    for comp, module in modules.items():
+        config = getattr(module, "peft_config", {}).get("default")
+        if config is not None:
+            state = get_peft_model_state_dict(module, adapter_name="default", save_embedding_layers=False)
+            out[comp] = ({k: v.detach().clone().contiguous() for k, v in state.items()}, config)
+    return out
+
+
 def merge_lora(modules: dict[str, nn.Module]) -> None:
-    """Merge every peft LoRA layer into its base weight and put the plain base layer back (in place)."""
+    """Merge every peft LoRA layer into its base weight, put the plain base layer back and drop the adapter's
+    config from the module (in place): the model is a plain model again, free for later adapters."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     for module in modules.values():
@@ -127,6 +157,9 @@ def merge_lora(modules: dict[str, nn.Module]) -> None:
                 if isinstance(child, BaseTunerLayer):
                     child.merge()
                     setattr(parent, child_name, child.get_base_layer())
+        for attr in ("peft_config", "_hf_peft_config_loaded"):
+            if attr in vars(module):
+                delattr(module, attr)
 
 
 def resolve_selector(spec: str | Selector | Sequence[str]) -> Selector:

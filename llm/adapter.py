@@ -97,6 +97,14 @@ class CausalLMAdapter:
             raise ValueError("an LLM needs its tokenizer: erase(model, tokenizer=tok, ...)")
         return cls(model, tokenizer, **kwargs)
 
+    def adapter_weights(self) -> set[str] | None:
+        """For a peft ``PeftModel``: the names (``"model.<param>"``) of its adapters' parameters, the only ones that
+        may train (its base weights are not saved with it); None for a plain model."""
+        config = getattr(self.model, "peft_config", None)
+        if not config or not hasattr(self.model, "get_base_model"):
+            return None
+        return {f"model.{n}" for n, _ in self.model.named_parameters() if any(f".{a}." in n for a in config)}
+
     @property
     def source(self) -> Path | None:
         """The folder the model was loaded from (for its ``recommended.json``), if any."""
@@ -247,6 +255,22 @@ class CausalLMAdapter:
     def save(self, path: str | os.PathLike) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+
+    def save_lora(self, path: str | os.PathLike, lora: dict) -> None:
+        """Write trained LoRA adapters (``erasure.selectors.export_lora``) as the peft adapter folder that
+        ``PeftModel.from_pretrained(base_model, path)`` loads onto the model this run started from."""
+        import copy
+
+        from safetensors.torch import save_file
+
+        state, config = lora["model"]
+        config = copy.deepcopy(config)
+        config.base_model_name_or_path = str(self.source) if self.source else getattr(self.model, "name_or_path", None)
+        config.task_type, config.inference_mode = "CAUSAL_LM", True
+        path = Path(path)
+        config.save_pretrained(path)
+        save_file({f"base_model.model.{k}": v for k, v in state.items()}, path / "adapter_model.safetensors",
+                  metadata={"format": "pt"})
 
 
 class _StopForward(Exception):

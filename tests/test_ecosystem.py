@@ -192,3 +192,67 @@ def test_a_users_own_model_is_scored_on_mini_tofu_only_against_a_matching_refere
     assert named_model_of(tmp_path / "ga") == "mini-tofu"
     again = LLM.load(str(tmp_path / "ga"))
     assert MINI_TOFU.reference_for(again, str(tmp_path / "ga"), "forget10") == "mini-tofu-retain90"
+
+
+# ---------------------------------------------------------------------------------------------------------- LoRA
+def test_an_llm_lora_erasure_saves_a_peft_adapter_that_reproduces_the_model(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import QA, make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    result = erase(model, tokenizer=tok, forget=QA[:2], retain=QA[2:], method="graddiff", steps=3, lr=5e-2,
+                   batch_size=2, lora={"rank": 2, "alpha": 4}, train=QUIET, out=tmp_path / "out")
+    assert not hasattr(result.model, "peft_config")  # merged and unloaded: a plain model again
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        trained = result.model(ids).logits
+        base, _ = make_tiny_lm()
+        assert not torch.allclose(base(ids).logits, trained, atol=1e-4)  # the adapter did something
+        adapted = PeftModel.from_pretrained(base, tmp_path / "out" / "lora")
+        torch.testing.assert_close(adapted(ids).logits, trained, atol=1e-5, rtol=1e-5)
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out")  # the folder itself: the merged model
+        torch.testing.assert_close(merged(ids).logits, trained, atol=1e-5, rtol=1e-5)
+
+
+def test_a_diffusion_lora_erasure_saves_weights_load_lora_weights_reads(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    _, folder = _sd_layout(tmp_path)
+    live = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    result = erase(live, concept="neon", method="esd-x", steps=2, lr=1e-2, ddim_steps=2, lora={"rank": 2, "alpha": 2},
+                   train=QUIET, out=tmp_path / "out")
+    assert not hasattr(result.model.unet, "peft_config")
+    original = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    x, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([10])
+    cond = torch.randn(1, 12, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        trained = result.model.unet(x, t, encoder_hidden_states=cond).sample
+        assert not torch.allclose(original.unet(x, t, encoder_hidden_states=cond).sample, trained, atol=1e-5)
+        original.load_lora_weights(tmp_path / "out" / "lora")
+        torch.testing.assert_close(original.unet(x, t, encoder_hidden_states=cond).sample, trained, atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_a_users_peft_model_trains_only_its_adapter_and_saves_what_was_trained(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from tests.conftest import QA, make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn", "c_fc"],
+                                                  init_lora_weights=False))
+    base_before = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" not in n}
+    result = erase(peft_model, tokenizer=tok, forget=QA[:2], retain=QA[2:], method="graddiff", steps=3, lr=5e-2,
+                   batch_size=2, train=QUIET, out=tmp_path / "out")
+    after = dict(result.model.named_parameters())
+    assert all(torch.equal(after[n], p) for n, p in base_before.items())  # base weights byte-identical
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        trained = result.model(ids).logits
+        base, _ = make_tiny_lm()
+        reloaded = PeftModel.from_pretrained(base, tmp_path / "out")
+        torch.testing.assert_close(reloaded(ids).logits, trained, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="already carries a peft adapter"):
+        erase(result.model, tokenizer=tok, forget=QA[:2], method="ga", steps=1, lora={"rank": 2}, train=QUIET)
