@@ -9,10 +9,10 @@ there?". Works on any pipeline with a ``concepts.json`` and any judge folder wri
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
+from erasure.files import report_json
 from erasure.modality import AuditPlan, Option
 
 DEFAULT_JUDGE = "mini-canvas-evaluator"
@@ -105,7 +105,7 @@ class UnlearnCanvasBenchmark:
         record["model"] = model
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "eval.json").write_text(json.dumps(record, indent=2))
+            (Path(out) / "eval.json").write_text(report_json(record))
             t_img, t_pairs = images["target"]
             per = max(1, per_prompt)
             rows = [list(t_img[i : i + per]) for i in range(0, len(t_img), per)]

@@ -6,13 +6,13 @@ Registered in ``erasure.registry`` as ``"diffusion.modality:DIFFUSION"``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from erasure.files import report_json
 from erasure.modality import Option
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class DiffusionModality:
             "seconds": {"eval_before": round(t_before, 1), "erase": round(t_erase, 1),
                         "eval_after": round(t_after, 1), "total": round(time.time() - t0, 1)},
         }
-        (outp / "report.json").write_text(json.dumps(report, indent=2))
+        (outp / "report.json").write_text(report_json(report))
 
         # before/after grid: the erased concept's prompts, then a few other prompts (same seeds on both sides)
         tb, ta = before["_images"]["target"][0], after["_images"]["target"][0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -12,7 +11,7 @@ from typing import Any, Sequence
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig, from_dict
 from erasure.data import as_rows, is_saved_dataset
-from erasure.files import atomic_dir, check_output_dir
+from erasure.files import atomic_dir, check_output_dir, report_json
 from erasure.loop import LoopResult, Unlearner
 from erasure.models import apply_recommended, recommended_file, recommended_settings
 from erasure.registry import Method, get_attack, get_method, modality_for, require_attack_modality
@@ -75,7 +74,7 @@ class ErasureResult:
                    "train_config": self.train_config, "seconds": self.loop.seconds, "steps": self.loop.steps,
                    "trainable_parameters": self.loop.trainable_parameters, "reference": self.loop.reference,
                    "history": self.loop.history, **self.info}
-        (path / "erasure.json").write_text(json.dumps(summary, indent=2, default=str))
+        (path / "erasure.json").write_text(report_json(summary))
 
 
 def _checkpoints_inside(out: str | os.PathLike, checkpoint_dir: str | os.PathLike | None) -> list[str]:

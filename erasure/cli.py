@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import logging
+import os
 import sys
 import traceback
 from typing import Any, Iterable
@@ -29,7 +29,7 @@ from typing import Any, Iterable
 from safetensors import SafetensorError
 
 from erasure.api import erase
-from erasure.files import atomic_dir, check_output_dir
+from erasure.files import atomic_dir, check_output_dir, report_json
 from erasure.loop import NonFiniteLossError
 from erasure.modality import Option
 from erasure.registry import (BENCHMARKS, MODALITIES, attack_names, attack_options, get_benchmark, get_method,
@@ -128,6 +128,8 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         train["checkpoint_dir"] = args.checkpoint_dir or f"{args.out}/{CHECKPOINTS}"
     if args.resume:
         train["resume"] = True
+    if args.mixed_precision:
+        train["mixed_precision"] = args.mixed_precision
     return train
 
 
@@ -224,93 +226,162 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- parser
+ENVIRONMENT = """environment variables:
+  ERASURE_CACHE        where converted real models live (default ~/.cache/erasure; make real-lm fills it)
+  ERASURE_NO_PROGRESS  set to 1 to hide progress bars (logs stay)
+  HF_HUB_OFFLINE       nothing is downloaded at run time either way; set it to 1 to make transformers quiet about it
+  ACCELERATE_*         accelerate's settings (accelerate config / accelerate launch), e.g. the mixed precision"""
+
+EXAMPLES = {
+    "concepts": ["erasure concepts --model mini-canvas", "erasure concepts --model mini-tofu"],
+    "erase": ["erasure erase --model mini-canvas --concept Neon --method esd-x --out out/neon",
+              "erasure erase --model mini-tofu --forget forget10 --method npo --steps 40 --out out/npo",
+              "erasure erase --model smollm2-135m --benchmark mini-rwku --target 'Harry Potter' --method rmu "
+              "--out out/hp"],
+    "eval": ["erasure eval --model out/neon --concept Neon --out out/neon-eval",
+             "erasure eval --model out/npo --forget forget10 --out out/npo-eval"],
+    "audit": ["erasure audit --model out/neon --concept Neon --attack unlearndiff random --out out/neon-audit",
+              "erasure audit --model out/npo --forget forget10 --attack soft-prompt relearn --out out/npo-audit"],
+    "demo": ["erasure demo --out out/demo", "erasure demo --model mini-tofu"],
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written, and each option's default (when it has one) after its help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not unset and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _verbosity_parent() -> argparse.ArgumentParser:
+    """-v / -q, accepted before or after the subcommand (SUPPRESS: a later parser does not reset an earlier one)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more logging: -v INFO, -vv DEBUG (and tracebacks of errors)")
+    parent.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="errors only: no warnings, no progress bars")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="erasure", description="Erase concepts from diffusion models and data from LLMs.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="command", required=True)
+    verbosity = _verbosity_parent()
+    p = argparse.ArgumentParser(prog="erasure", parents=[verbosity], formatter_class=_Formatter,
+                                description="Erase concepts from text-to-image diffusion models and unlearn data and "
+                                            "knowledge from LLMs; evaluate and audit the result.",
+                                epilog="examples:\n  " + "\n  ".join(x for xs in EXAMPLES.values() for x in xs[:1])
+                                       + "\n\n" + ENVIRONMENT)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modalities = MODALITIES.names()
 
-    def command(name: str, fn, help: str, model_required: bool = True):
-        c = sub.add_parser(name, help=help)
+    def command(name: str, fn, help: str, description: str, model_required: bool = True):
+        c = sub.add_parser(name, help=help, description=f"{help}.\n\n{description}", parents=[verbosity],
+                           formatter_class=_Formatter,
+                           epilog="examples:\n  " + "\n  ".join(EXAMPLES[name]) + "\n\n" + ENVIRONMENT)
         c.add_argument("--model", required=model_required,
-                       help="a local model folder or a built-in name (mini-canvas, mini-tofu...)"
+                       help="a local model folder or a built-in name (mini-canvas, mini-tofu, smollm2-135m...)"
                             + ("" if model_required else "; default: the modality's shipped model"))
         c.add_argument("--modality", choices=modalities,
                        help="the model's modality (default: detected from the model)")
         c.set_defaults(fn=fn)
         return c
 
-    c = command("concepts", cmd_concepts, "print what can be erased from a model (its concept vocabulary) as JSON",
+    c = command("concepts", cmd_concepts, "print what can be erased from a model as JSON",
+                "Its concept vocabulary (diffusion), or the forget splits and mini-RWKU targets (LLM).",
                 model_required=False)
     _add_extension_options(c, "concepts")
 
-    e = command("erase", cmd_erase, "erase a concept (or unlearn a forget set) and save the edited model")
-    e.add_argument("--method", default="esd-x", help=f"one of: {', '.join(method_names())}")
+    e = command("erase", cmd_erase, "erase a concept (or unlearn a forget set) and save the edited model",
+                "Settings: the explicit options, else the model folder's recommended.json, else the paper's "
+                "defaults.\nWrites the model (diffusers / transformers folder; LoRA adapters in lora/) and "
+                "erasure.json to --out.")
+    e.add_argument("--method", default="esd-x", help=f"the unlearning method: {', '.join(method_names())}")
     e.add_argument("--benchmark", choices=BENCHMARKS.names(), help="take the forget and retain sets from this "
                                                                    "benchmark (e.g. mini-rwku with --target)")
-    e.add_argument("--out", required=True)
-    e.add_argument("--steps", type=int)
-    e.add_argument("--lr", type=float)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int)
-    e.add_argument("--checkpoint-every", type=int, default=0)
-    e.add_argument("--checkpoint-dir")
+    e.add_argument("--out", required=True, help="output folder (refused if it is the model or holds files, "
+                                                "unless --overwrite)")
+    e.add_argument("--steps", type=int, help="optimisation steps (default: recommended.json, else the paper's)")
+    e.add_argument("--lr", type=float, help="learning rate (default: recommended.json, else the paper's)")
+    e.add_argument("--seed", type=int, default=0, help="seeds the data order, noise and sampling")
+    e.add_argument("--batch-size", type=int, help="rows per step (default: recommended.json, else the method's)")
+    e.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
+                   help="autocast precision (default: accelerate's configuration, else no); fp16 needs a GPU")
+    e.add_argument("--checkpoint-every", type=int, default=0, help="save a checkpoint every N steps (0: never)")
+    e.add_argument("--checkpoint-dir", help="where checkpoints go (default: --out/checkpoints)")
     e.add_argument("--resume", action="store_true", help="continue from the newest checkpoint (the run's settings "
                                                          "must match the checkpoint's)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
-    e.add_argument("--option", action="append", metavar="KEY=VALUE", help="a method option, e.g. eta=2.0")
+    e.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a method option, e.g. eta=2.0 (repeatable; values are Python literals)")
     e.add_argument("--adversary", choices=attack_names(),
                    help="adversarial unlearning: this attack rewrites every forget batch (default: the method's own)")
-    e.add_argument("--adversary-option", action="append", metavar="KEY=VALUE", help="an option of --adversary")
+    e.add_argument("--adversary-option", action="append", metavar="KEY=VALUE",
+                   help="an option of --adversary (repeatable)")
     _add_extension_options(e, "erase")
 
     benchmarks = BENCHMARKS.names()
-    v = command("eval", cmd_eval, f"score a model on a benchmark ({', '.join(benchmarks)})")
+    v = command("eval", cmd_eval, f"score a model on a benchmark ({', '.join(benchmarks)})",
+                "Writes eval.json (every metric) to --out; the modality's own benchmark unless --benchmark.")
     v.add_argument("--benchmark", choices=benchmarks, help="default: the modality's own")
-    v.add_argument("--out", required=True)
+    v.add_argument("--out", required=True, help="output folder for eval.json")
     v.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=int, default=0, help="seeds the evaluation's sampling")
     _add_extension_options(v, "eval")
 
-    a = command("audit", cmd_audit, "attack an erased model with one or more attacks and report attack success rates (ASR) "
-                         "next to its utility")
+    a = command("audit", cmd_audit, "attack an erased model and report attack success rates (ASR) next to its "
+                                    "utility",
+                "Each attack searches prompts (or embeddings) that bring the erased concept or answer back; a judge "
+                "decides.\nWrites audit.json, robustness.json and a report with pictures to --out.")
     a.add_argument("--benchmark", choices=benchmarks, help="whose targets and judge the audit uses "
                                                            "(default: the modality's own)")
     a.add_argument("--attack", nargs="+", choices=attack_names(),
                    help="one or more attacks (default: the modality's, e.g. unlearndiff / soft-prompt)")
-    a.add_argument("--out", required=True)
+    a.add_argument("--out", required=True, help="output folder for the audit reports")
     a.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
-    a.add_argument("--n", type=int, help="attack at most N prompts / forget questions")
-    a.add_argument("--k", type=int, help="adversarial prefix tokens")
-    a.add_argument("--iterations", type=int, help="UnlearnDiff iterations")
+    a.add_argument("--n", type=int, help="attack at most N prompts / forget questions (default: all)")
+    a.add_argument("--k", type=int, help="adversarial prefix tokens (default: each attack's own)")
+    a.add_argument("--iterations", type=int, help="UnlearnDiff iterations (default: the attack's own)")
     a.add_argument("--original", help="the model before erasure (UnlearnDiff's targets are its generations; "
                                       "attacks that need the frozen original use it)")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=int, default=0, help="seeds the attacks and sampling")
     a.add_argument("--no-utility", action="store_true", help="skip the utility evaluation")
     a.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="an attack option, e.g. lr=0.01 (every attack) or embedding.lr=0.05 (one attack)")
     _add_extension_options(a, "audit")
 
-    d = command("demo", cmd_demo, "erase from a shipped tiny model and evaluate before/after", model_required=False)
+    d = command("demo", cmd_demo, "erase from a shipped tiny model and evaluate before and after",
+                "A few minutes on a CPU: erase, evaluate, and write report.json, report.md and pictures.",
+                model_required=False)
     d.add_argument("--out", help="default: the modality's (out/demo, out/demo-llm)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seeds training and sampling")
     _add_extension_options(d, "demo")
     return p
+
+
+def _log_level(args: argparse.Namespace) -> int:
+    if getattr(args, "quiet", False):
+        return logging.ERROR
+    return {0: logging.WARNING, 1: logging.INFO}.get(getattr(args, "verbose", 0) or 0, logging.DEBUG)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = _log_level(args)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level >= logging.ERROR:
+        os.environ["ERASURE_NO_PROGRESS"] = "1"
     try:
         result = args.fn(args)
     except EXPECTED_ERRORS as err:
-        if args.verbose:
+        if level <= logging.INFO:
             traceback.print_exc()
         print(f"erasure {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2))
+    print(report_json(result))
     return 0
 
 

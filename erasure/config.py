@@ -74,7 +74,8 @@ class TrainConfig:
         optimizer: "adam" | "adamw" | "sgd".
         weight_decay: optimizer weight decay.
         grad_clip: max gradient norm (None: no clipping).
-        mixed_precision: "no" | "bf16" | "fp16" (passed to accelerate).
+        mixed_precision: "no" | "bf16" | "fp16" (autocast through accelerate); None: accelerate's own setting
+            (``accelerate launch --mixed_precision`` / ``accelerate config``, else "no"). fp16 needs a CUDA GPU.
         checkpoint_every: save a resumable checkpoint every N steps (0: never).
         checkpoint_dir: where checkpoints go (required when checkpoint_every > 0 or resume).
         resume: continue from the newest checkpoint in checkpoint_dir.
@@ -90,7 +91,7 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    mixed_precision: str = "no"
+    mixed_precision: str | None = None
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
     resume: bool = False
@@ -118,7 +119,22 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 (or None: no clipping), got {self.grad_clip}")
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known: adam, adamw, sgd")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        self.precision()  # validates, accelerate's environment setting included
+
+    def precision(self) -> str:
+        """The autocast precision this run uses: ``mixed_precision``, else accelerate's setting, else "no"."""
+        import os
+
+        value = self.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        source = "mixed_precision" if self.mixed_precision else "ACCELERATE_MIXED_PRECISION"
+        if value not in ("no", "bf16", "fp16"):
+            raise ValueError(f"{source} must be no, bf16 or fp16, got {value!r}")
+        if value == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"{source}=fp16 needs a CUDA GPU (on this machine it would silently train in fp32); "
+                                 "use bf16, which works on CPUs too, or no")
+        return value
         if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
             raise ValueError("checkpoint_every/resume need a checkpoint_dir")

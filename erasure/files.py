@@ -8,13 +8,15 @@ be the model it comes from (nor inside it), must be writable, and is never repla
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +164,22 @@ def require_safetensors(folder: str | os.PathLike) -> None:
         raise ValueError(f"{folder} holds pickled weights ({pickles[0]}) and no .safetensors file; this toolkit loads "
                          "safetensors only: convert them once where you trust the file (load it, then "
                          "save_pretrained(..., safe_serialization=True))")
+
+
+SIGNIFICANT_DIGITS = 6  # reports keep this many significant digits: float32 noise (0.18000000715255737) is not data
+
+
+def rounded(value: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
+    """``value`` with every float (in nested dicts, lists and tuples) rounded to ``digits`` significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def report_json(record: Any) -> str:
+    """A report's JSON text: floats rounded (``rounded``), indented, non-JSON values as strings."""
+    return json.dumps(rounded(record), indent=2, default=str)

@@ -262,7 +262,7 @@ class Unlearner:
         from accelerate import Accelerator
 
         cfg = self.config
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        accelerator = Accelerator(mixed_precision=cfg.precision())
         modules = self.adapter.modules()
         for m in modules.values():
             m.to(accelerator.device)

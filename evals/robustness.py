@@ -10,7 +10,6 @@ soft prompt, relearning). The report carries the model's utility so robustness a
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from erasure.adversary import Adversary, Judge
+from erasure.files import report_json
 from erasure.reference import SnapshotReference
 from erasure.registry import attack_options, get_attack, get_benchmark
 
@@ -161,7 +161,7 @@ def write_audit(record: dict, out: str | Path) -> Path:
     for row in record["per_example"]:
         if row.get("output_index") in texts:
             row["output"] = texts[row["output_index"]]
-    (out / "audit.json").write_text(json.dumps(record, indent=2))
+    (out / "audit.json").write_text(report_json(record))
     return out / "audit.json"
 
 
@@ -177,7 +177,7 @@ def write_robustness(summary: dict, out: str | Path) -> Path:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "robustness.json").write_text(json.dumps(summary, indent=2))
+    (out / "robustness.json").write_text(report_json(summary))
     utility = summary.get("utility") or {}
     heads = ["attack", "ASR pre-attack", "ASR post-attack", "n", "seconds", *utility]
     rows = [[n, r["pre_asr"], r["post_asr"], r["n"], r["seconds"], *utility.values()]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from safetensors import SafetensorError
 
-from erasure.files import require_safetensors
+from erasure.files import require_safetensors, report_json
 from erasure.modality import Option
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class LLMModality:
                   "results": {name: {k: r.get(k) for k in (*TABLE_KEYS, "erase_seconds", "steps", "lr")}
                               for name, r in rows.items()},
                   "seconds": round(time.time() - t0, 1)}
-        (outp / "report.json").write_text(json.dumps(report, indent=2))
+        (outp / "report.json").write_text(report_json(report))
         base_mu = before["model_utility"]
         scatter_plot([(name, r["model_utility"] / base_mu, r["forget_quality"]) for name, r in rows.items()],
                      x_label="model utility / original", y_label="forget quality (log)", log_y=True

@@ -15,11 +15,11 @@ Registered as ``"llm.rwku_benchmark:MINI_RWKU"``; the data shipped for SmolLM2-1
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from erasure.files import report_json
 from erasure.modality import AuditPlan, Option
 
 DEFAULT_DATA = ("llm", "smollm2-135m/mini-rwku.json")  # (package, file under its weights/)
@@ -112,7 +112,7 @@ class MiniRwkuBenchmark:
         }
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "eval.json").write_text(json.dumps(record, indent=2))
+            (Path(out) / "eval.json").write_text(report_json(record))
         return record
 
     def prepare_audit(self, adapter: Any, *, original: Any = None, seed: int = 0, n: int | None = None,

@@ -7,10 +7,10 @@ Registered as ``"llm.tofu_benchmark:MINI_TOFU"``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from erasure.files import report_json
 from erasure.modality import AuditPlan, Option
 
 TABLE_KEYS = ("forget_quality", "model_utility", "forget_rouge", "forget_prob", "forget_truth_ratio", "retain_rouge",
@@ -105,8 +105,8 @@ class MiniTofuBenchmark:
         record["model"] = model
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "eval.json").write_text(json.dumps({k: v for k, v in record.items()
-                                                             if k != "retain_reference"}, indent=2))
+            (Path(out) / "eval.json").write_text(report_json({k: v for k, v in record.items()
+                                                              if k != "retain_reference"}))
         return record
 
     @staticmethod

@@ -256,3 +256,61 @@ def test_a_users_peft_model_trains_only_its_adapter_and_saves_what_was_trained(t
         torch.testing.assert_close(reloaded(ids).logits, trained, atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="already carries a peft adapter"):
         erase(result.model, tokenizer=tok, forget=QA[:2], method="ga", steps=1, lora={"rank": 2}, train=QUIET)
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
+def test_every_subcommand_has_a_description_examples_and_help_for_every_option():
+    import argparse
+
+    from erasure.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"concepts", "erase", "eval", "audit", "demo"}
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert command.description and "examples:\n  erasure " + name in text, name
+        assert "ERASURE_NO_PROGRESS" in text and "ERASURE_CACHE" in text
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+    assert "(default: esd-x)" in sub.choices["erase"].format_help()
+
+
+def test_verbosity_goes_anywhere_and_floats_are_rounded(tmp_path, capsys):
+    import logging
+
+    from erasure.cli import _log_level, build_parser, main
+
+    parser = build_parser()
+    assert _log_level(parser.parse_args(["-v", "concepts"])) == logging.INFO
+    assert _log_level(parser.parse_args(["concepts", "-vv"])) == logging.DEBUG
+    assert _log_level(parser.parse_args(["concepts", "-q"])) == logging.ERROR
+    assert _log_level(parser.parse_args(["concepts"])) == logging.WARNING
+    assert main(["erase", "--model", "mini-tofu", "--forget", "forget10", "--method", "ga", "--steps", "2", "-q",
+                 "--mixed-precision", "bf16", "--out", str(tmp_path / "ga")]) == 0
+    record = json.loads((tmp_path / "ga" / "erasure.json").read_text())
+    assert record["train_config"]["mixed_precision"] == "bf16"
+    losses = [h["loss"] for h in record["history"]]
+    assert losses and all(v == float(f"{v:.6g}") for v in losses)  # six significant digits
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["final_loss"] == float(f"{printed['final_loss']:.6g}")
+
+
+def test_fp16_without_a_gpu_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    from erasure.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["erase", "--model", "mini-tofu", "--forget", "forget10", "--method", "ga", "--steps", "1",
+                 "--mixed-precision", "fp16", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # accelerate launch --mixed_precision fp16
+    assert main(["erase", "--model", "mini-tofu", "--forget", "forget10", "--method", "ga", "--steps", "1",
+                 "--out", str(tmp_path / "y")]) == 2
+
+
+def test_rounded_keeps_six_significant_digits():
+    from erasure.files import rounded
+
+    assert rounded({"a": [0.18000000715255737, 2, True], "b": 123456789.0, "c": 1.234567e-9, "d": "x"}) == \
+        {"a": [0.18, 2, True], "b": 123457000.0, "c": 1.23457e-09, "d": "x"}
+    assert rounded(float("nan")) != rounded(float("nan"))  # NaN stays NaN

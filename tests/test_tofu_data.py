@@ -73,6 +73,7 @@ def test_records_have_schema_paraphrase_and_three_wrong_answers(mini):
             assert r["paraphrased_answer"] != r["answer"]
             assert len(r["perturbed_answer"]) == 3 and len(set(r["perturbed_answer"])) == 3
             assert r["answer"] not in r["perturbed_answer"]
+            assert r["paraphrased_answer"] not in r["perturbed_answer"]
             assert all(len(a.split()) <= 16 for a in [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"]])
             if split == "full":
                 assert r["author"] in r["question"]
@@ -130,3 +131,14 @@ def test_loader_names_missing_column_and_file(tmp_path):
         load_tofu(tmp_path, "forget10", perturbed=True)
     with pytest.raises(FileNotFoundError, match=r"full\.json.*full\.jsonl.*full\.parquet"):
         load_tofu(tmp_path, "full")
+
+
+def test_perturbed_answers_are_wrong_edits_of_the_paraphrase():
+    # TOFU's perturbed answers keep the paraphrased answer's wording and change the fact
+    import numpy as np
+
+    from llm.tofu_data import ELEMENT_TEMPLATE, _make_qa
+    qa = _make_qa(ELEMENT_TEMPLATE, {"element": "Gold", "symbol": "Au"}, ["Au", "Fe", "Na", "Ag"],
+                  np.random.default_rng(0))
+    assert qa["paraphrased_answer"] == "In chemistry Gold is written as Au."
+    assert sorted(qa["perturbed_answer"]) == [f"In chemistry Gold is written as {s}." for s in ("Ag", "Fe", "Na")]
