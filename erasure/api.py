@@ -75,6 +75,10 @@ class ErasureResult:
                    "trainable_parameters": self.loop.trainable_parameters, "reference": self.loop.reference,
                    "history": self.loop.history, **self.info}
         (path / "erasure.json").write_text(report_json(summary))
+        if self.loop.history:
+            from erasure.plots import loss_curves
+
+            loss_curves(self.loop.history, path / "loss.png", title=f"{self.method} ({self.concept or 'forget set'})")
 
 
 def _checkpoints_inside(out: str | os.PathLike, checkpoint_dir: str | os.PathLike | None) -> list[str]:

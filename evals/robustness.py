@@ -239,5 +239,13 @@ def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = N
         records[name] = {k: v for k, v in record.items() if not k.startswith("_")}
     summary = robustness_summary(records, utility, model=model, **plan.context)
     if out:
+        from erasure.plots import attack_heatmap
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        verdicts = {name: [e.get("success") for e in r["per_example"]] for name, r in records.items()}
+        labels = [e.get("prompt") or e.get("question") or str(i)
+                  for i, e in enumerate(next(iter(records.values()))["per_example"])]
+        attack_heatmap(verdicts, Path(out) / "attack_heatmap.png", example_labels=labels)
+    if out:
         write_robustness(summary, out)
     return records[names[0]] if len(names) == 1 else summary

@@ -129,7 +129,8 @@ class LLMModality:
              methods: Sequence[str] = ("ga", "npo", "simnpo"), forget: str = "forget10") -> dict:
         """Unlearn ``forget`` with each method; report before/after, the retain model, and an FQ-vs-MU plot."""
         from erasure.api import erase
-        from evals.report import markdown_table, save_text, scatter_plot
+        from erasure.plots import loss_curves, tradeoff_plot
+        from evals.report import markdown_table, save_text
         from evals.tofu import retain_split_for
         from llm.tofu_benchmark import MINI_TOFU, TABLE_KEYS, mini_tofu_data, retain_model_name
 
@@ -141,6 +142,7 @@ class LLMModality:
         before = MINI_TOFU.evaluate(self.load(model), model=model, forget=forget, data=data)
         ref = before.pop("retain_reference")
         retain_name = retain_model_name(model, forget)
+        histories = {}
         rows = {"original": before,
                 "retain model": MINI_TOFU.evaluate(self.load(retain_name), model=retain_name, forget=forget,
                                                    retain_reference=ref, data=data)}
@@ -153,21 +155,23 @@ class LLMModality:
             rec["erase_seconds"] = round(time.time() - t1 - rec["seconds"], 1)
             rec["steps"], rec["lr"] = result.train_config["steps"], result.train_config["lr"]
             rows[method] = rec
+            histories[method] = result.loop.history
         report = {"forget": forget, "model": model, "methods": list(methods),
                   "results": {name: {k: r.get(k) for k in (*TABLE_KEYS, "erase_seconds", "steps", "lr")}
                               for name, r in rows.items()},
                   "seconds": round(time.time() - t0, 1)}
         (outp / "report.json").write_text(report_json(report))
         base_mu = before["model_utility"]
-        scatter_plot([(name, r["model_utility"] / base_mu, r["forget_quality"]) for name, r in rows.items()],
-                     x_label="model utility / original", y_label="forget quality (log)", log_y=True
-                     ).save(outp / "fq_vs_mu.png")
+        tradeoff_plot([(name, r["model_utility"] / base_mu, r["forget_quality"]) for name, r in rows.items()],
+                      outp / "fq_vs_mu.png", x_label="model utility / original's", y_label="forget quality",
+                      log_y=True, title=f"{forget} on {model}")
+        curves = [f"![{m} loss]({loss_curves(h, outp / f'loss_{m}.png', title=m).name})" for m, h in histories.items()]
         table = markdown_table(["model", *TABLE_KEYS], [[name, *(r.get(k) for k in TABLE_KEYS)]
                                                         for name, r in rows.items()])
         save_text(outp / "report.md", f"# Unlearning {forget} from {model}\n\n{table}\n\n![FQ vs MU](fq_vs_mu.png)\n\n"
                   "forget_quality: KS-test p-value against the retain-only model (higher = closer to never trained).\n"
                   "model_utility: harmonic mean of probability, ROUGE and truth ratio on retain, real authors and "
-                  f"world facts.\n\nSeconds: {report['seconds']}\n")
+                  f"world facts.\n\n{' '.join(curves)}\n\nSeconds: {report['seconds']}\n")
         return report
 
 

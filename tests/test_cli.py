@@ -138,6 +138,7 @@ def test_audit_with_several_attacks_writes_one_table(tmp_path, capsys):
     assert pre["unlearndiff"] == pre["random"]
     table = (out / "robustness.md").read_text()
     assert "| unlearndiff |" in table and "| random |" in table
+    assert (out / "attack_heatmap.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize(

@@ -314,3 +314,30 @@ def test_rounded_keeps_six_significant_digits():
     assert rounded({"a": [0.18000000715255737, 2, True], "b": 123456789.0, "c": 1.234567e-9, "d": "x"}) == \
         {"a": [0.18, 2, True], "b": 123457000.0, "c": 1.23457e-09, "d": "x"}
     assert rounded(float("nan")) != rounded(float("nan"))  # NaN stays NaN
+
+
+# ------------------------------------------------------------------------------------------------------- reports
+def test_plots_are_written_from_histories_tradeoffs_and_verdicts(tmp_path):
+    from PIL import Image
+
+    from erasure.plots import attack_heatmap, loss_curves, tradeoff_plot
+
+    history = [{"step": i + 1, "loss": 1.0 / (i + 1), "forget/npo": 0.5 * i} for i in range(5)]
+    paths = [loss_curves(history, tmp_path / "loss.png"),
+             tradeoff_plot([("a", 0.9, 1e-5), ("b", 1.0, 0.4), ("c", 0.8, 0.0)], tmp_path / "t.png", "MU", "FQ",
+                           log_y=True),
+             attack_heatmap({"unlearndiff": [True, False, None], "random": [False, False]}, tmp_path / "h.png",
+                            example_labels=["a neon image", "b", "c"])]
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size[0] > 300
+    with pytest.raises(ValueError, match="history is empty"):
+        loss_curves([], tmp_path / "x.png")
+
+
+def test_a_saved_erasure_has_its_loss_curve(tmp_path):
+    from tests.conftest import QA, make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    erase(model, tokenizer=tok, forget=QA[:2], method="ga", steps=2, lr=1e-3, train=QUIET, out=tmp_path / "o")
+    assert (tmp_path / "o" / "loss.png").stat().st_size > 0
