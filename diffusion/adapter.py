@@ -32,6 +32,7 @@ class DiffusionBatch:
     images: torch.Tensor | None = None
     prefix: torch.Tensor | None = None
     xt: tuple[torch.Tensor, torch.Tensor] | None = None
+    shard: tuple[int, int] | None = None  # (offset, total) in the step's batch when processes share it
 
     def cond(self, pipe: T2IPipeline) -> torch.Tensor:
         """The conditioning the model is trained/attacked with: prompt embeddings (+ prefix)."""
@@ -89,9 +90,16 @@ class DiffusionAdapter:
         return {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder}
 
     # ------------------------------------------------------------------ data
-    def collate(self, rows: Sequence[Any]) -> DiffusionBatch:
+    def collate(self, rows: Sequence[Any], shard: tuple[int, int] | None = None) -> DiffusionBatch:
         """Rows are prompt strings, or dicts with "prompt" and optionally "image" (PIL or (3, H, W) tensor) or
-        "images" ((K, 3, H, W): several images of the prompt, e.g. an audit's targets; K rows in the batch)."""
+        "images" ((K, 3, H, W): several images of the prompt, e.g. an audit's targets; K rows in the batch).
+        ``shard`` = (offset, total) when these rows are a process's share of a step's batch: the noise and
+        timesteps are then drawn for all ``total`` rows and this share kept (``Adapter.collate``)."""
+        batch = self._collate(rows)
+        batch.shard = shard
+        return batch
+
+    def _collate(self, rows: Sequence[Any]) -> DiffusionBatch:
         prompts, images = [], []  # images: one (k, 3, H, W) tensor per row that has any
         for r in rows:
             if isinstance(r, str):
@@ -134,7 +142,7 @@ class DiffusionAdapter:
         if batch.images is None:
             raise ValueError("likelihood-based objectives on a diffusion model need images of the forget/retain "
                              "prompts (rows with an 'image'); generate them with the original model first")
-        return self.pipe.noise(self.pipe.encode_images(batch.images), generator)
+        return self.pipe.noise(self.pipe.encode_images(batch.images), generator, shard=batch.shard)
 
     def per_example_nll(self, batch: DiffusionBatch, generator: torch.Generator, smoothing: float = 0.0):
         if smoothing:
@@ -146,12 +154,16 @@ class DiffusionAdapter:
 
     @torch.no_grad()
     def sample_xt(self, prompts: Sequence[str], generator: torch.Generator, num_steps: int | None = None,
-                  guidance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """ESD's x_t: DDIM-sample with the current model and stop at a random step; returns (x_t, t (B,))."""
+                  guidance: float | None = None, shard: tuple[int, int] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ESD's x_t: DDIM-sample with the current model and stop at a random step; returns (x_t, t (B,)).
+        With ``shard`` = (offset, total) the starting noise is drawn for ``total`` rows and these rows' share kept."""
         num_steps = num_steps or self.sample_steps
         guidance = self.guidance if guidance is None else guidance
         stop = int(torch.randint(0, num_steps, (1,), generator=generator))
-        x = torch.randn((len(prompts), *self.pipe.latent_shape), generator=generator).to(self.pipe.device)
+        offset, total = shard or (0, len(prompts))
+        x = torch.randn((total, *self.pipe.latent_shape), generator=generator)[offset:offset + len(prompts)]
+        x = x.to(self.pipe.device)
         cond = self.pipe.encode_prompts(prompts)
         uncond = self.pipe.encode_prompts([""]).expand_as(cond)
         x = self.pipe.denoise(x, cond, uncond, num_steps, guidance, stop_at=stop)
@@ -162,7 +174,7 @@ class DiffusionAdapter:
         if batch.images is not None:
             xt, t, _ = self.noised(batch, generator)
         else:
-            xt, t = self.sample_xt(batch.prompts, generator)
+            xt, t = self.sample_xt(batch.prompts, generator, shard=batch.shard)
         with torch.no_grad(), reference.active():
             ref = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
         eps = self.pipe.predict_noise(xt, t, batch.cond(self.pipe))

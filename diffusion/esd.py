@@ -51,7 +51,8 @@ class ESDLoss:
         if batch.xt is not None:  # sampled by the adversary this step (AdvUnlearn): the same z_t
             xt, t = batch.xt
         else:
-            xt, t = s.adapter.sample_xt(batch.prompts, s.generator(self.split), self.ddim_steps, self.guidance)
+            xt, t = s.adapter.sample_xt(batch.prompts, s.generator(self.split), self.ddim_steps, self.guidance,
+                                        shard=batch.shard)
         target = self.target(s, xt, t, batch.prompts)
         # The target comes from the clean concept prompt; the prediction uses the batch's conditioning, which
         # carries the adversary's prefix during adversarial training (AdvUnlearn).

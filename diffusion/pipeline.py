@@ -173,12 +173,17 @@ class T2IPipeline:
             return x
         return self.vae.encode(x.to(self.vae.dtype)).latent_dist.sample() * self.vae.config.scaling_factor
 
-    def noise(self, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def noise(self, x0: torch.Tensor, generator: torch.Generator, shard: tuple[int, int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward diffusion at uniformly drawn timesteps: (x_t, t (B,), noise), drawn from ``generator``
-        (t first, then the noise) and noised by the scheduler (sqrt(a_t) x0 + sqrt(1 - a_t) noise)."""
+        (t first, then the noise) and noised by the scheduler (sqrt(a_t) x0 + sqrt(1 - a_t) noise).
+        With ``shard`` = (offset, total), t and the noise are drawn for ``total`` rows and these B rows' share kept
+        (several processes sharing one batch draw what one process would)."""
         noiser = self.noise_scheduler
-        t = torch.randint(0, len(noiser.alphas_cumprod), (x0.shape[0],), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        offset, total = shard or (0, x0.shape[0])
+        rows = slice(offset, offset + x0.shape[0])
+        t = torch.randint(0, len(noiser.alphas_cumprod), (total,), generator=generator)[rows]
+        noise = torch.randn((total, *x0.shape[1:]), generator=generator)[rows].to(x0)
         return noiser.add_noise(x0, noise, t.to(x0.device)), t.to(x0.device), noise
 
     @property

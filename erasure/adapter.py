@@ -36,8 +36,13 @@ class Adapter(Protocol):
         """Named components (their parameters are what selectors choose from)."""
         ...
 
-    def collate(self, rows: Sequence[Any]) -> Any:
-        """Raw forget/retain records -> one batch the other methods accept."""
+    def collate(self, rows: Sequence[Any], shard: tuple[int, int] | None = None) -> Any:
+        """Raw forget/retain records -> one batch the other methods accept.
+
+        ``shard`` = (offset, total): when several processes share a step, these rows are rows offset.. of the
+        step's ``total``; an adapter whose scores draw random numbers per row (noise, timesteps) draws them for
+        all ``total`` rows and keeps its share, so the processes together compute what one process would. The loop
+        passes it only when there are several processes."""
         ...
 
     def per_example_nll(self, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

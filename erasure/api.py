@@ -206,7 +206,12 @@ def erase(
     result = ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
                            train_config=asdict(train_cfg), loop=loop, info=info, lora=lora_state)
     if out is not None:
-        result.save(out, overwrite=overwrite)
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.is_main_process:  # several processes trained the same weights: one writes them
+            result.save(out, overwrite=overwrite)
+        state.wait_for_everyone()
     return result
 
 

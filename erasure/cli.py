@@ -370,18 +370,23 @@ def _log_level(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = _log_level(args)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    level = _log_level(args) if rank == 0 else logging.ERROR  # under torchrun / accelerate launch one process talks
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level >= logging.ERROR:
         os.environ["ERASURE_NO_PROGRESS"] = "1"
     try:
+        if world > 1 and args.command != "erase":
+            raise ValueError(f"{args.command} runs in one process; launch only erase with several "
+                             f"(this is process {rank} of {world})")
         result = args.fn(args)
     except EXPECTED_ERRORS as err:
         if level <= logging.INFO:
             traceback.print_exc()
         print(f"erasure {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
-    print(report_json(result))
+    if rank == 0:
+        print(report_json(result))
     return 0
 
 

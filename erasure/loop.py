@@ -123,6 +123,29 @@ def batch_indices(n: int, step: int, batch_size: int, seed: int, split: int) -> 
     return out
 
 
+def _has_accelerator() -> bool:
+    """A GPU-like device accelerate could use; without one it runs on the CPU (several processes: gloo)."""
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available()) or (
+        hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def _mean_across(accelerator: Any, value: float) -> float:
+    """The mean of a float over the processes."""
+    return float(accelerator.reduce(torch.tensor([float(value)], device=accelerator.device), reduction="mean"))
+
+
+def _average_gradients(accelerator: Any, params: Sequence[torch.nn.Parameter]) -> None:
+    """Replace each gradient by its mean over the processes (one all-reduce): with equal shares of the step's
+    rows and per-row-mean losses, the gradient of the whole batch, as one process would compute it."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(g).to(g.dtype)
+        offset += g.numel()
+
+
 def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -205,7 +228,9 @@ class Unlearner:
         for ckpt in root.glob("step-*"):
             if int(ckpt.name.split("-")[1]) >= bad_step:
                 shutil.rmtree(ckpt, ignore_errors=True)
-        if good is not None:
+        from accelerate import PartialState
+
+        if good is not None and PartialState().is_main_process:
             path = self._save_checkpoint(*good)
             return f"the last good state (step {good[0]}) is saved in {path}"
         kept = sorted(root.glob("step-*"))
@@ -262,7 +287,12 @@ class Unlearner:
         from accelerate import Accelerator
 
         cfg = self.config
-        accelerator = Accelerator(mixed_precision=cfg.precision())
+        accelerator = Accelerator(mixed_precision=cfg.precision(), cpu=not _has_accelerator())
+        world, rank = accelerator.num_processes, accelerator.process_index
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes: give a multiple "
+                             f"of {world} (each process takes an equal share of every step's rows)")
+        share = cfg.batch_size // world  # this process's rows of each step's batch
         modules = self.adapter.modules()
         for m in modules.values():
             m.to(accelerator.device)
@@ -288,13 +318,16 @@ class Unlearner:
         for m in modules.values():
             m.train()
         data = {"forget": self.forget, "retain": self.retain}
-        for step in progress(range(start, cfg.steps), desc="unlearning", disable=not cfg.show_progress,
-                             initial=start, total=cfg.steps):
+        for step in progress(range(start, cfg.steps), desc="unlearning", initial=start, total=cfg.steps,
+                             disable=not cfg.show_progress or not accelerator.is_main_process):
             ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
             if self.retain is not None and len(self.retain) > 0:
                 ids["retain"] = batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)
+            if world > 1:  # the step's rows are the same on every process; each takes its share
+                ids = {split: idx[rank * share:(rank + 1) * share] for split, idx in ids.items()}
             rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
-            batches = {split: self.adapter.collate(r) for split, r in rows.items()}
+            shard = {} if world == 1 else {"shard": (rank * share, cfg.batch_size)}
+            batches = {split: self.adapter.collate(r, **shard) for split, r in rows.items()}
             if self.adversary is not None and step >= cfg.adversary_warmup:
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919)
                 attack = self.adversary.attack(self.adapter, batches["forget"], gen, reference=reference)
@@ -303,19 +336,24 @@ class Unlearner:
                                 row_ids=ids, reference_cache=reference_cache)
             with accelerator.autocast():
                 loss, logs = self.objective(scores)
-            if not math.isfinite(float(loss.detach())):
+            if world > 1:  # every process logs (and checks) the step's loss over all rows
+                logs = {k: _mean_across(accelerator, v) for k, v in logs.items()}
+            step_loss = _mean_across(accelerator, float(loss.detach())) if world > 1 else float(loss.detach())
+            if not math.isfinite(step_loss):
                 # the weights after `step` steps produced it: the last good state is the one before
-                raise NonFiniteLossError(f"loss became {float(loss.detach())} at step {step + 1} (terms: "
+                raise NonFiniteLossError(f"loss became {step_loss} at step {step + 1} (terms: "
                                          f"{ {k: round(v, 4) for k, v in logs.items()} }); "
                                          f"{self._keep_last_good(step, good)}{RETRY_HINT}")
             if cfg.checkpoint_dir:  # loss and weights finite: the state to fall back to if this step breaks them
                 good = (step, *_state(trainable, optimizer, snapshot=True), list(history))
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
+            if world > 1:
+                _average_gradients(accelerator, list(trainable.values()))
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(list(trainable.values()), cfg.grad_clip)
             optimizer.step()
-            logs = {"step": step + 1, "loss": float(loss.detach()), **logs}
+            logs = {"step": step + 1, "loss": step_loss, **logs}
             history.append(logs)
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 logger.info("step %d %s", step + 1, {k: round(v, 5) for k, v in logs.items() if k != "step"})
@@ -327,7 +365,9 @@ class Unlearner:
                 if bad:
                     raise NonFiniteLossError(f"weights became non-finite at step {step + 1} ({bad[0]}); "
                                              f"{self._keep_last_good(step + 1, good)}{RETRY_HINT}")
-                self._save_checkpoint(step + 1, weights, opt_state, history)
+                if accelerator.is_main_process:  # every process holds the same weights; one writes them
+                    self._save_checkpoint(step + 1, weights, opt_state, history)
+                accelerator.wait_for_everyone()
         for m in modules.values():
             m.eval()
             m.requires_grad_(False)

@@ -122,7 +122,8 @@ class CausalLMAdapter:
                                                       add_generation_prompt=True)
         return self.template.format(question=question)
 
-    def collate(self, rows: Sequence[dict]) -> LMBatch:
+    def collate(self, rows: Sequence[dict], shard: tuple[int, int] | None = None) -> LMBatch:
+        """QA rows -> padded ids with an answer mask; ``shard`` is not needed (the scores draw nothing at random)."""
         seqs, masks = [], []
         for r in rows:
             p = self.tokenizer(self.format_prompt(r["question"]), add_special_tokens=True)["input_ids"]
