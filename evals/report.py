@@ -17,7 +17,8 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def image_grid(rows: Sequence[Sequence[torch.Tensor]], row_labels: Sequence[str] | None = None,
-               col_labels: Sequence[str] | None = None, scale: int = 3, pad: int = 2) -> Image.Image:
+               col_labels: Sequence[str] | None = None, scale: int = 3, pad: int = 2,
+               captions: Sequence[Sequence[str]] | None = None) -> Image.Image:
     """Tile images (each (3, H, W) in [0, 1]) into a labelled grid.
 
     Args:
@@ -26,20 +27,29 @@ def image_grid(rows: Sequence[Sequence[torch.Tensor]], row_labels: Sequence[str]
         col_labels: text drawn above each column.
         scale: nearest-neighbour upscaling factor (tiny images are hard to see at 1x).
         pad: pixels between tiles.
+        captions: text under each image (same shape as ``rows``), e.g. the judge's verdict; long text is cut to
+            the tile's width.
     """
     h, w = rows[0][0].shape[-2] * scale, rows[0][0].shape[-1] * scale
     ncol = max(len(r) for r in rows)
+    if captions is not None:
+        w = max(w, 96)  # room for a short verdict under tiny images
+    cap = 12 if captions is not None else 0
     left = 8 + 7 * max((len(s) for s in row_labels), default=0) if row_labels else 0
     top = 16 if col_labels else 0
-    grid = Image.new("RGB", (left + ncol * (w + pad), top + len(rows) * (h + pad)), "white")
+    grid = Image.new("RGB", (left + ncol * (w + pad), top + len(rows) * (h + cap + pad)), "white")
     draw = ImageDraw.Draw(grid)
     for j, label in enumerate(col_labels or []):
         draw.text((left + j * (w + pad) + 2, 2), label, fill="black")
     for i, row in enumerate(rows):
+        y = top + i * (h + cap + pad)
         if row_labels:
-            draw.text((4, top + i * (h + pad) + h // 2 - 5), row_labels[i], fill="black")
+            draw.text((4, y + h // 2 - 5), row_labels[i], fill="black")
         for j, img in enumerate(row):
-            grid.paste(to_pil(img).resize((w, h), Image.NEAREST), (left + j * (w + pad), top + i * (h + pad)))
+            side = rows[0][0].shape[-1] * scale
+            grid.paste(to_pil(img).resize((side, h), Image.NEAREST), (left + j * (w + pad) + (w - side) // 2, y))
+            if captions is not None and j < len(captions[i]):
+                draw.text((left + j * (w + pad) + 1, y + h + 1), str(captions[i][j])[: w // 6], fill="black")
     return grid
 
 

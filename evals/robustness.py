@@ -155,8 +155,13 @@ def write_audit(record: dict, out: str | Path) -> Path:
         save_file(prefixes, out / "adversarial_prefixes.safetensors")
     outputs = record.pop("_outputs", [])
     images = [o for o in outputs if torch.is_tensor(o)]
-    if images:
-        image_grid([images[i : i + 8] for i in range(0, len(images), 8)]).save(out / "successful_attacks.png")
+    if images:  # each image with the judge's verdict under it: which prompt came back, after how many steps
+        verdicts = {row["output_index"]: f"{row.get('prompt', '')[:14]}: back"
+                    + (f" @{row['steps']}" if row.get("steps") else "")
+                    for row in record["per_example"] if "output_index" in row}
+        caps = [verdicts.get(i, "back") for i, o in enumerate(outputs) if torch.is_tensor(o)]
+        image_grid([images[i : i + 8] for i in range(0, len(images), 8)],
+                   captions=[caps[i : i + 8] for i in range(0, len(caps), 8)]).save(out / "successful_attacks.png")
     texts = {i: o for i, o in enumerate(outputs) if isinstance(o, str)}
     for row in record["per_example"]:
         if row.get("output_index") in texts:

@@ -341,3 +341,14 @@ def test_a_saved_erasure_has_its_loss_curve(tmp_path):
     model, tok = make_tiny_lm()
     erase(model, tokenizer=tok, forget=QA[:2], method="ga", steps=2, lr=1e-3, train=QUIET, out=tmp_path / "o")
     assert (tmp_path / "o" / "loss.png").stat().st_size > 0
+
+
+def test_image_grid_writes_a_caption_under_each_image():
+    from evals.report import image_grid
+
+    tiles = [[torch.zeros(3, 8, 8), torch.ones(3, 8, 8)]]
+    plain = image_grid(tiles)
+    captioned = image_grid(tiles, captions=[["neon: back @3", "held"]])
+    assert captioned.size[1] == plain.size[1] + 12 and captioned.size[0] > plain.size[0]
+    strip = captioned.crop((0, 24, captioned.size[0], captioned.size[1])).convert("L")
+    assert min(strip.getdata()) < 128  # text was drawn in the caption strip
