@@ -91,3 +91,22 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
                           timeout=600)
     assert done.returncode != 0 and "batch_size 3 does not split over 2 processes" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_two_processes_checkpoint_once_and_resume_exactly(tmp_path):
+    from tests.conftest import QA, make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    for key in ("attn_pdrop", "embd_pdrop", "resid_pdrop"):
+        setattr(model.config, key, 0.0)
+    model.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    (tmp_path / "forget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA))
+    args = ["erase", "--model", str(tmp_path / "lm"), "--forget", str(tmp_path / "forget.jsonl"), "--method", "ga",
+            "--batch-size", "2", "--lr", "1e-2", "--checkpoint-every", "1"]
+    assert main([*args, "--steps", "3", "--out", str(tmp_path / "one")]) == 0
+    _two_processes([*args, "--steps", "2", "--out", str(tmp_path / "two")])
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["step-0000001", "step-0000002"]
+    _two_processes([*args, "--steps", "3", "--resume", "--overwrite", "--out", str(tmp_path / "two")])
+    one, two = _weights(tmp_path / "one", "model.safetensors"), _weights(tmp_path / "two", "model.safetensors")
+    _assert_close(two, one, atol=1e-3)
