@@ -35,6 +35,13 @@ def retain_split_for(forget: str) -> str:
     return f"retain{100 - FORGET_PERCENT[forget]:02d}"
 
 
+def holdout_split_for(forget: str) -> str:
+    """TOFU's holdout split (authors never trained on, MUSE's non-members) of a forget split's size:
+    ``"forget10"`` -> ``"holdout10"``."""
+    retain_split_for(forget)  # validates the name
+    return "holdout" + forget.removeprefix("forget")
+
+
 TRUTH_RATIO_MODES = ("forget", "retain")
 
 

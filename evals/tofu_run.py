@@ -83,7 +83,8 @@ def evaluate_tofu(adapter: Any, data: dict[str, Any], forget_split: str,
 
     Args:
         adapter: the evaluated model.
-        data: mini-TOFU / TOFU splits (``forget_split``, its retain split, holdout, real_authors, world_facts).
+        data: mini-TOFU / TOFU splits (``forget_split``, its retain split, its holdout split (TOFU's
+            ``holdout01/05/10``, or mini-TOFU's ``holdout``), real_authors, world_facts).
         forget_split: "forget01" | "forget05" | "forget10".
         retain_adapter: the retain-only model (forget quality and PrivLeak's AUC_retrain); or
         retain_reference: its cached numbers ({"forget_ratios", "auc"}) from an earlier call.
@@ -96,7 +97,9 @@ def evaluate_tofu(adapter: Any, data: dict[str, Any], forget_split: str,
     adapter.model.eval()
     forget = data[forget_split].to_list()
     retain = data[tofu.retain_split_for(forget_split)].to_list()[:retain_eval_size]
-    holdout = data["holdout"].to_list()[: len(forget)]
+    # TOFU ships holdout01/05/10 beside forget01/05/10; mini-TOFU one "holdout" split, of forget10's size
+    holdout_split = tofu.holdout_split_for(forget_split)
+    holdout = data[holdout_split if holdout_split in data else "holdout"].to_list()[: len(forget)]
     f = qa_scores(adapter, forget, mode="forget")
     r = qa_scores(adapter, retain, mode="retain")
     ra = qa_scores(adapter, data["real_authors"].to_list(), mode="retain", normalised_prob=True)

@@ -142,3 +142,11 @@ def test_perturbed_answers_are_wrong_edits_of_the_paraphrase():
                   np.random.default_rng(0))
     assert qa["paraphrased_answer"] == "In chemistry Gold is written as Au."
     assert sorted(qa["perturbed_answer"]) == [f"In chemistry Gold is written as {s}." for s in ("Ag", "Fe", "Na")]
+
+
+def test_holdout_split_names_follow_tofus():
+    from evals.tofu import holdout_split_for
+
+    assert [holdout_split_for(f) for f in FORGET_SPLITS] == ["holdout01", "holdout05", "holdout10"]
+    with pytest.raises(ValueError, match="unknown forget split"):
+        holdout_split_for("holdout")
