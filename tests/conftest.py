@@ -38,6 +38,21 @@ def make_tiny_pipeline(seed: int = 0, sample_size: int = 8):
                        concepts=ConceptSet(list(STYLES), list(OBJECTS)))
 
 
+def make_tiny_latent_parts(seed: int = 0):
+    """A tiny VAE and a 4-channel latent UNet (Stable Diffusion's layout in miniature), built from configs."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=8, sample_size=16)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=2, norm_num_groups=8)
+    return vae, unet
+
+
 @pytest.fixture
 def tiny_pipe():
     return make_tiny_pipeline()

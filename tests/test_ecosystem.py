@@ -15,20 +15,13 @@ QUIET = {"show_progress": False}
 def _sd_layout(tmp_path):
     """A tiny diffusers ``StableDiffusionPipeline`` (VAE, PNDM scheduler, feature extractor, no safety checker and
     ``requires_safety_checker=False``) saved with diffusers' own ``save_pretrained``."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPImageProcessor
 
-    from tests.conftest import make_tiny_pipeline
+    from tests.conftest import make_tiny_latent_parts, make_tiny_pipeline
 
     pixel = make_tiny_pipeline(seed=0)
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8, sample_size=16)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-                                attention_head_dim=2, norm_num_groups=8)
+    vae, unet = make_tiny_latent_parts(seed=0)
     scheduler = PNDMScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", skip_prk_steps=True)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=pixel.text_encoder, tokenizer=pixel.tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None,

@@ -31,21 +31,11 @@ def test_style_routes_rejects_an_object_and_reads_the_shipped_model():
 
 def _latent_pipeline(tmp_path):
     """A tiny Stable-Diffusion-layout pipeline (VAE + 4-channel latent UNet) saved to a local folder."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     from diffusion.pipeline import T2IPipeline
-    from tests.conftest import OBJECTS, STYLES, make_tiny_pipeline
+    from tests.conftest import OBJECTS, STYLES, make_tiny_latent_parts, make_tiny_pipeline
 
     pixel = make_tiny_pipeline(seed=0)
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        norm_num_groups=8, sample_size=16)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-                                attention_head_dim=2, norm_num_groups=8)
+    vae, unet = make_tiny_latent_parts(seed=0)
     pipe = T2IPipeline(unet=unet, text_encoder=pixel.text_encoder, tokenizer=pixel.tokenizer,
                        scheduler=pixel.scheduler, vae=vae, concepts=pixel.concepts)
     return pipe.save(tmp_path / "sd-like"), {"style": list(STYLES), "object": list(OBJECTS)}
