@@ -120,8 +120,7 @@ def attack_heatmap(success: Mapping[str, Sequence[bool | None]], path: str | os.
                 grid[i, j] = float(bool(s))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(min(2.5 + 0.35 * width, 16), 1.2 + 0.45 * len(names)))
-    cmap = plt.get_cmap("Reds").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("Reds").with_extremes(bad="lightgrey")
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1.25, aspect="auto")
     ax.set_yticks(range(len(names)), names)
     labels = [str(x)[:18] for x in (example_labels or range(width))]
