@@ -5,12 +5,18 @@
     result.save("out/")
 """
 
-from erasure.api import ErasureResult, erase
-from erasure.config import TrainConfig
-from erasure.objectives import KL, NLL, NPO, GradientAscent, Objective, SimNPO, StepScores
-from erasure.registry import (Method, attack_names, get_attack, get_method, method_names, modality_for,
-                              register_attack, register_method)
-from erasure.selectors import LoraSpec, Selector
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "erase": "erasure.api", "ErasureResult": "erasure.api", "TrainConfig": "erasure.config",
+    "Objective": "erasure.objectives", "StepScores": "erasure.objectives", "GradientAscent": "erasure.objectives",
+    "NLL": "erasure.objectives", "NPO": "erasure.objectives", "SimNPO": "erasure.objectives",
+    "KL": "erasure.objectives", "Method": "erasure.registry", "get_method": "erasure.registry",
+    "method_names": "erasure.registry", "register_method": "erasure.registry", "get_attack": "erasure.registry",
+    "attack_names": "erasure.registry", "register_attack": "erasure.registry", "modality_for": "erasure.registry",
+    "Selector": "erasure.selectors", "LoraSpec": "erasure.selectors",
+}
 
 __all__ = [
     "erase", "ErasureResult", "TrainConfig", "Objective", "StepScores", "GradientAscent", "NLL", "NPO", "SimNPO",
@@ -18,3 +24,10 @@ __all__ = [
     "modality_for", "Selector", "LoraSpec",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Names are imported on first use, so ``import erasure`` (and ``erasure --help``) does not import torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'erasure' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -11,9 +11,10 @@ came back. Attacks are registered in ``erasure.registry`` (``get_attack(name, **
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # annotations only: importing the protocols stays cheap (the CLI's --help)
+    import torch
 
 # (outputs of ``adapter.generate`` -- images (B, 3, H, W) or texts -- and the rows they answer) -> concept present?
 Judge = Callable[[Any, Sequence[Any]], list[bool]]

@@ -28,9 +28,8 @@ from typing import Any, Iterable
 
 from safetensors import SafetensorError
 
-from erasure.api import erase
 from erasure.files import atomic_dir, check_output_dir, report_json
-from erasure.loop import NonFiniteLossError
+from erasure.errors import NonFiniteLossError
 from erasure.modality import Option
 from erasure.registry import (BENCHMARKS, MODALITIES, attack_names, attack_options, get_benchmark, get_method,
                               get_modality, method_names, modality_for)
@@ -161,6 +160,8 @@ def cmd_concepts(args: argparse.Namespace) -> dict:
 
 
 def cmd_erase(args: argparse.Namespace) -> dict:
+    from erasure.api import erase  # imported here: --help and the other commands' parsing stay free of torch
+
     get_method(args.method)  # an unknown method fails before the model loads
     _check_out(args)
     modality = _modality(args)

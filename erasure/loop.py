@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from erasure.adapter import Adapter
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig
+from erasure.errors import NonFiniteLossError
 from erasure.files import fsync_dir, fsync_tree
 from erasure.objectives import Objective, StepScores
 from erasure.progress import progress
@@ -33,10 +34,6 @@ from erasure.reference import PeftReference, Reference, SnapshotReference
 from erasure.selectors import Selector
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or the weights became NaN or infinite; the newest checkpoint left is the last good state."""
 
 
 RETRY_HINT = "; try a lower lr (or mixed precision off)"

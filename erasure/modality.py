@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
-from erasure.adversary import Judge
+if TYPE_CHECKING:
+    from erasure.adversary import Judge
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from erasure.config import from_dict
-from erasure.objectives import Objective
+
+if TYPE_CHECKING:
+    from erasure.objectives import Objective
 
 T = TypeVar("T")
 

@@ -345,3 +345,13 @@ def test_image_grid_writes_a_caption_under_each_image():
     assert captioned.size[1] == plain.size[1] + 12 and captioned.size[0] > plain.size[0]
     strip = captioned.crop((0, 24, captioned.size[0], captioned.size[1])).convert("L")
     assert min(strip.getdata()) < 128  # text was drawn in the caption strip
+
+
+def test_the_cli_parser_and_the_packages_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, erasure, diffusion, llm, erasure.cli; erasure.cli.build_parser(); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
