@@ -96,6 +96,9 @@ class DiffusionAdapter:
         ``shard`` = (offset, total) when these rows are a process's share of a step's batch: the noise and
         timesteps are then drawn for all ``total`` rows and this share kept (``Adapter.collate``)."""
         batch = self._collate(rows)
+        if shard is not None and len(batch.prompts) != len(rows):
+            raise ValueError("rows with several images cannot be shared between processes (the shares count "
+                             "rows); run with one process or give one image per row")
         batch.shard = shard
         return batch
 

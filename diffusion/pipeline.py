@@ -295,11 +295,11 @@ class T2IPipeline:
                 index[name] = [None, None]
                 continue
             if isinstance(obj, Path):  # an extra never loaded: its folder as the source had it
-                shutil.copytree(obj, path / name)
+                shutil.copytree(obj, path / name, dirs_exist_ok=True)
                 continue
             weights = {"safe_serialization": True} if isinstance(obj, torch.nn.Module) else {}
             obj.save_pretrained(path / name, **weights)
-            index[name] = [type(obj).__module__.split(".")[0], type(obj).__name__]
+            index[name] = list(_library_and_class(obj))
         (path / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
         if self.concepts is not None:
             self.concepts.save(path)
@@ -351,6 +351,14 @@ class T2IPipeline:
                    scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None), source=source,
                    extras={k: v for k, v in components.items() if k not in owned},
                    pipeline_config={"_class_name": type(pipe).__name__, **config})
+
+
+def _library_and_class(obj: Any) -> tuple[str, str]:
+    """The model_index.json entry diffusers writes for a component (e.g. ``("stable_diffusion",
+    "StableDiffusionSafetyChecker")``: a pipeline module's classes are named by that module)."""
+    from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
+
+    return tuple(_fetch_class_library_tuple(obj))
 
 
 def _is_entry(value: Any) -> bool:

@@ -69,7 +69,8 @@ class ErasureResult:
                 raise ValueError(f"{type(self.adapter).__name__} has no save_lora: its LoRA adapters cannot be written")
             self.adapter.save_lora(path / "lora", self.lora)
         source = getattr(self.adapter, "source", None)
-        summary = {"method": self.method, "concept": self.concept, "source": str(source) if source else None,
+        summary = {"method": self.method, "concept": self.concept,
+                   "source": str(Path(source).resolve()) if source else None,
                    "method_config": self.method_config,
                    "train_config": self.train_config, "seconds": self.loop.seconds, "steps": self.loop.steps,
                    "trainable_parameters": self.loop.trainable_parameters, "reference": self.loop.reference,

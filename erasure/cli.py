@@ -262,7 +262,7 @@ def _verbosity_parent() -> argparse.ArgumentParser:
     """-v / -q, accepted before or after the subcommand (SUPPRESS: a later parser does not reset an earlier one)."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                        help="more logging: -v INFO, -vv DEBUG (and tracebacks of errors)")
+                        help="more logging: -v INFO and tracebacks of errors, -vv DEBUG")
     parent.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="errors only: no warnings, no progress bars")
     return parent

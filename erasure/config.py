@@ -120,6 +120,8 @@ class TrainConfig:
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known: adam, adamw, sgd")
         self.precision()  # validates, accelerate's environment setting included
+        if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
+            raise ValueError("checkpoint_every/resume need a checkpoint_dir")
 
     def precision(self) -> str:
         """The autocast precision this run uses: ``mixed_precision``, else accelerate's setting, else "no"."""
@@ -136,5 +138,3 @@ class TrainConfig:
                 raise ValueError(f"{source}=fp16 needs a CUDA GPU (on this machine it would silently train in fp32); "
                                  "use bf16, which works on CPUs too, or no")
         return value
-        if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
-            raise ValueError("checkpoint_every/resume need a checkpoint_dir")

@@ -227,9 +227,12 @@ class Unlearner:
                 shutil.rmtree(ckpt, ignore_errors=True)
         from accelerate import PartialState
 
-        if good is not None and PartialState().is_main_process:
-            path = self._save_checkpoint(*good)
-            return f"the last good state (step {good[0]}) is saved in {path}"
+        if good is not None:
+            if PartialState().is_main_process:
+                self._save_checkpoint(*good)
+            PartialState().wait_for_everyone()  # every process raises after this; the state is on disk first
+            return (f"the last good state (step {good[0]}) is saved in "
+                    f"{Path(self.config.checkpoint_dir) / f'step-{good[0]:07d}'}")
         kept = sorted(root.glob("step-*"))
         return f"the newest good checkpoint is {kept[-1]}" if kept else "no good state was saved"
 

@@ -124,9 +124,13 @@ def auc(member_scores: Sequence[float] | np.ndarray | torch.Tensor,
         raise ValueError("AUC needs at least one member and one non-member score")
     if np.isnan(members).any() or np.isnan(nonmembers).any():
         raise ValueError("AUC scores contain NaN")
+    from scipy.stats import rankdata
     from torchmetrics.functional.classification import binary_auroc
 
-    scores = torch.from_numpy(np.concatenate([members, nonmembers]))  # (M + N,)
+    # ranks scaled into (0, 1]: binary_auroc reads scores outside [0, 1] as logits (a sigmoid would saturate large
+    # ones into ties); ranks keep the order and the ties, so the AUC is the same
+    both = np.concatenate([members, nonmembers])
+    scores = torch.from_numpy(rankdata(both) / both.size)  # (M + N,)
     labels = torch.cat([torch.ones(members.size, dtype=torch.long), torch.zeros(nonmembers.size, dtype=torch.long)])
     return float(binary_auroc(scores, labels))
 

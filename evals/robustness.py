@@ -156,7 +156,7 @@ def write_audit(record: dict, out: str | Path) -> Path:
     outputs = record.pop("_outputs", [])
     images = [o for o in outputs if torch.is_tensor(o)]
     if images:  # each image with the judge's verdict under it: which prompt came back, after how many steps
-        verdicts = {row["output_index"]: f"{row.get('prompt', '')[:14]}: back"
+        verdicts = {row["output_index"]: f"{(row.get('prompt') or '')[:14]}: back"
                     + (f" @{row['steps']}" if row.get("steps") else "")
                     for row in record["per_example"] if "output_index" in row}
         caps = [verdicts.get(i, "back") for i, o in enumerate(outputs) if torch.is_tensor(o)]
@@ -247,10 +247,13 @@ def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = N
         from erasure.plots import attack_heatmap
 
         Path(out).mkdir(parents=True, exist_ok=True)
-        verdicts = {name: [e.get("success") for e in r["per_example"]] for name, r in records.items()}
-        labels = [e.get("prompt") or e.get("question") or str(i)
-                  for i, e in enumerate(next(iter(records.values()))["per_example"])]
-        attack_heatmap(verdicts, Path(out) / "attack_heatmap.png", example_labels=labels)
+        # per_example keeps the judged rows only (relearn leaves some out): align the columns by each row's seed
+        rows_seen = {e["seed"]: e.get("prompt") or e.get("question") or str(e["seed"])
+                     for r in records.values() for e in r["per_example"]}
+        order = sorted(rows_seen)
+        verdicts = {name: [{e["seed"]: e.get("success") for e in r["per_example"]}.get(s) for s in order]
+                    for name, r in records.items()}
+        attack_heatmap(verdicts, Path(out) / "attack_heatmap.png", example_labels=[rows_seen[s] for s in order])
     if out:
         write_robustness(summary, out)
     return records[names[0]] if len(names) == 1 else summary

@@ -115,7 +115,11 @@ class MiniTofuBenchmark:
         is, or was erased from (its erasure.json); any other model needs ``--retain-model``."""
         from erasure.models import named_model_of
 
+        from evals.tofu import retain_split_for
+
         named = model if retain_model_name(model, forget) else named_model_of(getattr(adapter, "source", None))
+        if named and named.endswith(f"-{retain_split_for(forget)}"):  # the retain model itself
+            return named
         reference = retain_model_name(named, forget) if named else None
         if reference is None:
             raise ValueError(f"mini-tofu scores a model against the retain-only model of the TOFU model it was "

@@ -185,6 +185,8 @@ def test_a_users_own_model_is_scored_on_mini_tofu_only_against_a_matching_refere
     assert named_model_of(tmp_path / "ga") == "mini-tofu"
     again = LLM.load(str(tmp_path / "ga"))
     assert MINI_TOFU.reference_for(again, str(tmp_path / "ga"), "forget10") == "mini-tofu-retain90"
+    retain = LLM.load("mini-tofu-retain90")  # the retain model is its own reference
+    assert MINI_TOFU.reference_for(retain, "mini-tofu-retain90", "forget10") == "mini-tofu-retain90"
 
 
 # ---------------------------------------------------------------------------------------------------------- LoRA
@@ -355,3 +357,30 @@ def test_the_cli_parser_and_the_packages_import_without_torch():
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_a_live_pipelines_safety_checker_is_saved_where_diffusers_finds_it(tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig
+
+    from diffusion.pipeline import T2IPipeline
+
+    _, folder = _sd_layout(tmp_path)
+    live = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    tiny = {"hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1}
+    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=tiny, projection_dim=8,
+                                                      vision_config={**tiny, "image_size": 16, "patch_size": 8}))
+    live.register_modules(safety_checker=checker)
+    T2IPipeline.from_diffusers(live).save(tmp_path / "saved")
+    again = StableDiffusionPipeline.from_pretrained(tmp_path / "saved", use_safetensors=True)
+    assert isinstance(again.safety_checker, StableDiffusionSafetyChecker)
+    assert json.loads((tmp_path / "saved" / "model_index.json").read_text())["safety_checker"] == \
+        ["stable_diffusion", "StableDiffusionSafetyChecker"]
+
+
+def test_checkpointing_without_a_folder_is_refused_up_front():
+    from erasure.config import TrainConfig
+
+    with pytest.raises(ValueError, match="need a checkpoint_dir"):
+        TrainConfig(checkpoint_every=5)

@@ -174,6 +174,10 @@ def test_auc_cases():
     assert muse.auc([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(0.5)
     # pairs: 2 vs {1: win, 2: tie, 3: loss} = 1.5; 3 vs {1, 2 win, 3 tie} = 2.5 -> 4 / 6
     assert muse.auc([2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(4 / 6)
+    # scores far outside [0, 1] (summed log-likelihoods) keep their order: no saturation into ties
+    assert muse.auc([40.0, 50.0, 60.0], [38.0, 39.0, 41.0]) == pytest.approx(8 / 9)
+    assert muse.auc([100.0, 200.0], [50.0, 60.0]) == pytest.approx(1.0)
+    assert muse.auc([-100.0, -200.0], [-50.0, -60.0]) == pytest.approx(0.0)
     # agrees with brute-force pair counting on random data with ties
     rng = np.random.default_rng(1)
     m, n = rng.integers(0, 5, 30).astype(float), rng.integers(0, 5, 40).astype(float)
