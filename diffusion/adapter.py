@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from diffusion.concepts import ConceptSet
-from diffusion.pipeline import T2IPipeline, to_tensor
+from diffusion.pipeline import T2IPipeline, share_of, to_tensor
 from erasure import losses
 from erasure.reference import Reference
 
@@ -164,9 +164,8 @@ class DiffusionAdapter:
         num_steps = num_steps or self.sample_steps
         guidance = self.guidance if guidance is None else guidance
         stop = int(torch.randint(0, num_steps, (1,), generator=generator))
-        offset, total = shard or (0, len(prompts))
-        x = torch.randn((total, *self.pipe.latent_shape), generator=generator)[offset:offset + len(prompts)]
-        x = x.to(self.pipe.device)
+        rows, total = share_of(shard, len(prompts))
+        x = torch.randn((total, *self.pipe.latent_shape), generator=generator)[rows].to(self.pipe.device)
         cond = self.pipe.encode_prompts(prompts)
         uncond = self.pipe.encode_prompts([""]).expand_as(cond)
         x = self.pipe.denoise(x, cond, uncond, num_steps, guidance, stop_at=stop)

@@ -27,6 +27,9 @@ from erasure.progress import progress
 
 logger = logging.getLogger(__name__)
 
+# the components T2IPipeline uses itself; a pipeline's others (safety checker, feature extractor...) are extras
+OWNED = ("unet", "text_encoder", "tokenizer", "scheduler", "vae")
+
 
 def to_tensor(images: Sequence) -> torch.Tensor:
     """PIL images -> float tensor in [0, 1], shape (B, 3, H, W)."""
@@ -180,8 +183,7 @@ class T2IPipeline:
         With ``shard`` = (offset, total), t and the noise are drawn for ``total`` rows and these B rows' share kept
         (several processes sharing one batch draw what one process would)."""
         noiser = self.noise_scheduler
-        offset, total = shard or (0, x0.shape[0])
-        rows = slice(offset, offset + x0.shape[0])
+        rows, total = share_of(shard, x0.shape[0])
         t = torch.randint(0, len(noiser.alphas_cumprod), (total,), generator=generator)[rows]
         noise = torch.randn((total, *x0.shape[1:]), generator=generator)[rows].to(x0)
         return noiser.add_noise(x0, noise, t.to(x0.device)), t.to(x0.device), noise
@@ -288,9 +290,7 @@ class T2IPipeline:
         index: dict[str, Any] = {"_class_name": "StableDiffusionPipeline"}
         index.update({k: v for k, v in self.pipeline_config.items() if not _is_entry(v) or k in self.extras})
         index["_diffusers_version"] = importlib.import_module("diffusers").__version__
-        owned = {"unet": self.unet, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
-                 "scheduler": self.scheduler, "vae": self.vae}
-        for name, obj in {**owned, **self.extras}.items():
+        for name, obj in {**{c: getattr(self, c) for c in OWNED}, **self.extras}.items():
             if obj is None:  # diffusers loads a [null, null] entry as None
                 index[name] = [None, None]
                 continue
@@ -331,10 +331,9 @@ class T2IPipeline:
             vae = AutoencoderKL.from_pretrained(path / "vae", **kw) if "vae" in weighted else None
         except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a damaged or incomplete folder
             raise ValueError(f"cannot load the pipeline in {path}: {' '.join(str(err).split())[:300]}") from err
-        owned = {"unet", "text_encoder", "tokenizer", "scheduler", "vae"}
         extras = {k: (path / k if (path / k).is_dir() and v[0] else None)
-                  for k, v in index.items() if _is_entry(v) and k not in owned}
-        config = {k: v for k, v in index.items() if k != "_diffusers_version" and (k not in owned or not _is_entry(v))}
+                  for k, v in index.items() if _is_entry(v) and k not in OWNED}
+        config = {k: v for k, v in index.items() if k != "_diffusers_version" and (k not in OWNED or not _is_entry(v))}
         return cls(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler, vae=vae,
                    concepts=ConceptSet.load(path), source=path, extras=extras, pipeline_config=config)
 
@@ -343,14 +342,20 @@ class T2IPipeline:
         """Wrap a diffusers ``StableDiffusionPipeline`` (shares its modules; nothing is copied)."""
         name = getattr(getattr(pipe, "config", None), "_name_or_path", None)
         source = Path(name) if name and Path(name).is_dir() else None
-        owned = {"unet", "text_encoder", "tokenizer", "scheduler", "vae"}
         components = dict(getattr(pipe, "components", {}))
         config = {k: v for k, v in dict(getattr(pipe, "config", {})).items()
-                  if k not in components and k not in owned and not k.startswith("_") or k == "_class_name"}
+                  if k not in components and k not in OWNED and not k.startswith("_")}
         return cls(unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
                    scheduler=pipe.scheduler, vae=getattr(pipe, "vae", None), source=source,
-                   extras={k: v for k, v in components.items() if k not in owned},
+                   extras={k: v for k, v in components.items() if k not in OWNED},
                    pipeline_config={"_class_name": type(pipe).__name__, **config})
+
+
+def share_of(shard: tuple[int, int] | None, n: int) -> tuple[slice, int]:
+    """(these n rows' slice, how many rows to draw random numbers for): with ``shard`` = (offset, total) the draws
+    are made for the whole step's batch and this process keeps its rows, so processes together draw what one would."""
+    offset, total = shard or (0, n)
+    return slice(offset, offset + n), total
 
 
 def _library_and_class(obj: Any) -> tuple[str, str]:

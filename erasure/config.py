@@ -125,8 +125,6 @@ class TrainConfig:
 
     def precision(self) -> str:
         """The autocast precision this run uses: ``mixed_precision``, else accelerate's setting, else "no"."""
-        import os
-
         value = self.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
         source = "mixed_precision" if self.mixed_precision else "ACCELERATE_MIXED_PRECISION"
         if value not in ("no", "bf16", "fp16"):

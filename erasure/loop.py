@@ -127,9 +127,10 @@ def _has_accelerator() -> bool:
         hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
-def _mean_across(accelerator: Any, value: float) -> float:
-    """The mean of a float over the processes."""
-    return float(accelerator.reduce(torch.tensor([float(value)], device=accelerator.device), reduction="mean"))
+def _mean_across(accelerator: Any, values: Sequence[float]) -> list[float]:
+    """Each float's mean over the processes (one all-reduce)."""
+    return accelerator.reduce(torch.tensor(list(values), dtype=torch.float64, device=accelerator.device),
+                              reduction="mean").tolist()
 
 
 def _average_gradients(accelerator: Any, params: Sequence[torch.nn.Parameter]) -> None:
@@ -336,9 +337,10 @@ class Unlearner:
                                 row_ids=ids, reference_cache=reference_cache)
             with accelerator.autocast():
                 loss, logs = self.objective(scores)
+            step_loss = float(loss.detach())
             if world > 1:  # every process logs (and checks) the step's loss over all rows
-                logs = {k: _mean_across(accelerator, v) for k, v in logs.items()}
-            step_loss = _mean_across(accelerator, float(loss.detach())) if world > 1 else float(loss.detach())
+                step_loss, *terms = _mean_across(accelerator, [step_loss, *logs.values()])
+                logs = dict(zip(logs, terms))
             if not math.isfinite(step_loss):
                 # the weights after `step` steps produced it: the last good state is the one before
                 raise NonFiniteLossError(f"loss became {step_loss} at step {step + 1} (terms: "

@@ -15,13 +15,30 @@ from safetensors.torch import load_file
 from erasure.cli import main
 
 
-def _two_processes(args: list[str]) -> None:
+def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """``erasure ARGS`` on two processes (torchrun, this checkout on the path)."""
     env = {**os.environ, "ERASURE_NO_PROGRESS": "1", "PYTHONPATH": os.getcwd()}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "erasure", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _two_processes(args: list[str]) -> None:
+    done = _torchrun(args)
     assert done.returncode == 0, done.stderr[-3000:]
     printed = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1  # one process reports
+
+
+def _saved_tiny_lm(folder) -> dict:
+    """The tiny LM without dropout (dropout draws from each process's own random stream), saved; its weights."""
+    from tests.conftest import make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    for key in ("attn_pdrop", "embd_pdrop", "resid_pdrop"):
+        setattr(model.config, key, 0.0)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return model.state_dict()
 
 
 def _weights(folder, name):
@@ -38,13 +55,9 @@ def _assert_close(a: dict, b: dict, atol: float) -> None:
 
 
 def test_an_llm_unlearning_on_two_processes_matches_one(tmp_path):
-    from tests.conftest import QA, make_tiny_lm
+    from tests.conftest import QA
 
-    model, tok = make_tiny_lm()
-    for key in ("attn_pdrop", "embd_pdrop", "resid_pdrop"):  # dropout draws from each process's own RNG stream
-        setattr(model.config, key, 0.0)
-    model.save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
+    base = _saved_tiny_lm(tmp_path / "lm")
     for name, rows in (("forget", QA[:2]), ("retain", QA[2:])):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     args = ["erase", "--model", str(tmp_path / "lm"), "--forget", str(tmp_path / "forget.jsonl"), "--retain",
@@ -52,7 +65,6 @@ def test_an_llm_unlearning_on_two_processes_matches_one(tmp_path):
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     _two_processes([*args, "--out", str(tmp_path / "two")])
     one, two = _weights(tmp_path / "one", "model.safetensors"), _weights(tmp_path / "two", "model.safetensors")
-    base = model.state_dict()
     assert any(not torch.equal(one[k], base[k]) for k in one)  # it trained
     _assert_close(two, one, atol=1e-3)
     from transformers import AutoModelForCausalLM
@@ -84,23 +96,16 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
     from tests.conftest import make_tiny_pipeline
 
     make_tiny_pipeline(seed=0).save(tmp_path / "pipe")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "erasure",
-           "erase", "--model", str(tmp_path / "pipe"), "--concept", "Neon", "--steps", "1", "--batch-size", "3",
-           "--out", str(tmp_path / "x")]
-    done = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True,
-                          timeout=600)
+    done = _torchrun(["erase", "--model", str(tmp_path / "pipe"), "--concept", "Neon", "--steps", "1",
+                      "--batch-size", "3", "--out", str(tmp_path / "x")])
     assert done.returncode != 0 and "batch_size 3 does not split over 2 processes" in done.stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_two_processes_checkpoint_once_and_resume_exactly(tmp_path):
-    from tests.conftest import QA, make_tiny_lm
+    from tests.conftest import QA
 
-    model, tok = make_tiny_lm()
-    for key in ("attn_pdrop", "embd_pdrop", "resid_pdrop"):
-        setattr(model.config, key, 0.0)
-    model.save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
+    _saved_tiny_lm(tmp_path / "lm")
     (tmp_path / "forget.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QA))
     args = ["erase", "--model", str(tmp_path / "lm"), "--forget", str(tmp_path / "forget.jsonl"), "--method", "ga",
             "--batch-size", "2", "--lr", "1e-2", "--checkpoint-every", "1"]
