@@ -52,9 +52,14 @@ class PrefixAttack:
             raise ValueError("the AdvUnlearn attack needs the frozen original model (a reference)")
         pipe = adapter.pipe
         t0 = time.time()
-        xt, t = adapter.sample_xt(batch.prompts, generator, self.ddim_steps, self.guidance)
-        with torch.no_grad(), reference.active():
-            target = pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts))  # eps_o(z_t, c)
+        # z_t from the adapter's trajectory bank when training with frozen sampling (with the frozen prediction
+        # there), else sampled with the current model
+        xt, t, frozen = adapter.esd_latents(batch.prompts, generator, self.ddim_steps, self.guidance)
+        if frozen is not None:
+            target = frozen[1]  # eps_o(z_t, c)
+        else:
+            with torch.no_grad(), reference.active():
+                target = pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts))  # eps_o(z_t, c)
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
         pool = pipe.ordinary_token_ids()
         start = pool[torch.randint(0, len(pool), (self.k,), generator=generator)]
@@ -71,5 +76,5 @@ class PrefixAttack:
                     delta.grad = grad
                     opt.step()
             trace.append(float(loss.detach()))
-        adv = replace(batch, prefix=delta.detach()[None], xt=(xt, t))
+        adv = replace(batch, prefix=delta.detach()[None], xt=(xt, t), frozen=frozen)
         return AttackResult(batch=adv, trace=trace, info={"steps": self.steps, "seconds": round(time.time() - t0, 3)})

@@ -26,12 +26,14 @@ class DiffusionBatch:
     """Prompts, optional images in [0, 1] (B, 3, H, W) that show them, an optional adversarial prefix
     (1 or B, k, D) of token embeddings inserted after BOS (set by attacks), and optional ESD latents
     ``xt = (x_t (B, C, H, W), t (B,))`` already sampled for these prompts (an attack that sampled them hands
-    them to the loss, as AdvUnlearn does: one z_t per step for the inner attack and the ESD term)."""
+    them to the loss, as AdvUnlearn does: one z_t per step for the inner attack and the ESD term), with the frozen
+    model's predictions there when they came from a trajectory bank."""
 
     prompts: list[str]
     images: torch.Tensor | None = None
     prefix: torch.Tensor | None = None
     xt: tuple[torch.Tensor, torch.Tensor] | None = None
+    frozen: tuple[torch.Tensor, torch.Tensor] | None = None  # the frozen model's (eps_u, eps_c) at xt, if known
     shard: tuple[int, int] | None = None  # (offset, total) in the step's batch when processes share it
 
     def cond(self, pipe: T2IPipeline) -> torch.Tensor:
@@ -55,6 +57,8 @@ class DiffusionAdapter:
         self.pipe = pipe
         self.sample_steps = sample_steps
         self.guidance = guidance
+        self.bank: Any = None  # a TrajectoryBank (diffusion/bank.py) set by ESD's frozen sampling; see esd_latents
+        self.pool: Any = None  # a RollingPool (diffusion/bank.py) set by ESD's rolling sampling
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -172,13 +176,38 @@ class DiffusionAdapter:
         t = self.pipe.ddim(num_steps).timesteps[stop]
         return x, torch.full((len(prompts),), int(t), dtype=torch.long, device=x.device)
 
+    def esd_latents(self, prompts: Sequence[str], generator: torch.Generator, num_steps: int | None = None,
+                    guidance: float | None = None, shard: tuple[int, int] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """ESD's x_t for ``prompts``: (x_t, t, frozen). Drawn from ``self.bank`` when it covers these prompts and
+        settings (``frozen`` = the frozen model's (eps_u, eps_c) at x_t, computed when the bank was built), or from
+        ``self.pool`` (the current state of a trajectory the trained model is sampling; ``frozen`` = None), else
+        sampled with the current model (``sample_xt``; ``frozen`` = None). Without ``num_steps`` / ``guidance``
+        (a retain term's x_t) the bank's or pool's own settings are taken."""
+        source = self.bank if self.bank is not None else self.pool
+        if source is not None:
+            num_steps = num_steps or source.ddim_steps
+            guidance = source.guidance if guidance is None else guidance
+        if self.bank is not None and self.bank.covers(prompts, num_steps, guidance):
+            xt, t, eps_u, eps_c = self.bank.draw(prompts, generator, shard=shard)
+            return xt, t, (eps_u, eps_c)
+        if self.pool is not None and self.pool.covers(prompts, num_steps, guidance):
+            xt, t = self.pool.draw(self.pipe, prompts, generator, shard=shard)
+            return xt, t, None
+        xt, t = self.sample_xt(prompts, generator, num_steps, guidance, shard=shard)
+        return xt, t, None
+
     def output_divergence(self, batch: DiffusionBatch, reference: Reference, generator: torch.Generator):
+        frozen = None
         if batch.images is not None:
             xt, t, _ = self.noised(batch, generator)
         else:
-            xt, t = self.sample_xt(batch.prompts, generator, shard=batch.shard)
-        with torch.no_grad(), reference.active():
-            ref = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
+            xt, t, frozen = self.esd_latents(batch.prompts, generator, shard=batch.shard)
+        if frozen is not None:
+            ref = frozen[1]  # the reference's eps(x_t, c), stored in the bank
+        else:
+            with torch.no_grad(), reference.active():
+                ref = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
         eps = self.pipe.predict_noise(xt, t, batch.cond(self.pipe))
         return losses.gaussian_kl(ref, eps)
 

@@ -8,7 +8,8 @@ The UNet stays frozen; the text encoder's transformer blocks and final layer nor
 ``text-encoder``; ``layers`` picks single blocks), so the saved ``text_encoder/`` can be swapped into another
 pipeline of the same tokenizer family ("plug-and-play"). The inner attack is the registered attack
 ``advunlearn-prefix`` (``attacks/advunlearn_prefix.py``, also an audit attack); ESD's loss term is reused as is, on
-the z_t the inner attack sampled (one DDIM partial sampling per step); the retain term is the core's KL term (for
+the z_t the inner attack drew (from ESD's trajectory bank of the frozen model, or sampled with the model being
+trained: ``sampling``, as ESD's); the retain term is the core's KL term (for
 a diffusion adapter: the mean squared difference to the frozen original's noise prediction).
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffusion.esd import ESDLoss
+from diffusion.esd import esd_loss
 from erasure.objectives import KL, Objective
 from erasure.registry import Method, get_attack
 from erasure.selectors import Selector, resolve_selector
@@ -38,6 +39,11 @@ class AdvUnlearnConfig:
         fast: fast-AT variant (signed gradient steps).
         layers: which text-encoder layers train: "all" (every transformer block + final layer norm, the
             paper's default) or comma-separated block indices, e.g. "0" (the paper's first-layer ablation).
+        sampling: where z_t comes from, as ESD's option (shared by the inner attack, the ESD term and the retain
+            term): "trained" (default: a fresh partial trajectory every step, as the paper's code), "rolling"
+            (trajectories of the model being trained, one DDIM step per training step) or "frozen" (a trajectory
+            bank of the frozen model).
+        bank_trajectories, bank_cache, pool_trajectories: ESD's options of the same names.
     """
 
     gamma: float = 0.5
@@ -49,6 +55,10 @@ class AdvUnlearnConfig:
     attack_lr: float = 1e-3
     fast: bool = False
     layers: str = "all"
+    sampling: str = "trained"
+    bank_trajectories: int = 4
+    bank_cache: bool = True
+    pool_trajectories: int = 1
 
 
 def advunlearn_selector(adapter: Any, c: AdvUnlearnConfig) -> Selector:
@@ -66,7 +76,7 @@ def advunlearn_selector(adapter: Any, c: AdvUnlearnConfig) -> Selector:
 
 
 def build_advunlearn(c: AdvUnlearnConfig, adapter: Any = None) -> Objective:
-    return Objective([(1.0, ESDLoss(eta=c.eta, guidance=c.guidance, ddim_steps=c.ddim_steps)),
+    return Objective([(1.0, esd_loss(c)),
                       (c.gamma, KL(split="retain"))])
 
 

@@ -204,6 +204,9 @@ class Unlearner:
                 else:
                     scalars[f"{idx}.{k}"] = v
         save_file(tensors, tmp / "optimizer.safetensors")
+        carried = self.objective.state_dict()  # e.g. ESD's rolling pool
+        if carried:
+            save_file({k: v.contiguous() for k, v in carried.items()}, tmp / "objective.safetensors")
         meta = {"step": step, "param_groups": opt_state["param_groups"], "scalars": scalars,
                 "history": history, "config": asdict(self.config), "fingerprint": self.fingerprint}
         (tmp / "state.json").write_text(json.dumps(meta, default=str))
@@ -260,6 +263,7 @@ class Unlearner:
                 meta = json.loads((ckpt / "state.json").read_text())
                 weights = load_file(ckpt / "trainable.safetensors")
                 tensors = load_file(ckpt / "optimizer.safetensors")
+                carried = load_file(ckpt / "objective.safetensors") if (ckpt / "objective.safetensors").is_file() else {}
             except (OSError, ValueError, SafetensorError) as err:
                 logger.warning("checkpoint %s is damaged (%s); trying the one before it", ckpt, " ".join(str(err).split()))
                 continue
@@ -278,6 +282,7 @@ class Unlearner:
             idx, k = key.split(".", 1)
             state.setdefault(int(idx), {})[k] = v
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.objective.load_state_dict(carried)
         for group in optimizer.param_groups:  # this run's settings (a lower lr after a divergence), not the saved ones
             group.update(lr=self.config.lr, weight_decay=self.config.weight_decay)
         logger.info("resumed from %s (step %d)", ckpt, meta["step"])
@@ -312,13 +317,14 @@ class Unlearner:
         # reference NLL per example, reused across steps (deterministic adapters); not when an adversary rewrites
         # the forget batch every step (the cached value would belong to another input)
         reference_cache: dict | None = {} if self.adversary is None else None
+        t0 = time.time()  # the run's seconds include what the objective prepares (ESD's bank or pool)
+        data = {"forget": self.forget, "retain": self.retain}
+        self.objective.prepare(self.adapter, reference, data, seed=cfg.seed)  # before a resume restores its state
         if cfg.resume:
             start, history = self._load_checkpoint(trainable, optimizer)
         good: tuple | None = None  # (step, weights, optimizer state, history) before the newest step, when checkpointing
-        t0 = time.time()
         for m in modules.values():
             m.train()
-        data = {"forget": self.forget, "retain": self.retain}
         for step in progress(range(start, cfg.steps), desc="unlearning", initial=start, total=cfg.steps,
                              disable=not cfg.show_progress or not accelerator.is_main_process):
             ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
@@ -329,6 +335,7 @@ class Unlearner:
             rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
             shard = {} if world == 1 else {"shard": (rank * share, cfg.batch_size)}
             batches = {split: self.adapter.collate(r, **shard) for split, r in rows.items()}
+            self.objective.begin_step(step)
             if self.adversary is not None and step >= cfg.adversary_warmup:
                 gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919)
                 attack = self.adversary.attack(self.adapter, batches["forget"], gen, reference=reference)

@@ -242,6 +242,29 @@ class Objective:
     def splits(self) -> set[str]:
         return {getattr(t, "split", "forget") for _, t in self.terms}
 
+    def _with(self, hook: str) -> list[tuple[int, Any]]:
+        return [(i, term) for i, (weight, term) in enumerate(self.terms) if weight and hasattr(term, hook)]
+
+    def prepare(self, adapter: Adapter, reference: Reference | None, data: dict[str, Sequence[Any]],
+                seed: int = 0) -> None:
+        """Before the first step: terms with a ``prepare(adapter, reference, data, splits, seed)`` set up what
+        they reuse across steps (ESD's trajectory bank or rolling pool)."""
+        for _, term in self._with("prepare"):
+            term.prepare(adapter, reference, data, self.splits, seed)
+
+    def begin_step(self, step: int) -> None:
+        """At the start of every step (before an adversary runs): terms' ``begin_step(step)``."""
+        for _, term in self._with("begin_step"):
+            term.begin_step(step)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors the terms carry across steps (``"{term index}.{name}"``), for checkpoints."""
+        return {f"{i}.{k}": v for i, term in self._with("state_dict") for k, v in term.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for i, term in self._with("load_state_dict"):
+            term.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == str(i)})
+
     def __call__(self, scores: StepScores) -> tuple[torch.Tensor, dict[str, float]]:
         """Returns (total loss, {term name: unweighted value})."""
         total = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ERASURE_NO_PROGRESS", "1")
+os.environ.setdefault("ERASURE_BANK_DIR", tempfile.mkdtemp(prefix="erasure-test-banks-"))  # not the user's cache
 
 STYLES = ["Neon", "Sketch", "Mosaic"]
 OBJECTS = ["Circle", "Square", "Star"]

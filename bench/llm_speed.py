@@ -1,0 +1,93 @@
+"""LLM unlearning step speed, side by side in one run: GA vs NPO (reference NLLs cached per forget row, as the
+loop does, and recomputed every step), fp32 vs bf16 autocast, SDPA vs eager attention. Prints seconds per step
+(median over the measured steps, the first step excluded: it fills the reference cache) and the ratios; asserts
+nothing.
+
+    python bench/llm_speed.py                       # SmolLM2-135M-Instruct on mini-RWKU (make real-lm first)
+    python bench/llm_speed.py --model mini-tofu     # the tiny shipped model (no conversion needed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+
+def timed_erase(adapter, method: str, forget, retain, steps: int, batch: int, lr: float, **train) -> dict:
+    """Run ``steps`` steps of ``method`` on a copy of the model; per-step wall times from each step's start."""
+    import erasure.loop as loop
+    from erasure import erase
+
+    starts: list[float] = []
+    real = loop.StepScores.__init__
+
+    def stamp(self, *a, **k):  # every step builds one StepScores first
+        starts.append(time.perf_counter())
+        real(self, *a, **k)
+
+    work = copy.copy(adapter)
+    work.model = copy.deepcopy(adapter.model)
+    loop.StepScores.__init__ = stamp
+    try:
+        t0 = time.perf_counter()
+        result = erase(work, method=method, forget=forget, retain=retain, steps=steps, lr=lr, batch_size=batch,
+                       recommended=False, train={"show_progress": False, **train})
+        starts.append(time.perf_counter())
+    finally:
+        loop.StepScores.__init__ = real
+    per_step = [b - a for a, b in zip(starts, starts[1:])]
+    return {"first_step_s": round(per_step[0], 3), "median_step_s": round(statistics.median(per_step[1:]), 3),
+            "total_s": round(time.perf_counter() - t0, 1), "first_loss": result.loop.history[0]["loss"]}
+
+
+def main() -> None:
+    from llm.modality import LLM
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--target", default="Harry Potter", help="mini-RWKU target (real models)")
+    p.add_argument("--steps", type=int, default=6, help="steps per configuration (the first is not counted)")
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args()
+
+    adapter = LLM.load(args.model)
+    if args.model == "mini-tofu":
+        forget, retain = "forget10", "retain90"
+    else:
+        from llm.rwku_benchmark import MINI_RWKU
+
+        forget, retain = MINI_RWKU.erase_data(adapter, target=args.target)
+    attn = getattr(adapter.model.config, "_attn_implementation", None)
+    runs = {}
+    common = dict(forget=forget, retain=retain, steps=args.steps, batch=args.batch, lr=1e-5)
+    runs["ga"] = timed_erase(adapter, "ga", **common)
+    runs["npo"] = timed_erase(adapter, "npo", **common)
+    adapter.deterministic_scores = False  # the loop then recomputes the reference every step
+    runs["npo_no_reference_cache"] = timed_erase(adapter, "npo", **common)
+    del adapter.deterministic_scores
+    runs["npo_bf16"] = timed_erase(adapter, "npo", mixed_precision="bf16", **common)
+    other = "eager" if attn != "eager" else "sdpa"
+    adapter.model.config._attn_implementation = other
+    runs[f"npo_{other}"] = timed_erase(adapter, "npo", **common)
+    adapter.model.config._attn_implementation = attn
+
+    med = {k: v["median_step_s"] for k, v in runs.items()}
+    report = {
+        "model": args.model, "attention": attn, "batch": args.batch, "runs": runs,
+        "ratios": {
+            "npo_step / ga_step": round(med["npo"] / med["ga"], 3),
+            "npo_step without / with reference cache": round(med["npo_no_reference_cache"] / med["npo"], 3),
+            "npo bf16 / fp32 step": round(med["npo_bf16"] / med["npo"], 3),
+            f"npo {other} / {attn} step": round(med[f"npo_{other}"] / med["npo"], 3),
+            "bf16 first-loss relative difference": round(abs(runs["npo_bf16"]["first_loss"] - runs["npo"]["first_loss"])
+                                                         / abs(runs["npo"]["first_loss"]), 5),
+        },
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
