@@ -54,7 +54,8 @@ class PrefixAttack:
         t0 = time.time()
         # z_t from the adapter's trajectory bank when training with frozen sampling (with the frozen prediction
         # there), else sampled with the current model
-        xt, t, frozen = adapter.esd_latents(batch.prompts, generator, self.ddim_steps, self.guidance)
+        xt, t, frozen = adapter.esd_latents(batch.prompts, generator, self.ddim_steps, self.guidance,
+                                            shard=batch.shard)
         if frozen is not None:
             target = frozen[1]  # eps_o(z_t, c)
         else:

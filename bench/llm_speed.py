@@ -28,6 +28,10 @@ def timed_erase(adapter, method: str, forget, retain, steps: int, batch: int, lr
         starts.append(time.perf_counter())
         real(self, *a, **k)
 
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # each run sets its own mixed precision
+    PartialState._reset_state()
     work = copy.copy(adapter)
     work.model = copy.deepcopy(adapter.model)
     loop.StepScores.__init__ = stamp
@@ -39,6 +43,7 @@ def timed_erase(adapter, method: str, forget, retain, steps: int, batch: int, lr
     finally:
         loop.StepScores.__init__ = real
     per_step = [b - a for a, b in zip(starts, starts[1:])]
+    print(f"[llm_speed] {method} {train or ''}: steps {[round(x, 2) for x in per_step]}", flush=True)
     return {"first_step_s": round(per_step[0], 3), "median_step_s": round(statistics.median(per_step[1:]), 3),
             "total_s": round(time.perf_counter() - t0, 1), "first_loss": result.loop.history[0]["loss"]}
 
@@ -49,7 +54,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--target", default="Harry Potter", help="mini-RWKU target (real models)")
-    p.add_argument("--steps", type=int, default=6, help="steps per configuration (the first is not counted)")
+    p.add_argument("--steps", type=int, default=4, help="steps per configuration (the first is not counted)")
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args()
 

@@ -95,9 +95,10 @@ class TrajectoryBank:
         return self.xt[idx], self.t[idx], self.eps_uncond[idx], self.eps_cond[idx]
 
     def to(self, device: torch.device | str) -> "TrajectoryBank":
-        for name in ("xt", "t", "eps_uncond", "eps_cond"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
+        """A bank with the tensors on ``device`` (this one unchanged)."""
+        from dataclasses import replace
+
+        return replace(self, **{n: getattr(self, n).to(device) for n in ("xt", "t", "eps_uncond", "eps_cond")})
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
@@ -117,6 +118,7 @@ class TrajectoryBank:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrajectoryBank":
+        """Read a bank written by ``save`` (CPU tensors)."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -199,6 +201,7 @@ def bank_key(pipe: T2IPipeline, prompts: Sequence[str], trajectories: int, ddim_
                for n, p in m.state_dict().items()}
     what = {"weights": fingerprint_tensors(weights), "tokenizer": [type(pipe.tokenizer).__name__, len(pipe.tokenizer)],
             "scheduler": {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")},
+            "unet": dict(pipe.unet.config), "latent_shape": list(pipe.latent_shape),
             "prompts": list(dict.fromkeys(prompts)), "trajectories": trajectories, "ddim_steps": ddim_steps,
             "guidance": float(guidance), "seed": seed, "version": BANK_VERSION}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
@@ -229,13 +232,13 @@ def get_bank(pipe: T2IPipeline, reference: Any, prompts: Sequence[str], trajecto
         path = bank_dir() / f"{key}.safetensors"
         if cache and path.is_file():
             try:
-                bank = TrajectoryBank.load(path).to(pipe.device)
+                bank = TrajectoryBank.load(path)
                 logger.info("ESD trajectory bank loaded from %s (%d entries)", path, len(bank))
             except (OSError, ValueError) as err:  # a damaged file is rebuilt
                 logger.warning("ESD trajectory bank %s unreadable (%s); rebuilding it", path, err)
                 bank = None
             if bank is not None:
-                return _remember(key, bank)
+                return _remember(key, bank).to(pipe.device)
         bank = build_bank(pipe, prompts, trajectories, ddim_steps, guidance, seed, show_progress=show_progress)
     if cache:
         from accelerate import PartialState
@@ -243,10 +246,12 @@ def get_bank(pipe: T2IPipeline, reference: Any, prompts: Sequence[str], trajecto
         if PartialState().is_main_process:
             bank.save(path)
             logger.info("ESD trajectory bank saved to %s (%d entries)", path, len(bank))
-    return _remember(key, bank)
+    return _remember(key, bank).to(pipe.device)
 
 
 def _remember(key: str, bank: TrajectoryBank) -> TrajectoryBank:
+    """Keep ``bank`` (a CPU copy: device memory is freed when training ends) among the newest few."""
+    bank = bank.to("cpu")
     _MEMORY[key] = bank
     while len(_MEMORY) > _MEMORY_SIZE:
         _MEMORY.popitem(last=False)
@@ -283,6 +288,7 @@ class RollingPool:
         self._row = {p: i * per_prompt for i, p in enumerate(self.prompts)}
 
     def covers(self, prompts: Sequence[str], ddim_steps: int, guidance: float) -> bool:
+        """Whether the pool samples the way asked and holds every prompt."""
         return (ddim_steps == self.ddim_steps and float(guidance) == self.guidance
                 and all(p in self._row for p in prompts))
 
@@ -336,9 +342,11 @@ class RollingPool:
         return self.x[idx].clone(), timesteps[self.step[idx].to(timesteps.device)].to(torch.long)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"x": self.x.detach().cpu(), "step": self.step.clone(), "restarts": self.restarts.clone()}
+        """Copies of the trajectories' latents, steps and restart counts (what an exact resume needs)."""
+        return {"x": self.x.detach().cpu().clone(), "step": self.step.clone(), "restarts": self.restarts.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device | str) -> None:
+        """Restore ``state_dict()``'s copy onto ``device``."""
         if state["x"].shape[0] != len(self.prompt_index):
             raise ValueError("the checkpoint's ESD rolling pool has another size: resume with the same prompts and "
                              "pool settings")

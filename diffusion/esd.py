@@ -77,7 +77,8 @@ class ESDLoss:
 
         prompts = [_prompt(r) for r in data["forget"]]
         if "retain" in splits and data.get("retain") is not None:
-            prompts += [_prompt(r) for r in data["retain"] if isinstance(r, str) or r.get("image") is None]
+            prompts += [_prompt(r) for r in data["retain"]
+                        if isinstance(r, str) or (r.get("image") is None and r.get("images") is None)]
         if self.sampling == "frozen":
             adapter.bank = get_bank(adapter.pipe, reference, prompts, self.bank_trajectories, self.ddim_steps,
                                     self.guidance, cache=self.bank_cache)
@@ -91,11 +92,18 @@ class ESDLoss:
         if self.sampling == "rolling":
             self._adapter.pool.advance(self._adapter.pipe)
 
+    def finish(self) -> None:
+        """After training: the adapter samples with its own weights again (an audit must not draw from the bank)."""
+        adapter = getattr(self, "_adapter", None)
+        if adapter is not None:
+            adapter.bank = adapter.pool = None
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must keep for an exact resume: the rolling pool's trajectories."""
         return self._adapter.pool.state_dict() if self.sampling == "rolling" else {}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the rolling pool from a checkpoint (refused when the checkpoint has none)."""
         if self.sampling == "rolling":
             if not state:
                 raise ValueError("the checkpoint holds no ESD rolling pool: it was written with another sampling")

@@ -230,6 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 ENVIRONMENT = """environment variables:
   ERASURE_CACHE        where converted real models live (default ~/.cache/erasure; make real-lm fills it)
   ERASURE_BANK_DIR     where ESD trajectory banks are kept (default $ERASURE_CACHE/esd-bank)
+  ERASURE_EVAL_CACHE   where evaluations are kept to be read, not recomputed (default $ERASURE_CACHE/eval-cache)
   ERASURE_NO_PROGRESS  set to 1 to hide progress bars (logs stay)
   HF_HUB_OFFLINE       nothing is downloaded at run time either way; set it to 1 to make transformers quiet about it
   ACCELERATE_*         accelerate's settings (accelerate config / accelerate launch), e.g. the mixed precision"""

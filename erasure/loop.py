@@ -188,8 +188,10 @@ class Unlearner:
         self.fingerprint: dict = json.loads(json.dumps(fingerprint or {}, sort_keys=True, default=str))
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, step: int, weights: dict[str, torch.Tensor], opt_state: dict, history: list) -> Path:
-        """Write one checkpoint (trainable tensors, optimizer state, history, fingerprint) atomically."""
+    def _save_checkpoint(self, step: int, weights: dict[str, torch.Tensor], opt_state: dict, history: list,
+                         carried: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write one checkpoint (trainable tensors, optimizer state, history, fingerprint, and the objective's
+        carried state: ``carried``, else its current one) atomically."""
         root = Path(self.config.checkpoint_dir)
         final = root / f"step-{step:07d}"
         tmp = root / f".tmp-step-{step:07d}"
@@ -204,7 +206,7 @@ class Unlearner:
                 else:
                     scalars[f"{idx}.{k}"] = v
         save_file(tensors, tmp / "optimizer.safetensors")
-        carried = self.objective.state_dict()  # e.g. ESD's rolling pool
+        carried = self.objective.state_dict() if carried is None else carried  # e.g. ESD's rolling pool
         if carried:
             save_file({k: v.contiguous() for k, v in carried.items()}, tmp / "objective.safetensors")
         meta = {"step": step, "param_groups": opt_state["param_groups"], "scalars": scalars,
@@ -263,7 +265,8 @@ class Unlearner:
                 meta = json.loads((ckpt / "state.json").read_text())
                 weights = load_file(ckpt / "trainable.safetensors")
                 tensors = load_file(ckpt / "optimizer.safetensors")
-                carried = load_file(ckpt / "objective.safetensors") if (ckpt / "objective.safetensors").is_file() else {}
+                extra = ckpt / "objective.safetensors"
+                carried = load_file(extra) if extra.is_file() else {}
             except (OSError, ValueError, SafetensorError) as err:
                 logger.warning("checkpoint %s is damaged (%s); trying the one before it", ckpt, " ".join(str(err).split()))
                 continue
@@ -274,6 +277,7 @@ class Unlearner:
         missing = sorted(set(trainable) - set(weights))
         if missing:
             raise ValueError(f"checkpoint {ckpt} does not match this model/selector: missing {missing[:3]}...")
+        self.objective.load_state_dict(carried)  # first: it may refuse the checkpoint before any weight changes
         with torch.no_grad():
             for n, p in trainable.items():
                 p.copy_(weights[n].to(p.device, p.dtype))
@@ -282,7 +286,6 @@ class Unlearner:
             idx, k = key.split(".", 1)
             state.setdefault(int(idx), {})[k] = v
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        self.objective.load_state_dict(carried)
         for group in optimizer.param_groups:  # this run's settings (a lower lr after a divergence), not the saved ones
             group.update(lr=self.config.lr, weight_decay=self.config.weight_decay)
         logger.info("resumed from %s (step %d)", ckpt, meta["step"])
@@ -320,63 +323,67 @@ class Unlearner:
         t0 = time.time()  # the run's seconds include what the objective prepares (ESD's bank or pool)
         data = {"forget": self.forget, "retain": self.retain}
         self.objective.prepare(self.adapter, reference, data, seed=cfg.seed)  # before a resume restores its state
-        if cfg.resume:
-            start, history = self._load_checkpoint(trainable, optimizer)
-        good: tuple | None = None  # (step, weights, optimizer state, history) before the newest step, when checkpointing
-        for m in modules.values():
-            m.train()
-        for step in progress(range(start, cfg.steps), desc="unlearning", initial=start, total=cfg.steps,
-                             disable=not cfg.show_progress or not accelerator.is_main_process):
-            ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
-            if self.retain is not None and len(self.retain) > 0:
-                ids["retain"] = batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)
-            if world > 1:  # the step's rows are the same on every process; each takes its share
-                ids = {split: idx[rank * share:(rank + 1) * share] for split, idx in ids.items()}
-            rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
-            shard = {} if world == 1 else {"shard": (rank * share, cfg.batch_size)}
-            batches = {split: self.adapter.collate(r, **shard) for split, r in rows.items()}
-            self.objective.begin_step(step)
-            if self.adversary is not None and step >= cfg.adversary_warmup:
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919)
-                attack = self.adversary.attack(self.adapter, batches["forget"], gen, reference=reference)
-                batches["forget"] = attack.batch
-            scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows,
-                                row_ids=ids, reference_cache=reference_cache)
-            with accelerator.autocast():
-                loss, logs = self.objective(scores)
-            step_loss = float(loss.detach())
-            if world > 1:  # every process logs (and checks) the step's loss over all rows
-                step_loss, *terms = _mean_across(accelerator, [step_loss, *logs.values()])
-                logs = dict(zip(logs, terms))
-            if not math.isfinite(step_loss):
-                # the weights after `step` steps produced it: the last good state is the one before
-                raise NonFiniteLossError(f"loss became {step_loss} at step {step + 1} (terms: "
-                                         f"{ {k: round(v, 4) for k, v in logs.items()} }); "
-                                         f"{self._keep_last_good(step, good)}{RETRY_HINT}")
-            if cfg.checkpoint_dir:  # loss and weights finite: the state to fall back to if this step breaks them
-                good = (step, *_state(trainable, optimizer, snapshot=True), list(history))
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if world > 1:
-                _average_gradients(accelerator, list(trainable.values()))
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(list(trainable.values()), cfg.grad_clip)
-            optimizer.step()
-            logs = {"step": step + 1, "loss": step_loss, **logs}
-            history.append(logs)
-            if cfg.log_every and (step + 1) % cfg.log_every == 0:
-                logger.info("step %d %s", step + 1, {k: round(v, 5) for k, v in logs.items() if k != "step"})
-            if self.on_step:
-                self.on_step(step + 1, logs)
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                weights, opt_state = _state(trainable, optimizer)
-                bad = [n for n, w in weights.items() if not bool(torch.isfinite(w).all())]
-                if bad:
-                    raise NonFiniteLossError(f"weights became non-finite at step {step + 1} ({bad[0]}); "
-                                             f"{self._keep_last_good(step + 1, good)}{RETRY_HINT}")
-                if accelerator.is_main_process:  # every process holds the same weights; one writes them
-                    self._save_checkpoint(step + 1, weights, opt_state, history)
-                accelerator.wait_for_everyone()
+        try:
+            if cfg.resume:
+                start, history = self._load_checkpoint(trainable, optimizer)
+            good: tuple | None = None  # (step, weights, optimizer, history, objective state) before the newest step
+            for m in modules.values():
+                m.train()
+            for step in progress(range(start, cfg.steps), desc="unlearning", initial=start, total=cfg.steps,
+                                 disable=not cfg.show_progress or not accelerator.is_main_process):
+                ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
+                if self.retain is not None and len(self.retain) > 0:
+                    ids["retain"] = batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)
+                if world > 1:  # the step's rows are the same on every process; each takes its share
+                    ids = {split: idx[rank * share:(rank + 1) * share] for split, idx in ids.items()}
+                rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
+                shard = {} if world == 1 else {"shard": (rank * share, cfg.batch_size)}
+                batches = {split: self.adapter.collate(r, **shard) for split, r in rows.items()}
+                carried = self.objective.state_dict() if cfg.checkpoint_dir else {}  # as after `step` steps
+                self.objective.begin_step(step)
+                if self.adversary is not None and step >= cfg.adversary_warmup:
+                    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919)
+                    attack = self.adversary.attack(self.adapter, batches["forget"], gen, reference=reference)
+                    batches["forget"] = attack.batch
+                scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows,
+                                    row_ids=ids, reference_cache=reference_cache)
+                with accelerator.autocast():
+                    loss, logs = self.objective(scores)
+                step_loss = float(loss.detach())
+                if world > 1:  # every process logs (and checks) the step's loss over all rows
+                    step_loss, *terms = _mean_across(accelerator, [step_loss, *logs.values()])
+                    logs = dict(zip(logs, terms))
+                if not math.isfinite(step_loss):
+                    # the weights after `step` steps produced it: the last good state is the one before
+                    raise NonFiniteLossError(f"loss became {step_loss} at step {step + 1} (terms: "
+                                             f"{ {k: round(v, 4) for k, v in logs.items()} }); "
+                                             f"{self._keep_last_good(step, good)}{RETRY_HINT}")
+                if cfg.checkpoint_dir:  # loss and weights finite: the state to fall back to if this step breaks them
+                    good = (step, *_state(trainable, optimizer, snapshot=True), list(history), carried)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if world > 1:
+                    _average_gradients(accelerator, list(trainable.values()))
+                if cfg.grad_clip:
+                    accelerator.clip_grad_norm_(list(trainable.values()), cfg.grad_clip)
+                optimizer.step()
+                logs = {"step": step + 1, "loss": step_loss, **logs}
+                history.append(logs)
+                if cfg.log_every and (step + 1) % cfg.log_every == 0:
+                    logger.info("step %d %s", step + 1, {k: round(v, 5) for k, v in logs.items() if k != "step"})
+                if self.on_step:
+                    self.on_step(step + 1, logs)
+                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                    weights, opt_state = _state(trainable, optimizer)
+                    bad = [n for n, w in weights.items() if not bool(torch.isfinite(w).all())]
+                    if bad:
+                        raise NonFiniteLossError(f"weights became non-finite at step {step + 1} ({bad[0]}); "
+                                                 f"{self._keep_last_good(step + 1, good)}{RETRY_HINT}")
+                    if accelerator.is_main_process:  # every process holds the same weights; one writes them
+                        self._save_checkpoint(step + 1, weights, opt_state, history)
+                    accelerator.wait_for_everyone()
+        finally:  # the adapter samples with its own weights again, even after an error
+            self.objective.finish()
         for m in modules.values():
             m.eval()
             m.requires_grad_(False)

@@ -257,11 +257,17 @@ class Objective:
         for _, term in self._with("begin_step"):
             term.begin_step(step)
 
+    def finish(self) -> None:
+        """After the last step: terms' ``finish()`` release what ``prepare`` set up."""
+        for _, term in self._with("finish"):
+            term.finish()
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors the terms carry across steps (``"{term index}.{name}"``), for checkpoints."""
         return {f"{i}.{k}": v for i, term in self._with("state_dict") for k, v in term.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Give each term its part of ``state_dict()``'s output."""
         for i, term in self._with("load_state_dict"):
             term.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == str(i)})
 

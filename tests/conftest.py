@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ERASURE_NO_PROGRESS", "1")
 os.environ.setdefault("ERASURE_BANK_DIR", tempfile.mkdtemp(prefix="erasure-test-banks-"))  # not the user's cache
+os.environ.setdefault("ERASURE_EVAL_CACHE", tempfile.mkdtemp(prefix="erasure-test-evals-"))
 
 STYLES = ["Neon", "Sketch", "Mosaic"]
 OBJECTS = ["Circle", "Square", "Star"]

@@ -165,3 +165,29 @@ def test_rolling_sampling_resumes_exactly(tiny_pipe, tmp_path):
                                    "resume": True}, **kwargs)
     for (n, a), b in zip(straight.unet.named_parameters(), resumed.unet.parameters()):
         assert torch.equal(a, b), n
+
+
+def test_evaluations_are_computed_once_per_weights_and_settings(tmp_path, monkeypatch):
+    import evals.canvas
+    from diffusion.modality import DIFFUSION
+    from erasure.registry import get_benchmark
+
+    monkeypatch.setenv("ERASURE_EVAL_CACHE", str(tmp_path))
+    bench = get_benchmark("unlearncanvas", "diffusion")
+    adapter = DIFFUSION.load("mini-canvas")
+    kwargs = dict(model="mini-canvas", concept="Neon", per_prompt=1, ddim_steps=2, return_images=True)
+    first = bench.evaluate(adapter, **kwargs)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1 and "cached" not in first
+    real = evals.canvas.evaluate_concept
+    monkeypatch.setattr(evals.canvas, "evaluate_concept", lambda *a, **k: pytest.fail("evaluated again"))
+    again = bench.evaluate(adapter, **kwargs)
+    assert again["cached"] is True
+    assert {k: again[k] for k in ("ua", "ira", "cra", "per_sample")} == {k: first[k] for k in ("ua", "ira", "cra", "per_sample")}
+    shown, stored = first["_images"]["target"], again["_images"]["target"]
+    assert shown[1] == stored[1] and (shown[0] - stored[0]).abs().max() <= 0.5 / 255 + 1e-6
+    monkeypatch.setattr(evals.canvas, "evaluate_concept", real)
+    with torch.no_grad():  # other weights or other settings: evaluated anew
+        adapter.pipe.unet.conv_out.bias.add_(0.01)
+    assert "cached" not in bench.evaluate(adapter, **kwargs)
+    assert "cached" not in bench.evaluate(adapter, **{**kwargs, "seed": 1})
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
