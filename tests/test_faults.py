@@ -332,3 +332,18 @@ def test_checkpoints_inside_out_survive_the_save_and_resume(canvas, tmp_path, ca
     assert code == 0, err
     assert json.loads((out / "erasure.json").read_text())["steps"] == 3
     assert (out / "checkpoints" / "step-0000003").is_dir()
+
+
+def test_a_diverging_rolling_run_keeps_the_pool_of_its_last_good_state(canvas, tmp_path, capsys):
+    """ESD's rolling pool advances at the start of every step; the state kept after a divergence at the first step
+    must hold the pool as it was before that step, so resuming with a sane lr equals a fresh run byte for byte."""
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    rolling = ["--option", "sampling='rolling'"]
+    code, err = _cli(_checkpointed(tmp_path, "--lr", "1e30", "--steps", "3", *rolling), capsys)
+    assert code == 2 and "last good state (step 0)" in err, err
+    assert (tmp_path / "ck" / "step-0000000" / "objective.safetensors").is_file()
+    code, err = _cli(_checkpointed(tmp_path, "--lr", "1e-4", "--steps", "2", "--resume", *rolling), capsys)
+    assert code == 0, err
+    code, err = _cli(_args(CANVAS, ["--lr", "1e-4", "--steps", "2", "--out", "{tmp}/fresh", *rolling], tmp_path), capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / weights).read_bytes() == (tmp_path / "fresh" / weights).read_bytes()
