@@ -56,11 +56,7 @@ class PrefixAttack:
         # there), else sampled with the current model
         xt, t, frozen = adapter.esd_latents(batch.prompts, generator, self.ddim_steps, self.guidance,
                                             shard=batch.shard)
-        if frozen is not None:
-            target = frozen[1]  # eps_o(z_t, c)
-        else:
-            with torch.no_grad(), reference.active():
-                target = pipe.predict_noise(xt, t, pipe.encode_prompts(batch.prompts))  # eps_o(z_t, c)
+        target = adapter.reference_noise(xt, t, batch.prompts, reference, frozen)  # eps_o(z_t, c)
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
         pool = pipe.ordinary_token_ids()
         start = pool[torch.randint(0, len(pool), (self.k,), generator=generator)]

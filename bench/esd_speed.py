@@ -87,10 +87,10 @@ def worker_ours(h, args) -> dict:
 
     import torch
 
-    import erasure.loop as loop
     from diffusion.bank import get_bank
     from erasure import erase
     from erasure.reference import SnapshotReference
+    from step_timer import durations, step_starts
 
     torch.manual_seed(0)
     pipe = build_pipeline(h, args.shape)
@@ -103,22 +103,14 @@ def worker_ours(h, args) -> dict:
         result["bank_build_s"] = time.perf_counter() - t0
         result["bank_entries"] = len(bank)
         result["bank_bytes"] = sum(t.numel() * t.element_size() for t in (bank.xt, bank.eps_uncond, bank.eps_cond))
-    starts: list[float] = []
-    real = loop.StepScores.__init__
-
-    def stamp(self, *a, **k):
-        starts.append(time.perf_counter())
-        real(self, *a, **k)
-
-    loop.StepScores.__init__ = stamp
     steps = args.warmup + args.steps
     sampling = {"ours-bank": "frozen", "ours-rolling": "rolling", "ours-trained": "trained"}[args.worker]
     t_call = time.perf_counter()
-    erase(pipe, forget=[PROMPT], retain=[], method="esd-x", steps=steps, lr=1e-5, ddim_steps=ddim,
-          sampling=sampling, bank_trajectories=args.bank_trajectories, bank_cache=False, recommended=False,
-          train={"show_progress": False})
-    starts.append(time.perf_counter())
-    per = [b - a for a, b in zip(starts, starts[1:])][args.warmup:]
+    with step_starts() as starts:
+        erase(pipe, forget=[PROMPT], retain=[], method="esd-x", steps=steps, lr=1e-5, ddim_steps=ddim,
+              sampling=sampling, bank_trajectories=args.bank_trajectories, bank_cache=False, recommended=False,
+              train={"show_progress": False})
+    per = durations(starts)[args.warmup:]
     # setup: from the call to the first step (selector, reference snapshot, the rolling pool's start)
     result.update(setup_s=starts[0] - t_call, ddim_steps=ddim)
     result.update(per_iter_s=per, median_iter_s=statistics.median(per), peak_rss_bytes=_peak_rss(),

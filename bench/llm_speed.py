@@ -21,31 +21,20 @@ import time
 def timed_erase(adapter, method: str, forget, retain, steps: int, batch: int, lr: float, options: dict | None = None,
                 **train) -> dict:
     """Run ``steps`` steps of ``method`` on a copy of the model; per-step wall times from each step's start."""
-    import erasure.loop as loop
-    from erasure import erase
-
-    starts: list[float] = []
-    real = loop.StepScores.__init__
-
-    def stamp(self, *a, **k):  # every step builds one StepScores first
-        starts.append(time.perf_counter())
-        real(self, *a, **k)
-
     from accelerate.state import AcceleratorState, PartialState
+
+    from erasure import erase
+    from step_timer import durations, step_starts
 
     AcceleratorState._reset_state(reset_partial_state=True)  # each run sets its own mixed precision
     PartialState._reset_state()
     work = copy.copy(adapter)
     work.model = copy.deepcopy(adapter.model)
-    loop.StepScores.__init__ = stamp
-    try:
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    with step_starts() as starts:
         result = erase(work, method=method, forget=forget, retain=retain, steps=steps, lr=lr, batch_size=batch,
                        recommended=False, train={"show_progress": False, **train}, **(options or {}))
-        starts.append(time.perf_counter())
-    finally:
-        loop.StepScores.__init__ = real
-    per_step = [b - a for a, b in zip(starts, starts[1:])]
+    per_step = durations(starts)
     print(f"[llm_speed] {method} {train or ''}: steps {[round(x, 2) for x in per_step]}", flush=True)
     return {"first_step_s": round(per_step[0], 3), "median_step_s": round(statistics.median(per_step[1:]), 3),
             "total_s": round(time.perf_counter() - t0, 1), "first_loss": result.loop.history[0]["loss"]}

@@ -21,6 +21,12 @@ from erasure.reference import Reference
 
 logger = logging.getLogger(__name__)
 
+
+def prompt_of(row: Any) -> str:
+    """A diffusion row's prompt: the row itself (a string) or its "prompt"."""
+    return row if isinstance(row, str) else row["prompt"]
+
+
 @dataclass
 class DiffusionBatch:
     """Prompts, optional images in [0, 1] (B, 3, H, W) that show them, an optional adversarial prefix
@@ -138,7 +144,7 @@ class DiffusionAdapter:
             seed: one seed for the batch's noise.
             num_steps, guidance: DDIM steps and CFG scale.
         """
-        prompts = [r if isinstance(r, str) else r["prompt"] for r in rows]
+        prompts = [prompt_of(r) for r in rows]
         with torch.no_grad():
             cond = None if prefix is None else self.pipe.encode_prompts(prompts, prefix=prefix)
         return self.pipe.sample(prompts, num_steps=num_steps, guidance=guidance, seed=seed, seeds=seeds, cond=cond)
@@ -192,10 +198,19 @@ class DiffusionAdapter:
             xt, t, eps_u, eps_c = self.bank.draw(prompts, generator, shard=shard)
             return xt, t, (eps_u, eps_c)
         if self.pool is not None and self.pool.covers(prompts, num_steps, guidance):
-            xt, t = self.pool.draw(self.pipe, prompts, generator, shard=shard)
+            xt, t = self.pool.draw(prompts, generator, shard=shard)
             return xt, t, None
         xt, t = self.sample_xt(prompts, generator, num_steps, guidance, shard=shard)
         return xt, t, None
+
+    def reference_noise(self, xt: torch.Tensor, t: torch.Tensor, prompts: Sequence[str], reference: Reference,
+                        frozen: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The frozen reference's eps(x_t, c) (B, C, H, W): ``frozen[1]`` when a bank already holds it (from
+        ``esd_latents``), else computed under ``reference``."""
+        if frozen is not None:
+            return frozen[1]
+        with torch.no_grad(), reference.active():
+            return self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(prompts))
 
     def output_divergence(self, batch: DiffusionBatch, reference: Reference, generator: torch.Generator):
         frozen = None
@@ -203,11 +218,7 @@ class DiffusionAdapter:
             xt, t, _ = self.noised(batch, generator)
         else:
             xt, t, frozen = self.esd_latents(batch.prompts, generator, shard=batch.shard)
-        if frozen is not None:
-            ref = frozen[1]  # the reference's eps(x_t, c), stored in the bank
-        else:
-            with torch.no_grad(), reference.active():
-                ref = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(batch.prompts))
+        ref = self.reference_noise(xt, t, batch.prompts, reference, frozen)
         eps = self.pipe.predict_noise(xt, t, batch.cond(self.pipe))
         return losses.gaussian_kl(ref, eps)
 

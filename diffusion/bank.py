@@ -286,6 +286,7 @@ class RollingPool:
         self.step = torch.zeros(n, dtype=torch.long)  # (N,) DDIM steps each has taken
         self.restarts = torch.zeros(n, dtype=torch.long)  # (N,) how often each has started (seeds its noise)
         self._row = {p: i * per_prompt for i, p in enumerate(self.prompts)}
+        self._sched: Any = None  # the DDIM schedule, made once by start()
 
     def covers(self, prompts: Sequence[str], ddim_steps: int, guidance: float) -> bool:
         """Whether the pool samples the way asked and holds every prompt."""
@@ -301,6 +302,7 @@ class RollingPool:
     def start(self, pipe: T2IPipeline) -> None:
         """Start every trajectory from its noise and advance it to a random phase (a one-off ~ddim_steps calls)."""
         n = len(self.prompt_index)
+        self._sched = pipe.ddim(self.ddim_steps)  # DDIM's step is stateless: one schedule serves every row
         self.restarts.zero_()
         self.x = self._noise(pipe, torch.arange(n))
         self.step.zero_()
@@ -315,7 +317,7 @@ class RollingPool:
         rows = torch.arange(len(self.prompt_index)) if only is None else only.nonzero().flatten()
         if len(rows) == 0:
             return
-        sched = pipe.ddim(self.ddim_steps)
+        sched = self._sched
         cond = pipe.encode_prompts([self.prompts[int(i)] for i in self.prompt_index[rows]])
         uncond = pipe.encode_prompts([""]).expand_as(cond)
         x = self.x[rows]
@@ -332,13 +334,13 @@ class RollingPool:
             self.x[done] = self._noise(pipe, done)
             self.step[done] = 0
 
-    def draw(self, pipe: T2IPipeline, prompts: Sequence[str], generator: torch.Generator,
-             shard: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, prompts: Sequence[str], generator: torch.Generator, shard: tuple[int, int] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, t (B,)): the current state of one uniformly drawn trajectory of each row's prompt."""
         rows, total = share_of(shard, len(prompts))
         pick = torch.randint(0, 2**62, (total,), generator=generator)[rows]
         idx = torch.tensor([self._row[p] + int(r) % self.per_prompt for p, r in zip(prompts, pick.tolist())])
-        timesteps = pipe.ddim(self.ddim_steps).timesteps
+        timesteps = self._sched.timesteps
         return self.x[idx].clone(), timesteps[self.step[idx].to(timesteps.device)].to(torch.long)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

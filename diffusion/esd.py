@@ -73,11 +73,12 @@ class ESDLoss:
         adapter.bank = adapter.pool = None
         if self.sampling == "trained":
             return
+        from diffusion.adapter import prompt_of
         from diffusion.bank import RollingPool, get_bank
 
-        prompts = [_prompt(r) for r in data["forget"]]
+        prompts = [prompt_of(r) for r in data["forget"]]
         if "retain" in splits and data.get("retain") is not None:
-            prompts += [_prompt(r) for r in data["retain"]
+            prompts += [prompt_of(r) for r in data["retain"]
                         if isinstance(r, str) or (r.get("image") is None and r.get("images") is None)]
         if self.sampling == "frozen":
             adapter.bank = get_bank(adapter.pipe, reference, prompts, self.bank_trajectories, self.ddim_steps,
@@ -137,10 +138,6 @@ class ESDLoss:
 
 
 SAMPLING = ("trained", "rolling", "frozen")
-
-
-def _prompt(row: Any) -> str:
-    return row if isinstance(row, str) else row["prompt"]
 
 
 @dataclass

@@ -144,7 +144,7 @@ def test_rolling_pool_states_are_the_models_own_partial_trajectories(tiny_pipe):
             torch.testing.assert_close(pool.x[r:r + 1], x, rtol=1e-5, atol=1e-5)
         pool.advance(tiny_pipe)
     assert int(pool.restarts.min()) >= 1
-    xt, t = pool.draw(tiny_pipe, [PROMPTS[1]], torch.Generator().manual_seed(0))
+    xt, t = pool.draw([PROMPTS[1]], torch.Generator().manual_seed(0))
     timesteps = tiny_pipe.ddim(4).timesteps
     assert int(t[0]) in [int(timesteps[int(s)]) for s in pool.step[2:]]
     assert cond.shape[0] == 1
