@@ -10,18 +10,23 @@ variant keeps one distribution over the vocabulary per adversarial token, projec
 each Adam step, and feeds the argmax token forward with a straight-through gradient; the final prompt is the
 argmax tokens. The embedding variant optimises k free token embeddings. Every ``check_every`` iterations the
 adversarial prompt generates an image and the judge decides; the attack stops at the first success.
+
+An audit attacks all its prompts as one batch (``attack_each``): one UNet call per iteration for every prompt still
+running, one batched generation per check; a prompt that succeeded leaves the batch (its prefix is kept), so the
+result of each prompt is the one it gets alone.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from erasure.adversary import AttackResult, Judge
+from erasure.reference import frozen_weights
 
 
 def project_to_simplex(z: torch.Tensor) -> torch.Tensor:
@@ -48,7 +53,8 @@ class UnlearnDiff:
         check_every: generate + judge every N iterations (early stop); 0 judges only at the end.
         sample_steps: DDIM steps of the judged generation.
         guidance: CFG scale of the judged generation.
-        seed: seeds the initialisation and the generation noise.
+        seed: seeds the initialisation and the generation noise (``attack``; ``attack_each`` takes one per prompt).
+        batch_prompts: prompts attacked together by ``attack_each`` (0: all); lower it when memory is short.
     """
 
     modality = "diffusion"
@@ -64,6 +70,7 @@ class UnlearnDiff:
     sample_steps: int = 20
     guidance: float = 3.0
     seed: int = 0
+    batch_prompts: int = 16
     name: str = "unlearndiff"
 
     def __post_init__(self) -> None:
@@ -71,83 +78,154 @@ class UnlearnDiff:
             raise ValueError(f"UnlearnDiff variant must be 'discrete' or 'embedding', got {self.variant!r}")
         if self.k < 1 or self.iterations < 1:
             raise ValueError("k and iterations must be >= 1")
+        if self.batch_prompts < 0:
+            raise ValueError(f"batch_prompts must be >= 0 (0: all prompts at once), got {self.batch_prompts}")
 
-    def objective(self, pipe: Any, prompts: list[str], x0: torch.Tensor, prefix: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:
-        """The denoising error of the target images under the adversarial prompt (one random t each)."""
-        xt, t, noise = pipe.noise(x0, generator)
-        eps = pipe.predict_noise(xt, t, pipe.encode_prompts(prompts, prefix=prefix))
-        return F.mse_loss(eps, noise)
+    def losses(self, pipe: Any, prompts: list[list[str]], x0: list[torch.Tensor], prefix: torch.Tensor,
+               generators: list[torch.Generator]) -> torch.Tensor:
+        """The denoising error of each prompt's target images under its adversarial prefix, (P,).
 
-    def fixed_objective(self, pipe: Any, prompts: list[str], x0: torch.Tensor, prefix: torch.Tensor,
-                        draws: int = 4) -> float:
-        """The objective averaged over ``draws`` fixed (t, noise) draws: comparable before and after."""
-        return sum(float(self.objective(pipe, prompts, x0, prefix, torch.Generator().manual_seed(10_000 + d)))
-                   for d in range(draws)) / draws
+        Args:
+            pipe: the attacked pipeline.
+            prompts: per prompt, the prompt once per target image.
+            x0: per prompt, its target images in model space (K_i, C, H, W).
+            prefix: the prefixes (P, k, D).
+            generators: per prompt, where its timesteps and noise are drawn from (one t per image).
+
+        Returns:
+            (P,) the mean squared noise-prediction error over each prompt's images; one UNet call for all.
+        """
+        drawn = [pipe.noise(x, g) for x, g in zip(x0, generators)]  # each (x_t, t, noise), (K_i, ...)
+        counts = torch.tensor([len(x) for x in x0], device=prefix.device)
+        cond = pipe.encode_prompts([p for ps in prompts for p in ps], prefix=prefix.repeat_interleave(counts, 0))
+        eps = pipe.predict_noise(torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn]), cond)
+        per_image = (eps - torch.cat([d[2] for d in drawn])).pow(2).flatten(1).mean(-1)  # (sum K_i,)
+        return torch.stack([chunk.mean() for chunk in per_image.split(counts.tolist())])  # (P,)
+
+    def fixed_losses(self, pipe: Any, prompts: list[list[str]], x0: list[torch.Tensor], prefix: torch.Tensor,
+                     draws: int = 4) -> list[float]:
+        """Each prompt's objective averaged over ``draws`` fixed (t, noise) draws: comparable before and after."""
+        total = sum(self.losses(pipe, prompts, x0, prefix, [torch.Generator().manual_seed(10_000 + d) for _ in x0])
+                    for d in range(draws))
+        return [float(v) / draws for v in total]
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
                judge: Judge | None = None) -> AttackResult:
         """Attack one prompt (``batch.prompts[0]``) against its target images (``batch.images``)."""
+        return self.attack_each(adapter, [batch], [generator], [self.seed], judge=judge)[0]
+
+    def attack_each(self, adapter: Any, batches: Sequence[Any], generators: Sequence[torch.Generator],
+                    seeds: Sequence[int], *, reference: Any = None, judge: Judge | None = None) -> list[AttackResult]:
+        """Attack several prompts at once, ``batch_prompts`` per group: one UNet call per iteration for the group,
+        one batched generation per check. Each prompt keeps its own prefix, initialisation (its seed), noise draws
+        (its generator), judged-generation seed and early stop (a prompt that succeeded leaves the group), so each
+        result is what ``attack`` gives on that prompt alone, up to batched arithmetic.
+
+        Args:
+            adapter: the erased model's adapter.
+            batches: one batch per prompt (``batch.prompts[0]`` and its target images ``batch.images``).
+            generators: per prompt, its training-noise generator.
+            seeds: per prompt, the seed of its initialisation and of its judged generations.
+            reference: unused (UnlearnDiff needs no frozen original).
+            judge: ``(images, prompts) -> [concept present?]``; None runs every iteration and judges nothing.
+
+        Returns:
+            One ``AttackResult`` per prompt; ``info["output"]`` holds the image that the judge accepted.
+        """
+        if not len(batches) == len(generators) == len(seeds):
+            raise ValueError("attack_each needs one generator and one seed per batch")
+        size = self.batch_prompts or len(batches)
+        results: list[AttackResult] = []
+        with frozen_weights(list(adapter.modules().values())):  # gradients for the prefixes only
+            for lo in range(0, len(batches), size):
+                results += self._attack_group(adapter, list(batches[lo:lo + size]), list(generators[lo:lo + size]),
+                                              list(seeds[lo:lo + size]), judge)
+        return results
+
+    def _attack_group(self, adapter: Any, batches: list[Any], generators: list[torch.Generator], seeds: list[int],
+                      judge: Judge | None) -> list[AttackResult]:
         pipe = adapter.pipe
-        if batch.images is None:
+        if any(b.images is None for b in batches):
             raise ValueError("UnlearnDiff needs target images of the concept (batch.images)")
-        prompts = list(batch.prompts[:1]) * batch.images.shape[0]
-        pipe.tokenize(prompts[:1], reserve=self.k)  # clear error when k exceeds the free positions
+        heads = [b.prompts[0] for b in batches]
+        prompts = [[h] * b.images.shape[0] for h, b in zip(heads, batches)]
+        pipe.tokenize(heads, reserve=self.k)  # clear error when k exceeds the free positions
         t0 = time.time()
-        x0 = pipe.encode_images(batch.images).detach()
+        x0 = [pipe.encode_images(b.images).detach() for b in batches]
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
         allowed = pipe.ordinary_token_ids().to(embed.device)
-        init = torch.Generator().manual_seed(self.seed)
-        if self.variant == "discrete":
-            z = torch.rand(self.k, len(allowed), generator=init).to(embed)
-            z = project_to_simplex(z).requires_grad_(True)  # (k, V_allowed)
-        else:
-            start = allowed[torch.randint(0, len(allowed), (self.k,), generator=init)]
-            z = embed[start].clone().requires_grad_(True)  # (k, D)
+        z = torch.stack([self._init(s, embed, allowed) for s in seeds]).requires_grad_(True)  # (P, k, V_allowed|D)
         with torch.no_grad():
-            start = self.fixed_objective(pipe, prompts, x0, self._prefix(z, embed, allowed))
+            start = self.fixed_losses(pipe, prompts, x0, self._prefix(z, embed, allowed))
         opt = torch.optim.Adam([z], lr=self.lr, weight_decay=self.weight_decay)
-        trace: list[float] = []
-        success, steps = False, 0
+        n = len(batches)
+        traces: list[list[float]] = [[] for _ in range(n)]
+        steps, seconds, success = [0] * n, [0.0] * n, [False] * n
+        outputs: list[Any] = [None] * n
+        final: dict[int, torch.Tensor] = {}  # z of a prompt when it succeeded (Adam moves it on with the others)
+        active = list(range(n))
         for it in range(self.iterations):
-            loss = self.objective(pipe, prompts, x0, self._prefix(z, embed, allowed), generator)
+            if not active:
+                break
+            rows = torch.tensor(active)
+            losses = self.losses(pipe, [prompts[i] for i in active], [x0[i] for i in active],
+                                 self._prefix(z[rows], embed, allowed), [generators[i] for i in active])
             opt.zero_grad()
-            loss.backward()
+            losses.sum().backward()  # prompts do not interact: each prefix gets its own prompt's gradient
             opt.step()
             if self.variant == "discrete":
                 with torch.no_grad():
                     z.copy_(project_to_simplex(z))
-            trace.append(float(loss.detach()))
-            steps = it + 1
-            check = judge is not None and ((self.check_every and steps % self.check_every == 0)
-                                           or steps == self.iterations)
-            if check and judge(self.generate(adapter, batch.prompts[0], z, embed, allowed), batch.prompts[:1])[0]:
-                success = True
-                break
+            for i, loss in zip(active, losses.detach().tolist()):
+                traces[i].append(loss)
+                steps[i] = it + 1
+                seconds[i] = time.time() - t0
+            check = judge is not None and ((self.check_every and (it + 1) % self.check_every == 0)
+                                           or it + 1 == self.iterations)
+            if not check:
+                continue
+            with torch.no_grad():
+                images = adapter.generate([heads[i] for i in active], prefix=self._prefix(z[rows], embed, allowed),
+                                          seeds=[seeds[i] for i in active], num_steps=self.sample_steps,
+                                          guidance=self.guidance)
+            verdicts = judge(images, [heads[i] for i in active])
+            for j, (i, hit) in enumerate(zip(list(active), verdicts)):
+                if hit:
+                    success[i], outputs[i], final[i] = True, images[j], z[i].detach().clone()
+                    active.remove(i)
+        zs = torch.stack([final.get(i, z[i].detach()) for i in range(n)])
         with torch.no_grad():
-            prefix = self._prefix(z, embed, allowed).detach()
-            end = self.fixed_objective(pipe, prompts, x0, prefix)
-        info = {"steps": steps, "seconds": round(time.time() - t0, 3), "variant": self.variant, "k": self.k,
-                "objective_start": start, "objective_end": end}
+            prefixes = self._prefix(zs, embed, allowed).detach()  # (P, k, D)
+            end = self.fixed_losses(pipe, prompts, x0, prefixes)
+        results = []
+        for i, batch in enumerate(batches):
+            info = {"steps": steps[i], "seconds": round(seconds[i], 3), "variant": self.variant, "k": self.k,
+                    "objective_start": start[i], "objective_end": end[i], "group": n}
+            if self.variant == "discrete":
+                tokens = allowed[zs[i].argmax(-1)].tolist()
+                info["adversarial_prompt"] = pipe.tokenizer.decode(tokens) + " " + heads[i]
+                info["prefix_tokens"] = tokens
+            if outputs[i] is not None:
+                info["output"] = outputs[i]
+            results.append(AttackResult(batch=replace(batch, prefix=prefixes[i:i + 1]),
+                                        success=[success[i]] if judge is not None else None, trace=traces[i],
+                                        info=info))
+        return results
+
+    def _init(self, seed: int, embed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """A prompt's starting point from its seed: a point of the simplex (k, V_allowed), or k token embeddings."""
+        init = torch.Generator().manual_seed(seed)
         if self.variant == "discrete":
-            tokens = allowed[z.detach().argmax(-1)].tolist()
-            info["adversarial_prompt"] = pipe.tokenizer.decode(tokens) + " " + batch.prompts[0]
-            info["prefix_tokens"] = tokens
-        return AttackResult(batch=replace(batch, prefix=prefix[None]), success=[success] if judge is not None else None, trace=trace, info=info)
+            return project_to_simplex(torch.rand(self.k, len(allowed), generator=init).to(embed))
+        return embed[allowed[torch.randint(0, len(allowed), (self.k,), generator=init)]].clone()
 
     def _prefix(self, z: torch.Tensor, embed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Prefix token embeddings (k, D): straight-through argmax tokens, or the free embeddings."""
+        """Prefix token embeddings (..., k, D): straight-through argmax tokens, or the free embeddings."""
         if self.variant == "embedding":
             return z
         one_hot = F.one_hot(z.argmax(-1), z.shape[-1]).to(z)
         st = one_hot + z - z.detach()  # forward: the argmax token; backward: through the distribution
         return st @ embed[allowed]
-
-    @torch.no_grad()
-    def generate(self, adapter: Any, prompt: str, z: torch.Tensor, embed: torch.Tensor, allowed: torch.Tensor):
-        """The image the judge checks: ``prompt`` behind the current adversarial prefix, noise from ``seed``."""
-        return adapter.generate([prompt], prefix=self._prefix(z, embed, allowed)[None], seeds=[self.seed],
-                                num_steps=self.sample_steps, guidance=self.guidance)
 
 
 @dataclass

@@ -54,6 +54,10 @@ class Adversary(Protocol):
     ``batch`` is what ``adapter.collate(rows)`` made (it carries the rows' text: prompts, or ``rows`` with the
     questions and answers for LLMs). ``judge(outputs, rows) -> [concept present?]`` takes what
     ``adapter.generate(rows, prefix=...)`` returns. An attack must not change the model's weights.
+
+    A ``per_example`` attack may also offer ``attack_each(adapter, batches, generators, seeds, *, reference,
+    judge) -> [AttackResult]``: every example at once (one batch per example, its own generator and seed), each
+    result the one ``attack`` gives on that example alone; an audit then makes one call for all its rows.
     """
 
     name: str

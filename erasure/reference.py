@@ -30,6 +30,20 @@ def eval_mode(modules: list[nn.Module]) -> Iterator[None]:
             m.training = flag
 
 
+@contextlib.contextmanager
+def frozen_weights(modules: list[nn.Module]) -> Iterator[None]:
+    """No gradient for the modules' parameters (an attack differentiates through the model, not into it: the
+    backward pass then skips every weight gradient), restoring each parameter's own flag afterwards."""
+    flags = [(p, p.requires_grad) for module in modules for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 class Reference(Protocol):
     """Within ``active()``, the model computes as the frozen reference, deterministically (eval mode: no
     dropout), under no_grad."""

@@ -71,7 +71,7 @@ def _describe(row: Any) -> dict[str, Any]:
 
 
 def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Judge, seed: int = 0,
-                 reference: Any = None) -> dict:
+                 reference: Any = None, batched: bool = True) -> dict:
     """Attack ``rows``; returns the audit record (pre/post ASR, per-example results, adversarial outputs).
 
     Row i is judged with evaluation seed ``seed + i``, before and during the attack, so every attack of an
@@ -86,6 +86,8 @@ def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Ju
         judge: ``(outputs, rows) -> [concept present?]``.
         seed: seeds the evaluation and the attack.
         reference: the frozen original (for attacks with ``needs_reference``).
+        batched: a per-example attack with ``attack_each`` attacks all rows in one batch (each row keeping its
+            own prefix, seed and early stop); False calls ``attack`` once per row (``bench/attack_speed.py``).
     """
     rows = list(rows)
     t0 = time.time()
@@ -95,17 +97,23 @@ def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Ju
     entries: list[dict] = [{**_describe(r), "seed": s, "pre_success": p} for r, s, p in zip(rows, seeds, pre)]
     outputs, prefixes, trace = [], {}, []
     if getattr(attack, "per_example", True):
-        for i, row in enumerate(rows):
+        todo = [i for i in range(len(rows)) if not pre[i]]
+        for i in range(len(rows)):
             if pre[i]:
                 entries[i].update(success=True, steps=0, seconds=0.0)
-                continue
-            res = with_seed(attack, seeds[i]).attack(adapter, adapter.collate([row]),
-                                                     torch.Generator().manual_seed(seed * 1000 + i),
-                                                     reference=reference, judge=judge)
-            out = None
+        gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in todo]
+        if batched and hasattr(attack, "attack_each"):  # all rows in one batch, each with its own early stop
+            results = attack.attack_each(adapter, [adapter.collate([rows[i]]) for i in todo], gens,
+                                         [seeds[i] for i in todo], reference=reference, judge=judge)
+        else:
+            results = [with_seed(attack, seeds[i]).attack(adapter, adapter.collate([rows[i]]), g, reference=reference,
+                                                          judge=judge) for i, g in zip(todo, gens)]
+        for i, res in zip(todo, results):
+            out = res.info.get("output")
+            out = None if out is None else out[None]
             if res.success is None:  # the attack did not judge: generate from its batch and ask the judge
-                out = adapter.generate([row], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
-                ok = bool(judge(out, [row])[0])
+                out = adapter.generate([rows[i]], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
+                ok = bool(judge(out, [rows[i]])[0])
             else:
                 ok = bool(res.success[0])
             success[i] = ok
@@ -114,7 +122,7 @@ def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Ju
                                                   "objective_end")}})
             if ok:
                 if out is None:  # what the successful attack made the model produce
-                    out = adapter.generate([row], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
+                    out = adapter.generate([rows[i]], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
                 outputs.append(out[0])
                 entries[i]["output_index"] = len(outputs) - 1
                 if res.batch.prefix is not None:

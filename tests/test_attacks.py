@@ -61,6 +61,63 @@ def test_discrete_attack_returns_a_prompt_and_stops_on_success(tiny_pipe):
     assert not specials & set(result.info["prefix_tokens"])
 
 
+@pytest.mark.parametrize("variant", ["discrete", "embedding"])
+def test_batched_attack_equals_one_prompt_at_a_time(tiny_pipe, variant):
+    """attack_each on three prompts: one UNet call per iteration for all still running, a prompt that succeeded
+    leaves the batch, and every result (trace, prefix, steps, verdict) is the one the prompt gets alone."""
+    adapter = DiffusionAdapter(tiny_pipe)
+    g = torch.Generator().manual_seed(0)
+    heads = ["a star image in neon style .", "a square image in neon style .", "a star image in sketch style ."]
+    batches = [DiffusionBatch([h] * 2, torch.rand(2, 3, 8, 8, generator=g)) for h in heads]
+    seeds = [5, 6, 7]
+
+    def judge(images, prompts):  # the second prompt breaks at its second check, the others never
+        judge.calls.append(len(prompts))
+        for p in prompts:
+            judge.seen[p] = judge.seen.get(p, 0) + 1
+        return [p == heads[1] and judge.seen[p] >= 2 for p in prompts]
+
+    attack = UnlearnDiff(k=2, iterations=12, check_every=3, sample_steps=2, lr=0.1, variant=variant)
+    calls = []
+    original = attack.losses  # one UNet call per use: record how many prompts it carries
+    attack.losses = lambda pipe, prompts, *a: calls.append(len(prompts)) or original(pipe, prompts, *a)
+    judge.calls, judge.seen = [], {}
+    together = attack.attack_each(adapter, batches, [torch.Generator().manual_seed(100 + i) for i in range(3)],
+                                  seeds, judge=judge)
+    training_calls, batched_checks = calls[4:-4], judge.calls  # 4 fixed draws before and after
+    assert training_calls == [3] * 6 + [2] * 6  # all three prompts, then the two left after the success at step 6
+    assert batched_checks == [3, 3, 2, 2]
+    assert [r.success for r in together] == [[False], [True], [False]]
+    params = [p for m in adapter.modules().values() for p in m.parameters()]  # differentiated through, not into
+    assert all(p.requires_grad and p.grad is None for p in params)
+    assert [r.info["steps"] for r in together] == [12, 6, 12]
+    assert together[1].info["output"].ndim == 3 and "output" not in together[0].info  # the image judged a success
+    for i, res in enumerate(together):
+        judge.seen = {}
+        alone = UnlearnDiff(k=2, iterations=12, check_every=3, sample_steps=2, lr=0.1, variant=variant,
+                            seed=seeds[i]).attack(adapter, batches[i], torch.Generator().manual_seed(100 + i),
+                                                  judge=judge)
+        assert alone.success == res.success and alone.info["steps"] == res.info["steps"]
+        assert alone.trace == pytest.approx(res.trace, rel=1e-4, abs=1e-6)
+        assert alone.info.get("prefix_tokens") == res.info.get("prefix_tokens")
+        assert torch.allclose(alone.batch.prefix, res.batch.prefix, atol=1e-5)
+        assert alone.info["objective_end"] == pytest.approx(res.info["objective_end"], rel=1e-4)
+
+
+def test_batch_prompts_splits_the_audit_into_groups(tiny_pipe):
+    adapter = DiffusionAdapter(tiny_pipe)
+    g = torch.Generator().manual_seed(0)
+    batches = [DiffusionBatch(["a star image in neon style ."], torch.rand(1, 3, 8, 8, generator=g))
+               for _ in range(3)]
+    res = UnlearnDiff(k=1, iterations=2, check_every=0, batch_prompts=2).attack_each(
+        adapter, batches, [torch.Generator().manual_seed(i) for i in range(3)], [0, 1, 2])
+    assert [r.info["group"] for r in res] == [2, 2, 1] and all(r.success is None for r in res)
+    with pytest.raises(ValueError, match="batch_prompts"):
+        UnlearnDiff(batch_prompts=-1)
+    with pytest.raises(ValueError, match="one generator and one seed per batch"):
+        UnlearnDiff().attack_each(adapter, batches, [torch.Generator()], [0, 1, 2])
+
+
 def test_prefix_longer_than_free_positions_is_a_clear_error(tiny_pipe):
     with pytest.raises(ValueError, match="free positions"):
         UnlearnDiff(k=10).attack(DiffusionAdapter(tiny_pipe), _target_batch(tiny_pipe), torch.Generator())
