@@ -11,6 +11,7 @@ design's step on the same x_t. Asserts nothing.
 How the numbers are made:
 * public / floor: the harness's own ``run_variant`` (public = "official", CFG as two batch-1 calls, two frozen
   copies; ``--public-cfg batched --public-all-grads`` is what the public esd_sd.py code does), no perturbation.
+* ours-bank-gc: ours-bank with ``gradient_checkpointing`` (activations recomputed in the backward pass).
 * ours-rolling / ours-bank / ours-trained: ``erase(..., method="esd-x", sampling="rolling" / "frozen" / "trained")`` on a pipeline with the same UNet config plus a CLIP
   text encoder of the model's shape (SD 1.4: 123M parameters, which the harness leaves out: its embeddings are
   random tensors). The bank is built first and timed; "amortised" adds its cost for a bank of
@@ -96,7 +97,7 @@ def worker_ours(h, args) -> dict:
     pipe = build_pipeline(h, args.shape)
     result = {"variant": args.worker}
     ddim = args.bank_ddim if args.shape == "sd14" else 50
-    if args.worker == "ours-bank":
+    if args.worker.startswith("ours-bank"):
         t0 = time.perf_counter()
         bank = get_bank(pipe, SnapshotReference({}), [PROMPT], trajectories=args.bank_trajectories, ddim_steps=ddim,
                         cache=False)
@@ -104,12 +105,13 @@ def worker_ours(h, args) -> dict:
         result["bank_entries"] = len(bank)
         result["bank_bytes"] = sum(t.numel() * t.element_size() for t in (bank.xt, bank.eps_uncond, bank.eps_cond))
     steps = args.warmup + args.steps
-    sampling = {"ours-bank": "frozen", "ours-rolling": "rolling", "ours-trained": "trained"}[args.worker]
+    sampling = {"ours-bank": "frozen", "ours-bank-gc": "frozen", "ours-rolling": "rolling",
+                "ours-trained": "trained"}[args.worker]
     t_call = time.perf_counter()
     with step_starts() as starts:
         erase(pipe, forget=[PROMPT], retain=[], method="esd-x", steps=steps, lr=1e-5, ddim_steps=ddim,
               sampling=sampling, bank_trajectories=args.bank_trajectories, bank_cache=False, recommended=False,
-              train={"show_progress": False})
+              train={"show_progress": False, "gradient_checkpointing": args.worker.endswith("-gc")})
     per = durations(starts)[args.warmup:]
     # setup: from the call to the first step (selector, reference snapshot, the rolling pool's start)
     result.update(setup_s=starts[0] - t_call, ddim_steps=ddim)
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--amortise-iters", type=int, default=1000)
     p.add_argument("--public-cfg", choices=["separate", "batched"], default="separate")
     p.add_argument("--public-all-grads", action="store_true")
-    p.add_argument("--variants", nargs="*", default=["public", "floor", "ours-rolling", "ours-bank", "ours-trained", "check"])
+    p.add_argument("--variants", nargs="*", default=["public", "floor", "ours-rolling", "ours-bank", "ours-bank-gc",
+                                                     "ours-trained", "check"])
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--out", help="also write the JSON here")
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         h = _harness(args.harness)
         fn = {"public": worker_harness, "floor": worker_harness, "ours-bank": worker_ours, "ours-rolling": worker_ours,
-              "ours-trained": worker_ours, "check": worker_check}[args.worker]
+              "ours-trained": worker_ours, "ours-bank-gc": worker_ours, "check": worker_check}[args.worker]
         Path(args.result).write_text(json.dumps(fn(h, args), default=float))
         return
     args.passthrough = ["--shape", args.shape, "--harness", args.harness, "--steps", str(args.steps), "--warmup",
@@ -219,6 +222,12 @@ def main(argv: list[str] | None = None) -> None:
             report["ours_bank_amortised_s"] = amortised
             report["ratios"]["time: ours-bank amortised / public"] = amortised / per_public
             report["ratios"]["peak RSS: ours-bank / public"] = ours["peak_rss_bytes"] / pub["peak_rss_bytes"]
+        if "ours-bank-gc" in runs:  # the same bank, the UNet's activations recomputed in the backward pass
+            ours = runs["ours-bank-gc"]
+            per_entry = ours["bank_build_s"] / ours["bank_entries"]
+            amortised = med(ours["per_iter_s"]) + per_entry * args.amortise_entries / args.amortise_iters
+            report["ratios"]["time: ours-bank-gc amortised / public"] = amortised / per_public
+            report["ratios"]["peak RSS: ours-bank-gc / public"] = ours["peak_rss_bytes"] / pub["peak_rss_bytes"]
         if "ours-rolling" in runs:
             ours = runs["ours-rolling"]
             # the pool's start advances each trajectory to a random phase: on average half a schedule of calls,

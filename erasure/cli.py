@@ -129,6 +129,8 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         train["resume"] = True
     if args.mixed_precision:
         train["mixed_precision"] = args.mixed_precision
+    if args.gradient_checkpointing:
+        train["gradient_checkpointing"] = True
     return train
 
 
@@ -312,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, help="rows per step (default: recommended.json, else the method's)")
     e.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
                    help="autocast precision (default: accelerate's configuration, else no); fp16 needs a GPU")
+    e.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass: less memory, about one more forward per step")
     e.add_argument("--checkpoint-every", type=int, default=0, help="save a checkpoint every N steps (0: never)")
     e.add_argument("--checkpoint-dir", help="where checkpoints go (default: --out/checkpoints)")
     e.add_argument("--resume", action="store_true", help="continue from the newest checkpoint (the run's settings "

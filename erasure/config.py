@@ -82,6 +82,8 @@ class TrainConfig:
         log_every: log the losses every N steps.
         show_progress: show a tqdm bar.
         adversary_warmup: steps without the method's adversary before adversarial training starts.
+        gradient_checkpointing: recompute the model's activations in the backward pass instead of keeping them
+            (diffusers UNets, transformers models): less peak memory for about one more forward pass per step.
     """
 
     steps: int = 100
@@ -98,6 +100,7 @@ class TrainConfig:
     log_every: int = 10
     show_progress: bool = True
     adversary_warmup: int = 0
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for key, value in dataclasses.asdict(self).items():

@@ -144,6 +144,50 @@ def _average_gradients(accelerator: Any, params: Sequence[torch.nn.Parameter]) -
         offset += g.numel()
 
 
+def _accelerator(precision: str) -> Any:
+    """An ``Accelerator`` for this run's precision. accelerate keeps one state per process and refuses another
+    mixed precision later in the same process; a second ``erase()`` with another precision (an experiment script,
+    a bench) resets that state first. The process group (``PartialState``) is kept, so launched runs are unaffected.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    held = AcceleratorState._shared_state.get("_mixed_precision")
+    if held is not None and held != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
+
+
+def _supports_checkpointing(module: torch.nn.Module) -> bool:
+    """Whether a module offers gradient checkpointing (diffusers and transformers models that implement it)."""
+    offers = hasattr(module, "gradient_checkpointing_enable") or hasattr(module, "enable_gradient_checkpointing")
+    return offers and bool(getattr(module, "supports_gradient_checkpointing",
+                                   getattr(module, "_supports_gradient_checkpointing", False)))
+
+
+def _checkpointing(modules: dict[str, torch.nn.Module], on: bool) -> list[str]:
+    """Switch gradient checkpointing (activations recomputed in the backward pass instead of kept: less memory,
+    about one more forward of time) on or off for every module that offers it; returns the names of the modules
+    switched. Modules that had it on already are left as they were."""
+    switched = []
+    for name, m in modules.items():
+        if not _supports_checkpointing(m):
+            continue
+        if on:
+            already = getattr(m, "is_activation_checkpointing", None)
+            already = getattr(m, "is_gradient_checkpointing", False) if already is None else already
+            if already:
+                continue
+            if hasattr(m, "gradient_checkpointing_enable"):  # transformers: no reentrant pass (frozen inputs work)
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                m.enable_gradient_checkpointing()
+        else:
+            (getattr(m, "gradient_checkpointing_disable", None) or m.disable_gradient_checkpointing)()
+        switched.append(name)
+    return switched
+
+
 def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -293,10 +337,8 @@ class Unlearner:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> LoopResult:
-        from accelerate import Accelerator
-
         cfg = self.config
-        accelerator = Accelerator(mixed_precision=cfg.precision(), cpu=not _has_accelerator())
+        accelerator = _accelerator(cfg.precision())
         world, rank = accelerator.num_processes, accelerator.process_index
         if cfg.batch_size % world:
             raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes: give a multiple "
@@ -322,7 +364,10 @@ class Unlearner:
         reference_cache: dict | None = {} if self.adversary is None else None
         t0 = time.time()  # the run's seconds include what the objective prepares (ESD's bank or pool)
         data = {"forget": self.forget, "retain": self.retain}
+        if cfg.gradient_checkpointing and not any(_supports_checkpointing(m) for m in modules.values()):
+            raise ValueError(f"gradient_checkpointing: none of the model's modules ({', '.join(modules)}) supports it")
         self.objective.prepare(self.adapter, reference, data, seed=cfg.seed)  # before a resume restores its state
+        checkpointed = _checkpointing(modules, True) if cfg.gradient_checkpointing else []
         try:
             if cfg.resume:
                 start, history = self._load_checkpoint(trainable, optimizer)
@@ -384,6 +429,7 @@ class Unlearner:
                     accelerator.wait_for_everyone()
         finally:  # the adapter samples with its own weights again, even after an error
             self.objective.finish()
+            _checkpointing({n: modules[n] for n in checkpointed}, False)
         for m in modules.values():
             m.eval()
             m.requires_grad_(False)

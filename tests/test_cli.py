@@ -166,3 +166,13 @@ def test_llm_audit_runs_soft_prompt_and_relearning(tmp_path, capsys):
         record = json.loads((out / name / "audit.json").read_text())
         assert 0.0 <= record["pre_asr"] <= record["post_asr"] <= 1.0
     assert "| soft-prompt |" in (out / "robustness.md").read_text()
+
+
+def test_erase_flags_reach_the_training_options():
+    from erasure.cli import _train_options, build_parser
+
+    args = build_parser().parse_args(["erase", "--model", "mini-canvas", "--concept", "Neon", "--method", "esd-x",
+                                      "--out", "o", "--gradient-checkpointing", "--mixed-precision", "no"])
+    assert _train_options(args) == {"gradient_checkpointing": True, "mixed_precision": "no"}
+    plain = build_parser().parse_args(["erase", "--model", "mini-canvas", "--concept", "Neon", "--out", "o"])
+    assert _train_options(plain) == {}

@@ -204,3 +204,57 @@ def test_result_save_is_loadable_by_toolkit_and_diffusers(tiny_pipe, tmp_path):
     assert te.config.hidden_size == 16
     summary = json.loads((tmp_path / "erasure.json").read_text())
     assert summary["method"] == "esd-x" and len(summary["history"]) == 1
+
+
+@pytest.mark.parametrize("modality", ["diffusion", "llm"])
+def test_gradient_checkpointing_gives_the_same_run_and_is_switched_off_after(modality):
+    """Recomputing activations changes memory, not arithmetic: same losses and weights; the flag is restored."""
+    from tests.conftest import QA, make_tiny_lm
+
+    def on(module):  # diffusers and transformers blocks both carry a ``gradient_checkpointing`` flag
+        return any(getattr(m, "gradient_checkpointing", False) is True for m in module.modules())
+
+    def run(checkpointing: bool):
+        if modality == "diffusion":
+            model = make_tiny_pipeline()
+            module, kw = model.unet, dict(concept="Neon", method="esd-x", steps=3, lr=1e-2, ddim_steps=3)
+        else:
+            model, tok = make_tiny_lm()
+            module, kw = model, dict(tokenizer=tok, forget=QA[:2], retain=QA[2:], method="npo", steps=3, lr=1e-2)
+        seen = []  # the flag at every forward pass that builds a graph (training passes)
+        module.register_forward_pre_hook(lambda m, _: seen.append(on(m)) if torch.is_grad_enabled() else None)
+        result = erase(model, train={"show_progress": False, "gradient_checkpointing": checkpointing}, **kw)
+        return result, seen, module
+
+    plain, seen_plain, _ = run(False)
+    ckpt, seen_ckpt, module = run(True)
+    assert seen_plain and not any(seen_plain)
+    assert seen_ckpt and all(seen_ckpt) and not on(module)
+    assert [h["loss"] for h in ckpt.loop.history] == pytest.approx([h["loss"] for h in plain.loop.history], rel=1e-5)
+    a, b = _state(plain.adapter.modules()), _state(ckpt.adapter.modules())
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+
+
+def test_gradient_checkpointing_on_a_model_without_it_is_a_clear_error(tiny_pipe):
+    from erasure.loop import _supports_checkpointing
+
+    assert not _supports_checkpointing(torch.nn.Linear(2, 2)) and _supports_checkpointing(tiny_pipe.unet)
+    tiny_pipe.unet._supports_gradient_checkpointing = False
+    tiny_pipe.text_encoder.supports_gradient_checkpointing = False
+    with pytest.raises(ValueError, match="gradient_checkpointing: none of the model's modules"):
+        erase(tiny_pipe, concept="Neon", method="esd-x", steps=1, train={"gradient_checkpointing": True})
+
+
+def test_a_second_erase_may_use_another_mixed_precision():
+    """accelerate keeps one state per process; erase() resets it when the precision changes (it used to raise)."""
+    from tests.conftest import QA, make_tiny_lm
+
+    model, tok = make_tiny_lm()
+    seen = []
+    model.register_forward_pre_hook(
+        lambda m, _: seen.append(torch.is_autocast_enabled("cpu")) if torch.is_grad_enabled() else None)
+    for precision in ("no", "bf16", "no"):
+        seen.clear()
+        erase(model, tokenizer=tok, forget=QA[:2], retain=QA[2:], method="ga", steps=1,
+              train={"show_progress": False, "mixed_precision": precision})
+        assert seen and all(on == (precision == "bf16") for on in seen), (precision, seen)
