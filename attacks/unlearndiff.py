@@ -134,7 +134,7 @@ class UnlearnDiff:
         """
         if not len(batches) == len(generators) == len(seeds):
             raise ValueError("attack_each needs one generator and one seed per batch")
-        size = self.batch_prompts or len(batches)
+        size = self.batch_prompts or max(1, len(batches))
         results: list[AttackResult] = []
         with frozen_weights(list(adapter.modules().values())):  # gradients for the prefixes only
             for lo in range(0, len(batches), size):

@@ -112,6 +112,7 @@ def test_batch_prompts_splits_the_audit_into_groups(tiny_pipe):
     res = UnlearnDiff(k=1, iterations=2, check_every=0, batch_prompts=2).attack_each(
         adapter, batches, [torch.Generator().manual_seed(i) for i in range(3)], [0, 1, 2])
     assert [r.info["group"] for r in res] == [2, 2, 1] and all(r.success is None for r in res)
+    assert UnlearnDiff(batch_prompts=0).attack_each(adapter, [], [], []) == []  # nothing left to attack
     with pytest.raises(ValueError, match="batch_prompts"):
         UnlearnDiff(batch_prompts=-1)
     with pytest.raises(ValueError, match="one generator and one seed per batch"):
