@@ -130,10 +130,16 @@ class UnlearnDiff:
             judge: ``(images, prompts) -> [concept present?]``; None runs every iteration and judges nothing.
 
         Returns:
-            One ``AttackResult`` per prompt; ``info["output"]`` holds the image that the judge accepted.
+            One ``AttackResult`` per prompt; ``info["output"]`` holds the image that the judge accepted,
+            ``info["seconds"]`` the time from the start of its group to the end of its last iteration (its judged
+            generation included).
         """
         if not len(batches) == len(generators) == len(seeds):
             raise ValueError("attack_each needs one generator and one seed per batch")
+        if any(b.images is None for b in batches):
+            raise ValueError("UnlearnDiff needs target images of the concept (batch.images)")
+        if batches:  # every prompt checked before any work: a clear error when k exceeds the free positions
+            adapter.pipe.tokenize([b.prompts[0] for b in batches], reserve=self.k)
         size = self.batch_prompts or max(1, len(batches))
         results: list[AttackResult] = []
         with frozen_weights(list(adapter.modules().values())):  # gradients for the prefixes only
@@ -145,11 +151,8 @@ class UnlearnDiff:
     def _attack_group(self, adapter: Any, batches: list[Any], generators: list[torch.Generator], seeds: list[int],
                       judge: Judge | None) -> list[AttackResult]:
         pipe = adapter.pipe
-        if any(b.images is None for b in batches):
-            raise ValueError("UnlearnDiff needs target images of the concept (batch.images)")
         heads = [b.prompts[0] for b in batches]
         prompts = [[h] * b.images.shape[0] for h, b in zip(heads, batches)]
-        pipe.tokenize(heads, reserve=self.k)  # clear error when k exceeds the free positions
         t0 = time.time()
         x0 = [pipe.encode_images(b.images).detach() for b in batches]
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
@@ -179,18 +182,18 @@ class UnlearnDiff:
             for i, loss in zip(active, losses.detach().tolist()):
                 traces[i].append(loss)
                 steps[i] = it + 1
-                seconds[i] = time.time() - t0
             check = judge is not None and ((self.check_every and (it + 1) % self.check_every == 0)
                                            or it + 1 == self.iterations)
-            if not check:
-                continue
-            with torch.no_grad():
-                images = adapter.generate([heads[i] for i in active], prefix=self._prefix(z[rows], embed, allowed),
-                                          seeds=[seeds[i] for i in active], num_steps=self.sample_steps,
-                                          guidance=self.guidance)
-            verdicts = judge(images, [heads[i] for i in active])
-            for j, (i, hit) in enumerate(zip(list(active), verdicts)):
-                if hit:
+            if check:
+                with torch.no_grad():
+                    images = adapter.generate([heads[i] for i in active],
+                                              prefix=self._prefix(z[rows], embed, allowed),
+                                              seeds=[seeds[i] for i in active], num_steps=self.sample_steps,
+                                              guidance=self.guidance)
+                verdicts = judge(images, [heads[i] for i in active])
+            for j, i in enumerate(list(active)):  # time from the group's start to this prompt's last iteration
+                seconds[i] = time.time() - t0
+                if check and verdicts[j]:
                     success[i], outputs[i], final[i] = True, images[j], z[i].detach().clone()
                     active.remove(i)
         zs = torch.stack([final.get(i, z[i].detach()) for i in range(n)])

@@ -47,7 +47,7 @@ def main() -> None:
         out = pipe.sample(prompts, num_steps=args.ddim_steps, seed=0, batch_size=b)
         report["generate_seconds"][b] = round(time.perf_counter() - t0, 2)
         print(f"[eval_speed] {len(prompts)} images at batch {b}: {report['generate_seconds'][b]} s", flush=True)
-        if images is not None:  # per-prompt seeds: the batch size does not change the images
+        if images is not None:  # the noise is drawn for the whole list first: the batch size changes no image
             report.setdefault("max_image_difference", 0.0)
             report["max_image_difference"] = max(report["max_image_difference"], float((out - images).abs().max()))
         images = out

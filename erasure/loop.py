@@ -147,45 +147,64 @@ def _average_gradients(accelerator: Any, params: Sequence[torch.nn.Parameter]) -
 def _accelerator(precision: str) -> Any:
     """An ``Accelerator`` for this run's precision. accelerate keeps one state per process and refuses another
     mixed precision later in the same process; a second ``erase()`` with another precision (an experiment script,
-    a bench) resets that state first. The process group (``PartialState``) is kept, so launched runs are unaffected.
+    a bench) resets that state first (an ``Accelerator`` the caller made earlier in the process then follows the new
+    precision too). The process group (``PartialState``) is kept, so launched runs are unaffected.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    held = AcceleratorState._shared_state.get("_mixed_precision")
-    if held is not None and held != precision:
+    state = AcceleratorState._shared_state
+    held = state.get("_mixed_precision")
+    deepspeed = str(state.get("distributed_type", "")).endswith("DEEPSPEED")  # its precision lives in its config
+    if held is not None and held != precision and not deepspeed:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=precision, cpu=not _has_accelerator())
 
 
 def _supports_checkpointing(module: torch.nn.Module) -> bool:
     """Whether a module offers gradient checkpointing (diffusers and transformers models that implement it)."""
-    offers = hasattr(module, "gradient_checkpointing_enable") or hasattr(module, "enable_gradient_checkpointing")
+    offers = any(hasattr(module, f) for f in ("activation_checkpointing_enable", "gradient_checkpointing_enable",
+                                               "enable_gradient_checkpointing"))
     return offers and bool(getattr(module, "supports_gradient_checkpointing",
                                    getattr(module, "_supports_gradient_checkpointing", False)))
 
 
-def _checkpointing(modules: dict[str, torch.nn.Module], on: bool) -> list[str]:
-    """Switch gradient checkpointing (activations recomputed in the backward pass instead of kept: less memory,
-    about one more forward of time) on or off for every module that offers it; returns the names of the modules
-    switched. Modules that had it on already are left as they were."""
-    switched = []
+def _checkpointing_on(modules: dict[str, torch.nn.Module], switched: list[str]) -> None:
+    """Gradient checkpointing (activations recomputed in the backward pass instead of kept: less memory, about one
+    more forward of time) for every module that offers it and trains something; each name goes into ``switched``
+    as it is switched, so ``_checkpointing_off`` undoes exactly that, even after an error. A module that had it on
+    already is left as it was."""
     for name, m in modules.items():
-        if not _supports_checkpointing(m):
+        if not _supports_checkpointing(m) or not any(p.requires_grad for p in m.parameters()):
             continue
-        if on:
-            already = getattr(m, "is_activation_checkpointing", None)
-            already = getattr(m, "is_gradient_checkpointing", False) if already is None else already
-            if already:
-                continue
-            if hasattr(m, "gradient_checkpointing_enable"):  # transformers: no reentrant pass (frozen inputs work)
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        already = getattr(m, "is_activation_checkpointing", None)
+        if already is None:
+            already = getattr(m, "is_gradient_checkpointing", False)
+        if already:
+            continue
+        if hasattr(m, "activation_checkpointing_enable") or hasattr(m, "gradient_checkpointing_enable"):
+            hooked = bool(getattr(m, "_require_grads_hooks", None))
+            enable = getattr(m, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
-                m.enable_gradient_checkpointing()
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            switched.append(name)
+            if not hooked and hasattr(m, "disable_input_require_grads"):
+                # transformers also hooks the embeddings' output to require grad (for reentrant checkpoints of
+                # frozen inputs); the non-reentrant checkpoint needs no hook, and it would outlive the run
+                m.disable_input_require_grads()
         else:
-            (getattr(m, "gradient_checkpointing_disable", None) or m.disable_gradient_checkpointing)()
-        switched.append(name)
-    return switched
+            m.enable_gradient_checkpointing()
+            switched.append(name)
+
+
+def _checkpointing_off(modules: dict[str, torch.nn.Module]) -> None:
+    """Undo ``_checkpointing_on`` for these modules."""
+    for m in modules.values():
+        off = (getattr(m, "activation_checkpointing_disable", None) or getattr(m, "gradient_checkpointing_disable", None)
+               or m.disable_gradient_checkpointing)
+        off()
 
 
 def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -338,13 +357,15 @@ class Unlearner:
     # ------------------------------------------------------------------ the loop
     def run(self) -> LoopResult:
         cfg = self.config
+        modules = self.adapter.modules()
+        if cfg.gradient_checkpointing and not any(_supports_checkpointing(m) for m in modules.values()):
+            raise ValueError(f"gradient_checkpointing: none of the model's modules ({', '.join(modules)}) supports it")
         accelerator = _accelerator(cfg.precision())
         world, rank = accelerator.num_processes, accelerator.process_index
         if cfg.batch_size % world:
             raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes: give a multiple "
                              f"of {world} (each process takes an equal share of every step's rows)")
         share = cfg.batch_size // world  # this process's rows of each step's batch
-        modules = self.adapter.modules()
         for m in modules.values():
             m.to(accelerator.device)
         allowed = getattr(self.adapter, "adapter_weights", lambda: None)()  # a peft model: only its adapter
@@ -364,11 +385,11 @@ class Unlearner:
         reference_cache: dict | None = {} if self.adversary is None else None
         t0 = time.time()  # the run's seconds include what the objective prepares (ESD's bank or pool)
         data = {"forget": self.forget, "retain": self.retain}
-        if cfg.gradient_checkpointing and not any(_supports_checkpointing(m) for m in modules.values()):
-            raise ValueError(f"gradient_checkpointing: none of the model's modules ({', '.join(modules)}) supports it")
         self.objective.prepare(self.adapter, reference, data, seed=cfg.seed)  # before a resume restores its state
-        checkpointed = _checkpointing(modules, True) if cfg.gradient_checkpointing else []
+        checkpointed: list[str] = []
         try:
+            if cfg.gradient_checkpointing:
+                _checkpointing_on(modules, checkpointed)
             if cfg.resume:
                 start, history = self._load_checkpoint(trainable, optimizer)
             good: tuple | None = None  # (step, weights, optimizer, history, objective state) before the newest step
@@ -429,7 +450,7 @@ class Unlearner:
                     accelerator.wait_for_everyone()
         finally:  # the adapter samples with its own weights again, even after an error
             self.objective.finish()
-            _checkpointing({n: modules[n] for n in checkpointed}, False)
+            _checkpointing_off({n: modules[n] for n in checkpointed})
         for m in modules.values():
             m.eval()
             m.requires_grad_(False)

@@ -230,6 +230,9 @@ def test_gradient_checkpointing_gives_the_same_run_and_is_switched_off_after(mod
     ckpt, seen_ckpt, module = run(True)
     assert seen_plain and not any(seen_plain)
     assert seen_ckpt and all(seen_ckpt) and not on(module)
+    # nothing of it outlives the run: no embedding hook left (transformers adds one), nothing else switched
+    assert not any(getattr(m, "_require_grads_hooks", None) for m in ckpt.adapter.modules().values())
+    assert not any(on(m) for m in ckpt.adapter.modules().values())
     assert [h["loss"] for h in ckpt.loop.history] == pytest.approx([h["loss"] for h in plain.loop.history], rel=1e-5)
     a, b = _state(plain.adapter.modules()), _state(ckpt.adapter.modules())
     assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
@@ -258,3 +261,16 @@ def test_a_second_erase_may_use_another_mixed_precision():
         erase(model, tokenizer=tok, forget=QA[:2], retain=QA[2:], method="ga", steps=1,
               train={"show_progress": False, "mixed_precision": precision})
         assert seen and all(on == (precision == "bf16") for on in seen), (precision, seen)
+
+
+def test_gradient_checkpointing_skips_modules_that_train_nothing(tiny_pipe):
+    """ESD-x trains the UNet only: the frozen text encoder is not checkpointed (no graph built through it)."""
+    from erasure.loop import _checkpointing_off, _checkpointing_on
+
+    tiny_pipe.text_encoder.requires_grad_(False)
+    modules = {"unet": tiny_pipe.unet, "text_encoder": tiny_pipe.text_encoder}
+    switched: list[str] = []
+    _checkpointing_on(modules, switched)
+    assert switched == ["unet"] and tiny_pipe.unet.is_gradient_checkpointing
+    _checkpointing_off({n: modules[n] for n in switched})
+    assert not tiny_pipe.unet.is_gradient_checkpointing
