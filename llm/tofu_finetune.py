@@ -90,7 +90,8 @@ def train(base: str = "smollm2-135m", epochs: float = 3.0, batch: int = 16, lr: 
             report = {"base": base, "split": split, "rows": len(rows), "epochs": epochs, "steps": steps,
                       "batch": batch, "lr": lr, "rank": rank, "seed": seed, "final_loss": round(final, 4),
                       "seconds": round(time.time() - t0, 1),
-                      "command": f"python -m llm.tofu_finetune train --model {base}"}
+                      "command": f"python -m llm.tofu_finetune train --model {base} --epochs {epochs:g} "
+                                 f"--batch {batch} --lr {lr:g} --rank {rank} --seed {seed}"}
             (tmp / "train_report.json").write_text(json.dumps(report, indent=2))
             (tmp / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing in it
         reports[name] = report
