@@ -42,7 +42,7 @@ def _adapter_dir(name: str, root: Path | None = None) -> Path:
     return (Path(root) if root is not None else package_weights("llm")) / name
 
 
-def train(base: str = "smollm2-135m", epochs: float = 3.0, batch: int = 16, lr: float = 1e-3, rank: int = 8,
+def train(base: str = "smollm2-135m", epochs: float = 6.0, batch: int = 16, lr: float = 1e-3, rank: int = 16,
           seed: int = 0, root: Path | None = None) -> dict:
     """Fine-tune one LoRA adapter per split (``tofu_model_names``) and save it next to the package's weights.
 
@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fine-tune and save the LoRA adapters (full and retain90)")
     t.add_argument("--model", default="smollm2-135m")
-    t.add_argument("--epochs", type=float, default=3.0)
+    t.add_argument("--epochs", type=float, default=6.0)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--rank", type=int, default=16)
     t.add_argument("--seed", type=int, default=0)
     m = sub.add_parser("merge", help="add the shipped adapters to the base model, once, into the cache")
     m.add_argument("--model", default="smollm2-135m")
