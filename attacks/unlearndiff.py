@@ -157,9 +157,10 @@ class UnlearnDiff:
         x0 = [pipe.encode_images(b.images).detach() for b in batches]
         embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # (V, D)
         allowed = pipe.ordinary_token_ids().to(embed.device)
-        z = torch.stack([self._init(s, embed, allowed) for s in seeds]).requires_grad_(True)  # (P, k, V_allowed|D)
+        table = embed[allowed]  # (V_allowed, D): the tokens a discrete prefix chooses from
+        z = torch.stack([self._init(s, table) for s in seeds]).requires_grad_(True)  # (P, k, V_allowed | D)
         with torch.no_grad():
-            start = self.fixed_losses(pipe, prompts, x0, self._prefix(z, embed, allowed))
+            start = self.fixed_losses(pipe, prompts, x0, self._prefix(z, table))
         opt = torch.optim.Adam([z], lr=self.lr, weight_decay=self.weight_decay)
         n = len(batches)
         traces: list[list[float]] = [[] for _ in range(n)]
@@ -172,7 +173,7 @@ class UnlearnDiff:
                 break
             rows = torch.tensor(active)
             losses = self.losses(pipe, [prompts[i] for i in active], [x0[i] for i in active],
-                                 self._prefix(z[rows], embed, allowed), [generators[i] for i in active])
+                                 self._prefix(z[rows], table), [generators[i] for i in active])
             opt.zero_grad()
             losses.sum().backward()  # prompts do not interact: each prefix gets its own prompt's gradient
             opt.step()
@@ -187,7 +188,7 @@ class UnlearnDiff:
             if check:
                 with torch.no_grad():
                     images = adapter.generate([heads[i] for i in active],
-                                              prefix=self._prefix(z[rows], embed, allowed),
+                                              prefix=self._prefix(z[rows], table),
                                               seeds=[seeds[i] for i in active], num_steps=self.sample_steps,
                                               guidance=self.guidance)
                 verdicts = judge(images, [heads[i] for i in active])
@@ -198,7 +199,7 @@ class UnlearnDiff:
                     active.remove(i)
         zs = torch.stack([final.get(i, z[i].detach()) for i in range(n)])
         with torch.no_grad():
-            prefixes = self._prefix(zs, embed, allowed).detach()  # (P, k, D)
+            prefixes = self._prefix(zs, table).detach()  # (P, k, D)
             end = self.fixed_losses(pipe, prompts, x0, prefixes)
         results = []
         for i, batch in enumerate(batches):
@@ -215,20 +216,21 @@ class UnlearnDiff:
                                         info=info))
         return results
 
-    def _init(self, seed: int, embed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """A prompt's starting point from its seed: a point of the simplex (k, V_allowed), or k token embeddings."""
+    def _init(self, seed: int, table: torch.Tensor) -> torch.Tensor:
+        """A prompt's starting point from its seed: a point of the simplex (k, V_allowed), or the embeddings of k
+        tokens of ``table`` (V_allowed, D)."""
         init = torch.Generator().manual_seed(seed)
         if self.variant == "discrete":
-            return project_to_simplex(torch.rand(self.k, len(allowed), generator=init).to(embed))
-        return embed[allowed[torch.randint(0, len(allowed), (self.k,), generator=init)]].clone()
+            return project_to_simplex(torch.rand(self.k, len(table), generator=init).to(table))
+        return table[torch.randint(0, len(table), (self.k,), generator=init)].clone()
 
-    def _prefix(self, z: torch.Tensor, embed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Prefix token embeddings (..., k, D): straight-through argmax tokens, or the free embeddings."""
+    def _prefix(self, z: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Prefix token embeddings (..., k, D): straight-through argmax tokens of ``table``, or the free embeddings."""
         if self.variant == "embedding":
             return z
         one_hot = F.one_hot(z.argmax(-1), z.shape[-1]).to(z)
         st = one_hot + z - z.detach()  # forward: the argmax token; backward: through the distribution
-        return st @ embed[allowed]
+        return st @ table
 
 
 @dataclass

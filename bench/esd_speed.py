@@ -105,8 +105,8 @@ def worker_ours(h, args) -> dict:
         result["bank_entries"] = len(bank)
         result["bank_bytes"] = sum(t.numel() * t.element_size() for t in (bank.xt, bank.eps_uncond, bank.eps_cond))
     steps = args.warmup + args.steps
-    sampling = {"ours-bank": "frozen", "ours-bank-gc": "frozen", "ours-rolling": "rolling",
-                "ours-trained": "trained"}[args.worker]
+    sampling = {"ours-bank": "frozen", "ours-rolling": "rolling", "ours-trained": "trained"}[
+        args.worker.removesuffix("-gc")]
     t_call = time.perf_counter()
     with step_starts() as starts:
         erase(pipe, forget=[PROMPT], retain=[], method="esd-x", steps=steps, lr=1e-5, ddim_steps=ddim,
@@ -215,19 +215,15 @@ def main(argv: list[str] | None = None) -> None:
         # at ESD's mean stop (uniform over 50 steps: 24.5 sampling steps), from the measured per-phase times
         per_public = pub["sampling_s_per_step"] * 24.5 + pub["frozen_s"] + pub["train_s"]
         report["public_at_mean_t_stop"] = per_public
-        if "ours-bank" in runs:
-            ours = runs["ours-bank"]
+        for name in ("ours-bank", "ours-bank-gc"):  # -gc: the same bank, activations recomputed in the backward
+            if name not in runs:
+                continue
+            ours = runs[name]
             per_entry = ours["bank_build_s"] / ours["bank_entries"]
             amortised = med(ours["per_iter_s"]) + per_entry * args.amortise_entries / args.amortise_iters
-            report["ours_bank_amortised_s"] = amortised
-            report["ratios"]["time: ours-bank amortised / public"] = amortised / per_public
-            report["ratios"]["peak RSS: ours-bank / public"] = ours["peak_rss_bytes"] / pub["peak_rss_bytes"]
-        if "ours-bank-gc" in runs:  # the same bank, the UNet's activations recomputed in the backward pass
-            ours = runs["ours-bank-gc"]
-            per_entry = ours["bank_build_s"] / ours["bank_entries"]
-            amortised = med(ours["per_iter_s"]) + per_entry * args.amortise_entries / args.amortise_iters
-            report["ratios"]["time: ours-bank-gc amortised / public"] = amortised / per_public
-            report["ratios"]["peak RSS: ours-bank-gc / public"] = ours["peak_rss_bytes"] / pub["peak_rss_bytes"]
+            report[f"{name.replace('-', '_')}_amortised_s"] = amortised
+            report["ratios"][f"time: {name} amortised / public"] = amortised / per_public
+            report["ratios"][f"peak RSS: {name} / public"] = ours["peak_rss_bytes"] / pub["peak_rss_bytes"]
         if "ours-rolling" in runs:
             ours = runs["ours-rolling"]
             # the pool's start advances each trajectory to a random phase: on average half a schedule of calls,

@@ -32,13 +32,12 @@ def main() -> None:
 
     from canvas_data.benchmark import DEFAULT_JUDGE, UNLEARNCANVAS, _load_judge
     from diffusion.modality import DIFFUSION
-    from evals.canvas import generate_eval_set
+    from evals.canvas import eval_pairs
 
     adapter = DIFFUSION.load(args.model)
     pipe, concepts = adapter.pipe, adapter.concepts
-    generated = generate_eval_set(pipe, concepts, args.concept, num_steps=1)  # the evaluation's prompt list
-    pairs = generated["target"][1] + generated["other"][1]
-    prompts = [concepts.prompt(o, s) for s, o in pairs]
+    target, other = eval_pairs(concepts, args.concept)  # the evaluation's images, at its defaults
+    prompts = [concepts.prompt(o, s) for s, o in target + other]
     report: dict = {"model": args.model, "concept": args.concept, "images": len(prompts), "ddim_steps": args.ddim_steps,
                     "generate_seconds": {}}
     images = None

@@ -6,7 +6,6 @@ present): the latent shape and scaling come from the components' own configs, ne
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import json
@@ -39,12 +38,6 @@ def to_tensor(images: Sequence) -> torch.Tensor:
 
     arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
-
-
-@functools.lru_cache(maxsize=None)
-def _parameters(fn: Any) -> frozenset[str]:
-    """The parameter names of ``fn`` (transformers renames some between versions: ``past_key_values`` -> ``cache``)."""
-    return frozenset(inspect.signature(fn).parameters)
 
 
 @dataclass
@@ -167,7 +160,9 @@ class T2IPipeline:
         if not all(hasattr(tm, a) for a in ("embeddings", "encoder", "final_layer_norm")):
             raise ValueError(f"embedding-level prompts need a CLIP text encoder, got {type(self.text_encoder).__name__}")
         h = tm.embeddings(inputs_embeds=token_embeds)
-        no_cache = {"cache": None} if "cache" in _parameters(create_causal_mask) else {"past_key_values": None}
+        # transformers 5 names it ``cache`` (``past_key_values`` is deprecated), 4 only ``past_key_values``
+        renamed = "cache" in inspect.signature(create_causal_mask).parameters
+        no_cache = {"cache": None} if renamed else {"past_key_values": None}
         mask = create_causal_mask(config=self.text_encoder.config, inputs_embeds=h, attention_mask=None, **no_cache)
         h = tm.encoder(inputs_embeds=h, attention_mask=mask, is_causal=True).last_hidden_state
         return tm.final_layer_norm(h)

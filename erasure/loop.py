@@ -173,30 +173,26 @@ def _checkpointing_on(modules: dict[str, torch.nn.Module], switched: list[str]) 
     """Gradient checkpointing (activations recomputed in the backward pass instead of kept: less memory, about one
     more forward of time) for every module that offers it and trains something; each name goes into ``switched``
     as it is switched, so ``_checkpointing_off`` undoes exactly that, even after an error. A module that had it on
-    already is left as it was."""
+    already (any block's ``gradient_checkpointing`` flag, in diffusers and transformers alike) is left as it was."""
     for name, m in modules.items():
-        if not _supports_checkpointing(m) or not any(p.requires_grad for p in m.parameters()):
+        if (not _supports_checkpointing(m) or not any(p.requires_grad for p in m.parameters())
+                or any(getattr(sub, "gradient_checkpointing", False) is True for sub in m.modules())):
             continue
-        already = getattr(m, "is_activation_checkpointing", None)
-        if already is None:
-            already = getattr(m, "is_gradient_checkpointing", False)
-        if already:
-            continue
-        if hasattr(m, "activation_checkpointing_enable") or hasattr(m, "gradient_checkpointing_enable"):
-            hooked = bool(getattr(m, "_require_grads_hooks", None))
-            enable = getattr(m, "activation_checkpointing_enable", None)
-            if enable is not None:
-                enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            switched.append(name)
-            if not hooked and hasattr(m, "disable_input_require_grads"):
-                # transformers also hooks the embeddings' output to require grad (for reentrant checkpoints of
-                # frozen inputs); the non-reentrant checkpoint needs no hook, and it would outlive the run
-                m.disable_input_require_grads()
-        else:
+        if hasattr(m, "enable_gradient_checkpointing"):  # diffusers
             m.enable_gradient_checkpointing()
             switched.append(name)
+            continue
+        hooked = bool(getattr(m, "_require_grads_hooks", None))  # transformers (5: activation_*, 4: gradient_*)
+        enable = getattr(m, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        switched.append(name)
+        if not hooked and hasattr(m, "disable_input_require_grads"):
+            # transformers also hooks the embeddings' output to require grad (for reentrant checkpoints of frozen
+            # inputs); the non-reentrant checkpoint needs no hook, and it would outlive the run
+            m.disable_input_require_grads()
 
 
 def _checkpointing_off(modules: dict[str, torch.nn.Module]) -> None:

@@ -15,6 +15,19 @@ from evals.judges import ConceptJudge, judge_index  # noqa: F401  (judge_index: 
 from evals.metrics import get_metric
 
 
+def eval_pairs(concepts: Any, concept: str, target_per_prompt: int = 5, other_per_prompt: int = 1
+               ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (style, object) of every image the evaluation generates: ``target_per_prompt`` per prompt that names
+    ``concept``, ``other_per_prompt`` per prompt of every other concept of its domain. Returns (target, other)."""
+    domain = concepts.domain(concept)
+
+    def pairs_for(match: bool, per: int) -> list[tuple[str, str]]:
+        return [(s, o) for s in concepts.styles for o in concepts.objects
+                if ((s if domain == "style" else o) == concept) == match for _ in range(per)]
+
+    return pairs_for(True, target_per_prompt), pairs_for(False, other_per_prompt)
+
+
 def generate_eval_set(pipe: Any, concepts: Any, concept: str, target_per_prompt: int = 5,
                       other_per_prompt: int = 1, num_steps: int = 20, guidance: float = 3.0, seed: int = 0,
                       show_progress: bool = False) -> dict[str, Any]:
@@ -23,13 +36,7 @@ def generate_eval_set(pipe: Any, concepts: Any, concept: str, target_per_prompt:
     Returns:
         {"target": (images, [(style, object)]), "other": (images, [(style, object)])}
     """
-    domain = concepts.domain(concept)
-
-    def pairs_for(match: bool, per: int) -> list[tuple[str, str]]:
-        return [(s, o) for s in concepts.styles for o in concepts.objects
-                if ((s if domain == "style" else o) == concept) == match for _ in range(per)]
-
-    target_pairs, other_pairs = pairs_for(True, target_per_prompt), pairs_for(False, other_per_prompt)
+    target_pairs, other_pairs = eval_pairs(concepts, concept, target_per_prompt, other_per_prompt)
     prompts = [concepts.prompt(o, s) for s, o in target_pairs + other_pairs]
     images = pipe.sample(prompts, num_steps=num_steps, guidance=guidance, seed=seed, show_progress=show_progress)
     n = len(target_pairs)

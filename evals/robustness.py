@@ -97,10 +97,9 @@ def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Ju
     entries: list[dict] = [{**_describe(r), "seed": s, "pre_success": p} for r, s, p in zip(rows, seeds, pre)]
     outputs, prefixes, trace = [], {}, []
     if getattr(attack, "per_example", True):
+        for i in (i for i in range(len(rows)) if pre[i]):
+            entries[i].update(success=True, steps=0, seconds=0.0)
         todo = [i for i in range(len(rows)) if not pre[i]]
-        for i in range(len(rows)):
-            if pre[i]:
-                entries[i].update(success=True, steps=0, seconds=0.0)
         gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in todo]
         if batched and hasattr(attack, "attack_each"):  # all rows in one batch, each with its own early stop
             results = attack.attack_each(adapter, [adapter.collate([rows[i]]) for i in todo], gens,
