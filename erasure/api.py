@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -181,17 +182,21 @@ def erase(
     if lora is not None:
         sel = Selector(include=sel.include, exclude=sel.exclude,
                        lora=lora if isinstance(lora, LoraSpec) else from_dict(LoraSpec, lora, what="LoRA"))
-    objective = spec.build(method_cfg, adapter)
-    if "retain" not in objective.splits:
-        retain = None
-    inner = _adversary(adversary, adversary_options, spec, method_cfg, modality.name)
-    logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g adversary=%s", method, concept,
-                len(forget), len(retain or []), train_cfg.steps, train_cfg.lr, getattr(inner, "name", None))
-    fingerprint = {"method": method, "concept": concept, "method_options": asdict(method_cfg),
-                   "selector": [sel.include, sel.exclude, asdict(sel.lora) if sel.lora else None],
-                   "adversary": getattr(inner, "name", None)}
-    loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner,
-                     fingerprint=fingerprint).run()
+    if spec.solve is not None:  # a closed-form edit (UCE): no objective, no loop
+        loop, inner, solved = _solve(spec, adapter, method_cfg, sel, concept, forget, retain, adversary)
+    else:
+        objective = spec.build(method_cfg, adapter)
+        if "retain" not in objective.splits:
+            retain = None
+        inner = _adversary(adversary, adversary_options, spec, method_cfg, modality.name)
+        logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g adversary=%s", method, concept,
+                    len(forget), len(retain or []), train_cfg.steps, train_cfg.lr, getattr(inner, "name", None))
+        fingerprint = {"method": method, "concept": concept, "method_options": asdict(method_cfg),
+                       "selector": [sel.include, sel.exclude, asdict(sel.lora) if sel.lora else None],
+                       "adversary": getattr(inner, "name", None)}
+        loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner,
+                         fingerprint=fingerprint).run()
+        solved = None
     lora_state = None
     if sel.lora is not None:
         from erasure.selectors import export_lora, merge_lora
@@ -203,7 +208,8 @@ def erase(
                          "lora": asdict(sel.lora) if sel.lora else None},
             "adversary": getattr(inner, "name", None),
             "recommended": str(file) if file else None,
-            "recommended_settings": recommended_settings(str(source), method, concept) if file else None}
+            "recommended_settings": recommended_settings(str(source), method, concept) if file else None,
+            **({"closed_form": solved} if solved is not None else {})}
     result = ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
                            train_config=asdict(train_cfg), loop=loop, info=info, lora=lora_state)
     if out is not None:
@@ -221,6 +227,21 @@ def _rows(data: Any, what: str) -> Any:
     if isinstance(data, (str, os.PathLike)) and not is_saved_dataset(data):
         return str(data)
     return as_rows(data, what)
+
+
+def _solve(spec: Method, adapter: Any, cfg: Any, sel: Selector, concept: str | None, forget: Any, retain: Any,
+           adversary: Any) -> tuple[LoopResult, None, dict]:
+    """Run a closed-form method: (the loop's record of it, no adversary, what the method reports)."""
+    from erasure.adapter import named_parameters
+
+    if sel.lora is not None or adversary is not None:
+        raise ValueError(f"method {spec.name!r} is a closed-form edit: it takes no LoRA and no adversary")
+    logger.info("erase: method=%s (closed form) concept=%s forget=%d retain=%d", spec.name, concept, len(forget),
+                len(retain or []))
+    t0 = time.perf_counter()
+    solved = spec.solve(adapter, cfg, concept=concept, forget=forget, retain=retain, selected=sel)
+    edited = sum(p.numel() for n, p in named_parameters(adapter.modules()).items() if sel.matches(n))
+    return LoopResult(steps=0, seconds=round(time.perf_counter() - t0, 3), trainable_parameters=edited), None, solved
 
 
 def _adversary(adversary: str | Adversary | None, options: dict | None, spec: Method, method_cfg: Any,

@@ -32,6 +32,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "esd-x-strict": "diffusion.esd:ESD_X_STRICT",
     "advunlearn": "diffusion.advunlearn:ADVUNLEARN",
     "advunlearn-fast": "diffusion.advunlearn:ADVUNLEARN_FAST",
+    "uce": "diffusion.uce:UCE",
     "idkpo": "llm.methods:IDKPO",
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
@@ -117,21 +118,29 @@ class Method:
         name: registry name (``erase(..., method=name)``).
         modality: "any", or the name of the one modality it serves ("diffusion", "llm").
         config_cls: dataclass of the method's own options (unknown options are rejected).
-        build: ``(config, adapter) -> Objective``.
+        build: ``(config, adapter) -> Objective`` for the training loop (None for a closed-form method).
         selector: default selector: a preset name, or ``(adapter, config) -> Selector`` (None: the adapter's).
         train_defaults: the paper's loop settings (lr, steps, optimizer, batch_size...).
         paper: link to the paper.
         adversary: ``(config) -> Adversary`` for adversarial unlearning (None: no inner attack).
+        solve: a closed-form method instead of the loop: ``(adapter, config, *, concept, forget, retain, selected)
+            -> dict`` edits the weights the selector picks in place and returns what it did (UCE).
     """
 
     name: str
     modality: str
     config_cls: type
-    build: Callable[[Any, Any], Objective]
+    build: Callable[[Any, Any], Objective] | None
     selector: str | Callable[[Any, Any], Any] | None = None
     train_defaults: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
     adversary: Callable[[Any], Any] | None = None
+    solve: Callable[..., dict] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.solve is None):
+            raise ValueError(f"method {self.name!r} needs exactly one of build (a training objective) and solve "
+                             "(a closed-form edit)")
 
 
 METHODS: Registry[Method] = Registry("method", _BUILTIN_METHODS)
