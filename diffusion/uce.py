@@ -36,6 +36,7 @@ class UCEConfig:
     """UCE options (defaults: the official ``uce_sd_erase.py``).
 
     Args:
+        concept: the erased concept's words (filled with the erased concept by ``erase()``).
         guide: what the concept is mapped to: ``""`` (nothing, the default for objects) or an anchor word
             (``"art"`` is the official default for artists' styles).
         erase_scale: weight of the erased pairs (1).
@@ -43,6 +44,7 @@ class UCEConfig:
         lamb: lambda, the pull towards the current weights (0.5).
     """
 
+    concept: str | None = None
     guide: str = ""
     erase_scale: float = 1.0
     preserve_scale: float = 1.0
@@ -126,14 +128,13 @@ def edited_weight(w: torch.Tensor, c: torch.Tensor, c_star: torch.Tensor, c_keep
     return torch.linalg.solve(rhs, lhs.T).T.to(w.dtype)  # lhs @ rhs^-1 (rhs symmetric)
 
 
-def solve_uce(adapter: Any, cfg: UCEConfig, *, concept: str | None, forget: Sequence[Any],
+def solve_uce(adapter: Any, cfg: UCEConfig, *, forget: Sequence[Any],
               retain: Sequence[Any] | None, selected: Any) -> dict:
     """Edit, in place, every linear layer ``selected`` picks (default: the UNet's cross-attention keys and values).
 
     Args:
         adapter: a ``DiffusionAdapter``.
-        cfg: the options.
-        concept: the erased concept's words (each forget prompt must contain them).
+        cfg: the options (``cfg.concept``: the erased concept's words, which each forget prompt must contain).
         forget: forget prompts or rows.
         retain: retain prompts or rows (preserved); None preserves nothing but lambda's pull.
         selected: a ``Selector`` over ``component.parameter`` names.
@@ -144,10 +145,10 @@ def solve_uce(adapter: Any, cfg: UCEConfig, *, concept: str | None, forget: Sequ
     """
     from diffusion.adapter import prompt_of
 
-    if concept is None:
+    if not cfg.concept:
         raise ValueError("UCE edits a named concept inside the forget prompts: give the concept (--concept)")
     pipe = adapter.model
-    pairs = prompt_pairs([prompt_of(r) for r in forget], concept, cfg.guide)
+    pairs = prompt_pairs([prompt_of(r) for r in forget], cfg.concept, cfg.guide)
     keep_prompts = [prompt_of(r) for r in retain or []]
     layers = {f"{comp}.{name}": m for comp, mod in adapter.modules().items() for name, m in mod.named_modules()
               if isinstance(m, nn.Linear) and selected.matches(f"{comp}.{name}.weight")}

@@ -168,6 +168,8 @@ def erase(
     if file is not None:
         steps, lr, train_values, method_options = apply_recommended(str(source), method, steps, lr, train_values,
                                                                     method_options, concept)
+    if concept is not None and "concept" in getattr(spec.config_cls, "__dataclass_fields__", {}):
+        method_options = {"concept": concept, **method_options}  # a method that edits the concept's words (UCE, CA)
     method_cfg = from_dict(spec.config_cls, method_options, what=f"{method!r} method")
     loop_values = {**spec.train_defaults, **train_values, "seed": seed}
     for key, value in (("steps", steps), ("lr", lr)):
@@ -239,7 +241,7 @@ def _solve(spec: Method, adapter: Any, cfg: Any, sel: Selector, concept: str | N
     logger.info("erase: method=%s (closed form) concept=%s forget=%d retain=%d", spec.name, concept, len(forget),
                 len(retain or []))
     t0 = time.perf_counter()
-    solved = spec.solve(adapter, cfg, concept=concept, forget=forget, retain=retain, selected=sel)
+    solved = spec.solve(adapter, cfg, forget=forget, retain=retain, selected=sel)
     edited = sum(p.numel() for n, p in named_parameters(adapter.modules()).items() if sel.matches(n))
     return LoopResult(steps=0, seconds=round(time.perf_counter() - t0, 3), trainable_parameters=edited), None, solved
 

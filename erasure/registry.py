@@ -33,6 +33,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "advunlearn": "diffusion.advunlearn:ADVUNLEARN",
     "advunlearn-fast": "diffusion.advunlearn:ADVUNLEARN_FAST",
     "uce": "diffusion.uce:UCE",
+    "ca": "diffusion.ca:CA",
     "idkpo": "llm.methods:IDKPO",
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
@@ -123,8 +124,11 @@ class Method:
         train_defaults: the paper's loop settings (lr, steps, optimizer, batch_size...).
         paper: link to the paper.
         adversary: ``(config) -> Adversary`` for adversarial unlearning (None: no inner attack).
-        solve: a closed-form method instead of the loop: ``(adapter, config, *, concept, forget, retain, selected)
-            -> dict`` edits the weights the selector picks in place and returns what it did (UCE).
+        solve: a closed-form method instead of the loop: ``(adapter, config, *, forget, retain, selected) -> dict``
+            edits the weights the selector picks in place and returns what it did (UCE).
+
+    A config with a ``concept`` field gets the erased concept from ``erase()`` (methods that edit the concept's
+    words inside the prompts: UCE, CA).
     """
 
     name: str

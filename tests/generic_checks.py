@@ -54,7 +54,7 @@ def _llm_case() -> TinyCase:
 # modality -> its tiny case; every registered modality must have one
 TINY_CASES: dict[str, Callable[[], TinyCase]] = {"diffusion": _diffusion_case, "llm": _llm_case}
 
-# the concept the tiny case's forget rows hold (closed-form editors such as UCE edit it inside them)
+# the concept the tiny case's forget rows hold (given to methods that edit it inside them: UCE, CA)
 CONCEPTS = {"diffusion": "neon"}
 
 # small settings for any method / attack that has these options (everything else keeps its defaults)
@@ -93,7 +93,7 @@ def check_method(name: str, modality: str, tmp_path) -> None:
     spec = get_method(name)
     options = {k: v for k, v in FAST_METHOD_OPTIONS.items() if k in spec.config_cls.__dataclass_fields__}
     before = _weights(case.adapter)
-    concept = CONCEPTS.get(modality) if spec.solve is not None else None
+    concept = CONCEPTS.get(modality) if "concept" in spec.config_cls.__dataclass_fields__ else None
     result = erase(case.adapter, concept, method=name, forget=case.forget, retain=case.retain, steps=2, lr=1e-2,
                    seed=0, train={"show_progress": False}, free_text=True, **options)
     after = _weights(case.adapter)
