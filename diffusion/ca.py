@@ -24,6 +24,23 @@ from erasure.registry import Method
 logger = logging.getLogger(__name__)
 
 
+@torch.no_grad()
+def generate_latents(pipe: Any, prompts: Sequence[str], per_prompt: int, ddim_steps: int, guidance: float,
+                     seed: int, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """{prompt: (per_prompt, C, H, W)} model-space samples of each distinct prompt (DDIM + CFG, seeded), made by the
+    model as it is now: before training, the original's images of a prompt (CA's anchors, FMN's concept images)."""
+    unique = list(dict.fromkeys(prompts))
+    flat = [p for p in unique for _ in range(per_prompt)]
+    noise = torch.randn((len(flat), *pipe.latent_shape), generator=torch.Generator().manual_seed(seed)).to(pipe.device)
+    uncond, parts = pipe.encode_prompts([""]), []
+    for i in range(0, len(flat), batch_size):
+        cond = pipe.encode_prompts(flat[i: i + batch_size])
+        parts.append(pipe.denoise(noise[i: i + batch_size], cond, uncond.expand_as(cond), ddim_steps, guidance))
+    latents = torch.cat(parts)
+    logger.info("generated %d images of %d prompts", len(flat), len(unique))
+    return {p: latents[i * per_prompt: (i + 1) * per_prompt] for i, p in enumerate(unique)}
+
+
 @dataclass
 class CALoss:
     """The concept prompt's prediction regressed onto the anchor prompt's, on noised anchor images."""
@@ -43,19 +60,10 @@ class CALoss:
         from diffusion.adapter import prompt_of
         from diffusion.uce import prompt_pairs
 
-        pipe = adapter.pipe
         pairs = prompt_pairs([prompt_of(r) for r in data[self.split]], self.concept, self.anchor)
         self.anchors = {p: a for p, a in pairs}
-        unique = list(dict.fromkeys(self.anchors.values()))
-        prompts = [a for a in unique for _ in range(self.anchor_images)]
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.randn((len(prompts), *pipe.latent_shape), generator=g).to(pipe.device)
-        with torch.no_grad():
-            cond = pipe.encode_prompts(prompts)
-            latents = pipe.denoise(noise, cond, pipe.encode_prompts([""]).expand_as(cond), self.ddim_steps,
-                                   self.guidance)
-        self.latents = {a: latents[i * self.anchor_images: (i + 1) * self.anchor_images] for i, a in enumerate(unique)}
-        logger.info("CA: %d anchor images of %d anchor prompts", len(prompts), len(unique))
+        self.latents = generate_latents(adapter.pipe, list(self.anchors.values()), self.anchor_images, self.ddim_steps,
+                                        self.guidance, seed)
 
     def finish(self) -> None:
         self.latents = {}
@@ -66,7 +74,7 @@ class CALoss:
         pipe = s.adapter.pipe
         anchors = [self.anchors[p] for p in batch.prompts]
         pick = torch.randint(0, self.anchor_images, (len(anchors),), generator=g).tolist()
-        x0 = torch.stack([self.latents[a][k] for a, k in zip(anchors, pick)])  # (B, C, H, W)
+        x0 = torch.stack([self.latents[a][k] for a, k in zip(anchors, pick)])  # (B, C, H, W) anchor images
         xt, t, _ = pipe.noise(x0, g, shard=batch.shard)
         with torch.no_grad():
             target = pipe.predict_noise(xt, t, pipe.encode_prompts(anchors))

@@ -34,6 +34,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "advunlearn-fast": "diffusion.advunlearn:ADVUNLEARN_FAST",
     "uce": "diffusion.uce:UCE",
     "ca": "diffusion.ca:CA",
+    "fmn": "diffusion.fmn:FMN",
     "idkpo": "llm.methods:IDKPO",
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",

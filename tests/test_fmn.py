@@ -1,0 +1,60 @@
+"""Forget-Me-Not: the concept's token positions, the recorded attention, and its fall under training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusion.fmn import concept_positions, recorded_cross_attention
+from erasure import erase
+
+
+def test_concept_positions_mark_the_concepts_tokens_and_the_first_eos(tiny_pipe):
+    prompts = ["A Circle image in Neon style.", "A Neon image in Neon style."]
+    ids = tiny_pipe.tokenize(prompts)[0].tolist()
+    pos = concept_positions(tiny_pipe, prompts, "Neon")
+    neon = tiny_pipe.tokenizer("Neon", add_special_tokens=False)["input_ids"][0]
+    eos = ids.index(tiny_pipe.tokenizer.eos_token_id)
+    assert pos[0].nonzero().flatten().tolist() == [ids.index(neon), eos]
+    assert pos[1].sum() == 3  # both occurrences and the end-of-text token
+    assert concept_positions(tiny_pipe, prompts, "Neon", use_pooler=False)[0].sum() == 1
+    with pytest.raises(ValueError, match="does not contain"):
+        concept_positions(tiny_pipe, ["A Circle image in Sketch style."], "Neon")
+
+
+def _attention_on_concept(pipe, prompts):
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand((len(prompts), *pipe.latent_shape), generator=g)
+    with torch.no_grad():
+        xt, t, _ = pipe.noise(x0, g)
+        with recorded_cross_attention(pipe.unet, concept_positions(pipe, prompts, "Neon")) as probs:
+            out = pipe.predict_noise(xt, t, pipe.encode_prompts(prompts))
+    return torch.cat(probs).norm().item(), out
+
+
+def test_recording_leaves_the_prediction_and_processors_unchanged(tiny_pipe):
+    prompts = tiny_pipe.concepts.prompts_with("Neon")
+    processors = {n: type(p) for n, p in tiny_pipe.unet.attn_processors.items()}
+    norm, recorded_out = _attention_on_concept(tiny_pipe, prompts)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand((len(prompts), *tiny_pipe.latent_shape), generator=g)
+    with torch.no_grad():
+        xt, t, _ = tiny_pipe.noise(x0, g)
+        plain = tiny_pipe.predict_noise(xt, t, tiny_pipe.encode_prompts(prompts))
+    assert norm > 0 and torch.allclose(recorded_out, plain, atol=1e-5)
+    assert {n: type(p) for n, p in tiny_pipe.unet.attn_processors.items()} == processors
+    assert not any("get_attention_scores" in vars(m) for m in tiny_pipe.unet.modules())
+
+
+def test_fmn_steers_attention_away_from_the_concept(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    prompts = tiny_pipe.concepts.prompts_with("Neon")
+    before, _ = _attention_on_concept(tiny_pipe, prompts)
+    text = {n: p.detach().clone() for n, p in tiny_pipe.text_encoder.named_parameters()}
+    result = erase(DiffusionAdapter(tiny_pipe), "Neon", method="fmn", steps=20, lr=1e-2, ddim_steps=3,
+                   train={"show_progress": False})
+    after, _ = _attention_on_concept(tiny_pipe, prompts)
+    assert after < 0.7 * before, (before, after)
+    assert all(torch.equal(p, text[n]) for n, p in tiny_pipe.text_encoder.named_parameters())
+    assert result.loop.history[-1]["loss"] < result.loop.history[0]["loss"]
