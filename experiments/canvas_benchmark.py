@@ -1,0 +1,118 @@
+"""Diffusion erasure methods side by side on mini-canvas, as UnlearnCanvas reports them (its Table 3 columns that
+run offline today: UA, IRA, CRA, time, memory, storage).
+
+    python experiments/canvas_benchmark.py --out out/canvas-bench                       # esd-x uce ca fmn; Neon, Square
+    python experiments/canvas_benchmark.py --methods uce --concepts Neon Sketch Star --out out/canvas-uce
+    python experiments/canvas_benchmark.py --methods ca --settings ca='{"steps": 200}' --out out/canvas-ca-200
+
+Each (method, concept) runs `erasure erase` in its own process (its peak resident memory is the memory column) and
+`erasure eval` on the result, with the method's recommended settings for mini-canvas (or ``--settings``). Storage:
+the bytes of the tensors the erasure changed against the whole model's. Writes results.json (after every run;
+``--resume`` keeps the runs already there) and table.md: one row per run, then the mean per method (UnlearnCanvas
+Table 3 averages over concepts). FID is not a column yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from evals.report import markdown_table
+
+_ERASE = ("import resource, sys; from erasure.cli import main; code = main(sys.argv[1:]); "
+          "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+
+
+def _cli(args: list[str]) -> str:
+    """Run ``erasure ARGS`` in a fresh process; its stdout (a failure ends the run, naming the command)."""
+    done = subprocess.run([sys.executable, "-c", _ERASE, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"erasure {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def changed_bytes(original: str, erased: str) -> tuple[int, int]:
+    """(bytes of the tensors that differ, bytes of all tensors) between two saved pipelines."""
+    from diffusion.modality import DIFFUSION
+    from erasure.adapter import named_parameters
+
+    a = named_parameters(DIFFUSION.load(original).modules())
+    b = named_parameters(DIFFUSION.load(erased).modules())
+    size = {n: p.numel() * p.element_size() for n, p in a.items()}
+    return sum(size[n] for n in a if not (a[n] == b[n]).all()), sum(size.values())
+
+
+def run_one(method: str, concept: str, out: Path, seed: int, settings: dict) -> dict:
+    model = out / method / concept / "model"
+    args = ["erase", "--model", "mini-canvas", "--concept", concept, "--method", method, "--out", str(model),
+            "--seed", str(seed), "--overwrite"]
+    for key in ("steps", "lr", "batch_size"):
+        if key in settings:
+            args += [f"--{key.replace('_', '-')}", str(settings[key])]
+    for key, value in settings.get("options", {}).items():
+        args += ["--option", f"{key}={json.dumps(value)}"]
+    stdout = _cli(args)
+    peak_kb = int(next(line.split()[1] for line in stdout.splitlines() if line.startswith("MAXRSS_KB")))
+    _cli(["eval", "--model", str(model), "--concept", concept, "--out", str(out / method / concept / "eval"),
+          "--seed", str(seed), "--overwrite"])
+    ev = json.loads((out / method / concept / "eval" / "eval.json").read_text())
+    erased = json.loads((model / "erasure.json").read_text())
+    delta, total = changed_bytes("mini-canvas", str(model))
+    return {"domain": ev["domain"], "ua": ev["ua"], "ira": ev["ira"], "cra": ev["cra"],
+            "erase_seconds": erased["seconds"], "steps": erased["steps"], "lr": erased["train_config"]["lr"],
+            "peak_rss_mb": peak_kb / 1024, "changed_mb": delta / 2**20, "model_mb": total / 2**20,
+            "settings": settings or "recommended"}
+
+
+def table(results: dict) -> str:
+    heads = ["method", "concept", "domain", "UA", "IRA", "CRA", "steps", "erase s", "peak RSS MB", "changed MB"]
+    rows = [[m, c, r["domain"], r["ua"], r["ira"], r["cra"], r["steps"], r["erase_seconds"], r["peak_rss_mb"],
+             r["changed_mb"]] for m, by in results.items() for c, r in by.items()]
+    means = []
+    for m, by in results.items():
+        runs = list(by.values())
+        means.append([m, len(runs), *(sum(r[k] for r in runs) / len(runs)
+                                      for k in ("ua", "ira", "cra", "erase_seconds", "peak_rss_mb", "changed_mb"))])
+    return (markdown_table(heads, rows) + "\n\nMean over the concepts (UnlearnCanvas Table 3 style):\n\n" +
+            markdown_table(["method", "concepts", "UA", "IRA", "CRA", "erase s", "peak RSS MB", "changed MB"], means))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/canvas-bench")
+    p.add_argument("--methods", nargs="*", default=["esd-x", "uce", "ca", "fmn"])
+    p.add_argument("--concepts", nargs="*", default=["Neon", "Square"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--settings", nargs="*", default=[], metavar="METHOD=JSON",
+                   help='settings instead of the recommended ones, e.g. ca=\'{"steps": 200, "lr": 1e-5, '
+                        '"options": {"anchor": "Sketch"}}\'')
+    p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/results.json")
+    args = p.parse_args()
+    settings = {}
+    for item in args.settings:
+        name, _, text = item.partition("=")
+        if name not in args.methods:
+            raise SystemExit(f"--settings names {name!r}, which is not among --methods")
+        settings[name] = json.loads(text)
+    out = Path(args.out)
+    done = out / "results.json"
+    if done.is_file() and not args.resume:
+        raise SystemExit(f"{done} exists: --resume adds to it, or give another --out")
+    results = json.loads(done.read_text()) if done.is_file() else {}
+    for method in args.methods:
+        for concept in args.concepts:
+            if concept in results.get(method, {}):
+                continue
+            results.setdefault(method, {})[concept] = run_one(method, concept, out, args.seed,
+                                                              settings.get(method, {}))
+            out.mkdir(parents=True, exist_ok=True)
+            done.write_text(json.dumps(results, indent=2))
+    (out / "table.md").write_text(table(results) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
