@@ -64,8 +64,8 @@ def prompt_pairs(prompts: Sequence[str], concept: str, guide: str) -> list[tuple
     pattern = re.compile(re.escape(concept), flags=re.IGNORECASE)
     missing = [p for p in prompts if not pattern.search(p)]
     if missing:
-        raise ValueError(f"UCE edits the concept's words inside each forget prompt, but {missing[0]!r} does not "
-                         f"contain {concept!r}")
+        raise ValueError(f"the method edits the concept's words inside each forget prompt, but {missing[0]!r} "
+                         f"does not contain {concept!r}")
     return [(p, pattern.sub(lambda _: guide, p)) for p in prompts]
 
 
@@ -158,11 +158,13 @@ def solve_uce(adapter: Any, cfg: UCEConfig, *, forget: Sequence[Any],
     with torch.no_grad():
         c, c_star = _embeddings(pipe, pairs)
         c_keep = pipe.encode_ids(pipe.tokenize(keep_prompts)).flatten(0, 1) if keep_prompts else c[:0]
+        wrong = [n for n, layer in layers.items() if layer.in_features != c.shape[-1]]
+        if wrong:  # checked before any layer is edited
+            raise ValueError(f"UCE edits projections of the text embeddings (width {c.shape[-1]}); {wrong[0]} takes "
+                             f"{layers[wrong[0]].in_features} inputs: choose the cross-attention keys/values "
+                             "(esd-x-strict)")
         residual = []
         for name, layer in layers.items():
-            if layer.in_features != c.shape[-1]:
-                raise ValueError(f"UCE edits projections of the text embeddings (width {c.shape[-1]}); {name} takes "
-                                 f"{layer.in_features} inputs: choose the cross-attention keys/values (esd-x-strict)")
             dev = layer.weight.device
             erased, guides = c.to(dev), c_star.to(dev)
             target = guides @ layer.weight.T  # (N, O) the guides' keys / values before the edit

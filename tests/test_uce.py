@@ -102,3 +102,12 @@ def test_uce_refuses_what_it_cannot_do(tiny_pipe):
         erase(adapter, "Neon", method="uce", selector=[r"^nothing"])
     with pytest.raises(ValueError, match="lamb > 0 or preserve_scale > 0"):
         UCEConfig(lamb=0.0, preserve_scale=0.0)
+
+
+def test_uce_checks_every_layer_before_editing_any(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    before = {n: p.detach().clone() for n, p in tiny_pipe.unet.named_parameters()}
+    with pytest.raises(ValueError, match="projections of the text embeddings"):  # to_q takes image features
+        erase(DiffusionAdapter(tiny_pipe), "Neon", method="uce", selector=[r"\.attn2\.to_[kq]\."])
+    assert all(torch.equal(p, before[n]) for n, p in tiny_pipe.unet.named_parameters())
