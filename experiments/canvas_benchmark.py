@@ -109,7 +109,9 @@ def main() -> None:
             results.setdefault(method, {})[concept] = run_one(method, concept, out, args.seed,
                                                               settings.get(method, {}))
             out.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps(results, indent=2))
+            tmp = done.with_suffix(".json.tmp")  # atomically: a reader never sees half a file
+            tmp.write_text(json.dumps(results, indent=2))
+            tmp.replace(done)
     (out / "table.md").write_text(table(results) + "\n")
     print(table(results))
 
