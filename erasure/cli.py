@@ -52,7 +52,8 @@ CHECKPOINTS = "checkpoints"  # --out's subfolder for checkpoints when --checkpoi
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
-    """``["eta=2.0", "retain=kl"]`` -> ``{"eta": 2.0, "retain": "kl"}`` (values parsed as Python literals)."""
+    """``["eta=2.0", "retain=kl", "use_pooler=false"]`` -> ``{"eta": 2.0, "retain": "kl", "use_pooler": False}``
+    (values parsed as Python literals, else as JSON's true / false / null, else kept as strings)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
@@ -61,7 +62,7 @@ def parse_options(items: list[str] | None) -> dict[str, Any]:
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            out[key] = value
+            out[key] = {"true": True, "false": False, "null": None}.get(value, value)
     return out
 
 
@@ -322,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "must match the checkpoint's)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
     e.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="a method option, e.g. eta=2.0 (repeatable; values are Python literals)")
+                   help="a method option, e.g. eta=2.0 (repeatable; values are Python literals or "
+                        "true/false/null)")
     e.add_argument("--adversary", choices=attack_names(),
                    help="adversarial unlearning: this attack rewrites every forget batch (default: the method's own)")
     e.add_argument("--adversary-option", action="append", metavar="KEY=VALUE",

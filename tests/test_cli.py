@@ -176,3 +176,10 @@ def test_erase_flags_reach_the_training_options():
     assert _train_options(args) == {"gradient_checkpointing": True, "mixed_precision": "no"}
     plain = build_parser().parse_args(["erase", "--model", "mini-canvas", "--concept", "Neon", "--out", "o"])
     assert _train_options(plain) == {}
+
+
+def test_option_values_are_python_literals_or_json_words():
+    from erasure.cli import parse_options
+
+    assert parse_options(["eta=2.0", "retain_loss=kl", "use_pooler=false", "a=True", "b=null", "c='x'"]) == \
+        {"eta": 2.0, "retain_loss": "kl", "use_pooler": False, "a": True, "b": None, "c": "x"}
