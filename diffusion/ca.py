@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from diffusion.pipeline import share_of
 from erasure.objectives import Objective, StepScores
 from erasure.registry import Method
 
@@ -73,7 +74,8 @@ class CALoss:
         g = s.generator(self.split)
         pipe = s.adapter.pipe
         anchors = [self.anchors[p] for p in batch.prompts]
-        pick = torch.randint(0, self.anchor_images, (len(anchors),), generator=g).tolist()
+        rows, total = share_of(batch.shard, len(anchors))  # draw for the whole batch, keep this process's share
+        pick = torch.randint(0, self.anchor_images, (total,), generator=g)[rows].tolist()
         x0 = torch.stack([self.latents[a][k] for a, k in zip(anchors, pick)])  # (B, C, H, W) anchor images
         xt, t, _ = pipe.noise(x0, g, shard=batch.shard)
         with torch.no_grad():

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from diffusion.pipeline import share_of
 from erasure.objectives import Objective, StepScores
 from erasure.registry import Method
 
@@ -52,6 +53,8 @@ def recorded_cross_attention(unet: Any, positions: torch.Tensor) -> Iterator[lis
 
     recorded: list[torch.Tensor] = []
     layers = [m for n, m in unet.named_modules() if n.endswith("attn2")]
+    if not layers:
+        raise ValueError("FMN steers cross-attention, but the UNet has no cross-attention layer (attn2)")
     saved = [m.processor for m in layers]
 
     def recorder(attn: Any) -> Any:
@@ -70,7 +73,7 @@ def recorded_cross_attention(unet: Any, positions: torch.Tensor) -> Iterator[lis
     finally:
         for m, p in zip(layers, saved):
             m.set_processor(p)
-            del m.get_attention_scores
+            vars(m).pop("get_attention_scores", None)
 
 
 @dataclass
@@ -104,12 +107,16 @@ class FMNLoss:
         batch = s.batch(self.split)
         if batch.prefix is not None:
             raise ValueError("FMN locates the concept's tokens in the prompt; it takes no adversarial prefix")
+        if getattr(s.adapter.pipe.unet, "is_gradient_checkpointing", False):
+            raise ValueError("FMN records the attention of the forward pass, which gradient checkpointing recomputes "
+                             "in the backward pass: train FMN without --gradient-checkpointing")
         g = s.generator(self.split)
         pipe = s.adapter.pipe
         if batch.images is not None:
             xt, t, _ = s.adapter.noised(batch, g)
         else:
-            pick = torch.randint(0, self.images, (len(batch.prompts),), generator=g).tolist()
+            rows, total = share_of(batch.shard, len(batch.prompts))  # as one process would draw them
+            pick = torch.randint(0, self.images, (total,), generator=g)[rows].tolist()
             x0 = torch.stack([self.latents[p][k] for p, k in zip(batch.prompts, pick)])  # (B, C, H, W)
             xt, t, _ = pipe.noise(x0, g, shard=batch.shard)
         positions = concept_positions(pipe, batch.prompts, self.concept, self.use_pooler)

@@ -61,7 +61,7 @@ class UCEConfig:
 def prompt_pairs(prompts: Sequence[str], concept: str, guide: str) -> list[tuple[str, str]]:
     """(prompt, prompt with ``concept`` replaced by ``guide``, case-insensitively) for each prompt; ``ValueError``
     when one lacks it."""
-    pattern = re.compile(re.escape(concept), flags=re.IGNORECASE)
+    pattern = re.compile(rf"(?<!\w){re.escape(concept)}(?!\w)", flags=re.IGNORECASE)  # whole words only
     missing = [p for p in prompts if not pattern.search(p)]
     if missing:
         raise ValueError(f"the method edits the concept's words inside each forget prompt, but {missing[0]!r} "
@@ -121,11 +121,16 @@ def edited_weight(w: torch.Tensor, c: torch.Tensor, c_star: torch.Tensor, c_keep
     Returns:
         (O, D) the edited weight.
     """
-    w64, c64, g64, p64 = (t.double() for t in (w, c, c_star, c_keep))
-    eye = torch.eye(w.shape[1], dtype=torch.float64, device=w.device)
+    w64, c64, g64, p64 = (t.detach().cpu().double() for t in (w, c, c_star, c_keep))  # float64 on the CPU (MPS has none)
+    eye = torch.eye(w.shape[1], dtype=torch.float64)
     lhs = cfg.lamb * w64 + cfg.erase_scale * (g64 @ w64.T).T @ c64 + cfg.preserve_scale * (p64 @ w64.T).T @ p64
     rhs = cfg.lamb * eye + cfg.erase_scale * c64.T @ c64 + cfg.preserve_scale * p64.T @ p64  # (D, D)
-    return torch.linalg.solve(rhs, lhs.T).T.to(w.dtype)  # lhs @ rhs^-1 (rhs symmetric)
+    try:
+        solved = torch.linalg.solve(rhs, lhs.T).T  # lhs @ rhs^-1 (rhs symmetric)
+    except torch.linalg.LinAlgError as e:
+        raise ValueError(f"UCE's system is singular ({len(c)} erased and {len(c_keep)} preserved embeddings of width "
+                         f"{w.shape[1]}): give lamb > 0 or more retain prompts") from e
+    return solved.to(device=w.device, dtype=w.dtype)
 
 
 def solve_uce(adapter: Any, cfg: UCEConfig, *, forget: Sequence[Any],

@@ -185,6 +185,10 @@ def erase(
         sel = Selector(include=sel.include, exclude=sel.exclude,
                        lora=lora if isinstance(lora, LoraSpec) else from_dict(LoraSpec, lora, what="LoRA"))
     if spec.solve is not None:  # a closed-form edit (UCE): no objective, no loop
+        ignored = [k for k, v in (("steps", steps), ("lr", lr), ("batch_size", batch_size),
+                                  ("adversary_options", adversary_options)) if v]
+        if ignored:
+            logger.warning("%s is a closed-form edit: %s do not apply and are ignored", method, ", ".join(ignored))
         loop, inner, solved = _solve(spec, adapter, method_cfg, sel, concept, forget, retain, adversary)
     else:
         objective = spec.build(method_cfg, adapter)

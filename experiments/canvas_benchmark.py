@@ -64,7 +64,7 @@ def run_one(method: str, concept: str, out: Path, seed: int, settings: dict) -> 
     return {"domain": ev["domain"], "ua": ev["ua"], "ira": ev["ira"], "cra": ev["cra"],
             "erase_seconds": erased["seconds"], "steps": erased["steps"], "lr": erased["train_config"]["lr"],
             "peak_rss_mb": peak_kb / 1024, "changed_mb": delta / 2**20, "model_mb": total / 2**20,
-            "settings": settings or "recommended"}
+            "settings": settings or "recommended", "seed": seed}
 
 
 def table(results: dict) -> str:
@@ -97,6 +97,9 @@ def main() -> None:
         if name not in args.methods:
             raise SystemExit(f"--settings names {name!r}, which is not among --methods")
         settings[name] = json.loads(text)
+        unknown = set(settings[name]) - {"steps", "lr", "batch_size", "options"}
+        if unknown:
+            raise SystemExit(f"--settings {name}: unknown keys {sorted(unknown)} (steps, lr, batch_size, options)")
     out = Path(args.out)
     done = out / "results.json"
     if done.is_file() and not args.resume:
@@ -104,7 +107,11 @@ def main() -> None:
     results = json.loads(done.read_text()) if done.is_file() else {}
     for method in args.methods:
         for concept in args.concepts:
-            if concept in results.get(method, {}):
+            earlier = results.get(method, {}).get(concept)
+            if earlier is not None:
+                if (earlier["settings"], earlier.get("seed")) != (settings.get(method) or "recommended", args.seed):
+                    raise SystemExit(f"--resume: {method} on {concept} in {done} ran with {earlier['settings']}, seed "
+                                     f"{earlier.get('seed')}; give another --out for other settings")
                 continue
             results.setdefault(method, {})[concept] = run_one(method, concept, out, args.seed,
                                                               settings.get(method, {}))

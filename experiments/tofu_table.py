@@ -55,9 +55,11 @@ def main() -> None:
     if done.is_file() and not args.resume:
         raise SystemExit(f"{done} exists: --resume adds to it, or give another --out")
     saved = json.loads(done.read_text()) if args.resume and done.is_file() else {}
-    if saved and (saved.get("_run") != {"model": args.model, "forget": args.forget}):
-        raise SystemExit(f"--resume: {done} holds a run of {saved.get('_run')}, not --model {args.model} "
-                         f"--forget {args.forget}")
+    run = {"model": args.model, "forget": args.forget, "seed": args.seed}
+    if saved and saved.get("_run") != run:
+        raise SystemExit(f"--resume: {done} holds a run of {saved.get('_run')}, not {run}")
+    if args.settings and "seed" in args.settings:
+        raise SystemExit("--settings: give the seed with --seed")
     rows: dict = {k: v for k, v in saved.items() if not k.startswith("_")}
     ref = saved.get("_retain_reference")
     if ref is None or "original (fine-tuned)" not in rows or "retain model" not in rows:
@@ -69,7 +71,7 @@ def main() -> None:
         rows["retain model"].pop("retain_reference")
 
     def save() -> None:  # after every row: a failure later loses nothing
-        payload = {"_run": {"model": args.model, "forget": args.forget}, "_retain_reference": ref,
+        payload = {"_run": run, "_retain_reference": ref,
                    **{n: {k: v for k, v in r.items() if k != "retain_reference"} for n, r in rows.items()}}
         tmp = done.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(payload, indent=2, default=str))

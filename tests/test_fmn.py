@@ -58,3 +58,13 @@ def test_fmn_steers_attention_away_from_the_concept(tiny_pipe):
     assert after < 0.7 * before, (before, after)
     assert all(torch.equal(p, text[n]) for n, p in tiny_pipe.text_encoder.named_parameters())
     assert result.loop.history[-1]["loss"] < result.loop.history[0]["loss"]
+
+
+def test_fmn_refuses_gradient_checkpointing_with_a_clear_error(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    processors = {n: type(p) for n, p in tiny_pipe.unet.attn_processors.items()}
+    with pytest.raises(ValueError, match="without --gradient-checkpointing"):
+        erase(DiffusionAdapter(tiny_pipe), "Neon", method="fmn", steps=1, ddim_steps=2,
+              train={"show_progress": False, "gradient_checkpointing": True})
+    assert {n: type(p) for n, p in tiny_pipe.unet.attn_processors.items()} == processors

@@ -34,6 +34,8 @@ def test_with_room_the_edit_maps_erased_onto_guides_and_keeps_preserved():
 def test_prompt_pairs_and_tails_align_from_the_concepts_last_token():
     assert prompt_pairs(["A Circle image in Neon style."], "neon", "") == [("A Circle image in Neon style.",
                                                                            "A Circle image in  style.")]
+    assert prompt_pairs(["A cathedral with a cat."], "cat", "dog") == [("A cathedral with a cat.",
+                                                                      "A cathedral with a dog.")]
     with pytest.raises(ValueError, match="does not contain 'Neon'"):
         prompt_pairs(["A Circle image in Sketch style."], "Neon", "")
     pad = 0
@@ -98,6 +100,8 @@ def test_uce_refuses_what_it_cannot_do(tiny_pipe):
         erase(adapter, method="uce", forget=["A Circle image in Neon style."])
     with pytest.raises(ValueError, match="no LoRA"):
         erase(adapter, "Neon", method="uce", lora={"rank": 2})
+    with pytest.raises(ValueError, match="no adversary"):
+        erase(adapter, "Neon", method="uce", adversary="unlearndiff")
     with pytest.raises(ValueError, match="no linear layer"):
         erase(adapter, "Neon", method="uce", selector=[r"^nothing"])
     with pytest.raises(ValueError, match="lamb > 0 or preserve_scale > 0"):
