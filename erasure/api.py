@@ -184,12 +184,15 @@ def erase(
     if lora is not None:
         sel = Selector(include=sel.include, exclude=sel.exclude,
                        lora=lora if isinstance(lora, LoraSpec) else from_dict(LoraSpec, lora, what="LoRA"))
-    if spec.solve is not None:  # a closed-form edit (UCE): no objective, no loop
+    if spec.solve is not None:  # a closed-form edit (UCE): no objective, no loop, no adversary
+        if sel.lora is not None or adversary is not None:
+            raise ValueError(f"method {method!r} is a closed-form edit: it takes no LoRA and no adversary")
         ignored = [k for k, v in (("steps", steps), ("lr", lr), ("batch_size", batch_size),
                                   ("adversary_options", adversary_options)) if v]
         if ignored:
             logger.warning("%s is a closed-form edit: %s do not apply and are ignored", method, ", ".join(ignored))
-        loop, inner, solved = _solve(spec, adapter, method_cfg, sel, concept, forget, retain, adversary)
+        loop, solved = _solve(spec, adapter, method_cfg, sel, concept, forget, retain)
+        inner = None
     else:
         objective = spec.build(method_cfg, adapter)
         if "retain" not in objective.splits:
@@ -235,19 +238,17 @@ def _rows(data: Any, what: str) -> Any:
     return as_rows(data, what)
 
 
-def _solve(spec: Method, adapter: Any, cfg: Any, sel: Selector, concept: str | None, forget: Any, retain: Any,
-           adversary: Any) -> tuple[LoopResult, None, dict]:
-    """Run a closed-form method: (the loop's record of it, no adversary, what the method reports)."""
+def _solve(spec: Method, adapter: Any, cfg: Any, sel: Selector, concept: str | None, forget: Any,
+           retain: Any) -> tuple[LoopResult, dict]:
+    """Run a closed-form method: (the loop's record of it, what the method reports)."""
     from erasure.adapter import named_parameters
 
-    if sel.lora is not None or adversary is not None:
-        raise ValueError(f"method {spec.name!r} is a closed-form edit: it takes no LoRA and no adversary")
     logger.info("erase: method=%s (closed form) concept=%s forget=%d retain=%d", spec.name, concept, len(forget),
                 len(retain or []))
     t0 = time.perf_counter()
     solved = spec.solve(adapter, cfg, forget=forget, retain=retain, selected=sel)
     edited = sum(p.numel() for n, p in named_parameters(adapter.modules()).items() if sel.matches(n))
-    return LoopResult(steps=0, seconds=round(time.perf_counter() - t0, 3), trainable_parameters=edited), None, solved
+    return LoopResult(steps=0, seconds=round(time.perf_counter() - t0, 3), trainable_parameters=edited), solved
 
 
 def _adversary(adversary: str | Adversary | None, options: dict | None, spec: Method, method_cfg: Any,
