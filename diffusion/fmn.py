@@ -26,23 +26,13 @@ from erasure.registry import Method
 def concept_positions(pipe: Any, prompts: Sequence[str], concept: str, use_pooler: bool = True) -> torch.Tensor:
     """(B, L) bool: the positions of ``concept``'s tokens in each tokenized prompt (and of the first end-of-text
     token with ``use_pooler``); ``ValueError`` when a prompt lacks the concept's tokens."""
-    ids = pipe.tokenize(prompts)  # (B, L)
-    words = pipe.tokenizer(concept, add_special_tokens=False)["input_ids"]
-    if not words:
-        raise ValueError(f"the concept {concept!r} has no tokens")
-    out = torch.zeros(ids.shape, dtype=torch.bool)
-    n = len(words)
-    for b, row in enumerate(ids.tolist()):
-        for i in range(len(row) - n + 1):
-            if row[i: i + n] == words:
-                out[b, i: i + n] = True
-        if not out[b].any():
-            raise ValueError(f"FMN steers attention away from the concept's tokens, but prompt {prompts[b]!r} does "
-                             f"not contain {concept!r}'s tokens")
+    out = pipe.concept_token_mask(prompts, concept, who="FMN (it steers attention away from them)")
+    if use_pooler:
         eos = pipe.tokenizer.eos_token_id
-        if use_pooler and eos in row:
-            out[b, row.index(eos)] = True
-    return out.to(ids.device)
+        for b, row in enumerate(pipe.tokenize(prompts).tolist()):
+            if eos in row:
+                out[b, row.index(eos)] = True
+    return out
 
 
 @contextmanager

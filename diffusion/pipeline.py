@@ -139,6 +139,24 @@ class T2IPipeline:
             out[i, : len(t)] = torch.tensor(t)
         return out.to(self.device)
 
+    def concept_token_mask(self, prompts: Sequence[str], concept: str, who: str = "this") -> torch.Tensor:
+        """(B, L) bool: where ``concept``'s tokens sit in each tokenized prompt (every occurrence); ``ValueError``
+        naming ``who`` needs them when a prompt lacks them."""
+        ids = self.tokenize(prompts)  # (B, L)
+        words = self.tokenizer(concept, add_special_tokens=False)["input_ids"]
+        if not words:
+            raise ValueError(f"the concept {concept!r} has no tokens")
+        out = torch.zeros(ids.shape, dtype=torch.bool)
+        n = len(words)
+        for b, row in enumerate(ids.tolist()):
+            for i in range(len(row) - n + 1):
+                if row[i: i + n] == words:
+                    out[b, i: i + n] = True
+            if not out[b].any():
+                raise ValueError(f"{who} works on the concept's tokens, but prompt {prompts[b]!r} does not contain "
+                                 f"{concept!r}'s tokens")
+        return out.to(ids.device)
+
     def encode_prompts(self, prompts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
         """Text-encoder hidden states (B, L, D) for ``prompts`` (gradients flow if the encoder trains).
 

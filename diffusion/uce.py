@@ -19,13 +19,13 @@ aligned them. Preserved: every position of every retain prompt (the model's othe
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from erasure.data import replace_concept
 from erasure.registry import Method
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,7 @@ class UCEConfig:
 def prompt_pairs(prompts: Sequence[str], concept: str, guide: str) -> list[tuple[str, str]]:
     """(prompt, prompt with ``concept`` replaced by ``guide``, case-insensitively) for each prompt; ``ValueError``
     when one lacks it."""
-    pattern = re.compile(rf"(?<!\w){re.escape(concept)}(?!\w)", flags=re.IGNORECASE)  # whole words only
-    missing = [p for p in prompts if not pattern.search(p)]
-    if missing:
-        raise ValueError(f"the method edits the concept's words inside each forget prompt, but {missing[0]!r} "
-                         f"does not contain {concept!r}")
-    return [(p, pattern.sub(lambda _: guide, p)) for p in prompts]
+    return list(zip(prompts, replace_concept(prompts, concept, guide, who="the method")))
 
 
 def aligned_tails(ids: torch.Tensor, guide_ids: torch.Tensor, lengths: Sequence[int],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,3 +70,19 @@ def as_rows(data: Any, what: str = "forget", split: str | None = None) -> Sequen
         return data
     raise ValueError(f"{what}: expected rows (a list, a datasets Dataset / DatasetDict / IterableDataset or a "
                      f"save_to_disk folder), got {type(data).__name__}")
+
+
+def replace_concept(prompts: Sequence[str], concept: str, replacement: str, who: str = "this") -> list[str]:
+    """Each prompt with every whole-word occurrence of ``concept`` (case-insensitive) replaced by ``replacement``;
+    ``ValueError`` naming ``who`` needs it when a prompt lacks it.
+
+    Methods and attacks that work on the concept's words inside prompts (UCE, CA, Ring-A-Bell, CCE) share it.
+    """
+    if not concept.strip():
+        raise ValueError(f"{who} needs a non-empty concept")
+    pattern = re.compile(rf"(?<!\w){re.escape(concept)}(?!\w)", flags=re.IGNORECASE)  # whole words only
+    missing = [p for p in prompts if not pattern.search(p)]
+    if missing:
+        raise ValueError(f"{who} works on the concept's words inside each prompt, but {missing[0]!r} does not "
+                         f"contain {concept!r}")
+    return [pattern.sub(lambda _: replacement, p) for p in prompts]

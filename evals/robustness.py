@@ -63,6 +63,14 @@ def with_seed(attack: Adversary, seed: int) -> Adversary:
     return attack
 
 
+def with_concept(attack: Adversary, concept: str | None) -> Adversary:
+    """A copy of a dataclass attack whose ``concept`` option is unset, given the audit's concept (Ring-A-Bell, CCE
+    work on the concept's words); others unchanged."""
+    if concept and dataclasses.is_dataclass(attack) and getattr(attack, "concept", "") is None:
+        return dataclasses.replace(attack, concept=concept)
+    return attack
+
+
 def _describe(row: Any) -> dict[str, Any]:
     """The plain fields of a row (prompt; question and answer) for the per-example report."""
     if isinstance(row, str):
@@ -133,6 +141,8 @@ def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Ju
         after = res.success
         if after is None:
             after = judge(adapter.generate(rows, prefix=res.batch.prefix, seeds=seeds), rows)
+        if len(after) != len(rows):
+            raise ValueError(f"attack {attack.name!r} judged {len(after)} rows of {len(rows)}")
         success = [None if a is None else bool(p or a) for p, a in zip(pre, after)]
         for e, s in zip(entries, success):
             e["success"] = s
@@ -230,12 +240,12 @@ def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = N
     adapter = modality.load(model)
     original_adapter = modality.load(original) if original else None
     plan = bench.prepare_audit(adapter, original=original_adapter, seed=seed, n=n, **options)
-    reference = None
     needy = [a for a, attack in built.items() if getattr(attack, "needs_reference", False)]
-    if needy:
-        if original_adapter is None:
-            raise ValueError(f"attack {needy[0]!r} needs the model before erasure: give --original")
-        reference = SnapshotReference.of(adapter.modules(), original_adapter.modules())
+    if needy and original_adapter is None:
+        raise ValueError(f"attack {needy[0]!r} needs the model before erasure: give --original")
+    # the original's tensors that differ (cheap); attacks that can use it do (Ring-A-Bell's encoder)
+    reference = SnapshotReference.of(adapter.modules(), original_adapter.modules()) if original_adapter else None
+    built = {name: with_concept(attack, plan.context.get("concept")) for name, attack in built.items()}
     utility = None
     if with_utility:
         ev = bench.evaluate(adapter, model=model, seed=seed, **plan.eval_options)

@@ -60,7 +60,7 @@ CONCEPTS = {"diffusion": "neon"}
 # small settings for any method / attack that has these options (everything else keeps its defaults)
 FAST_METHOD_OPTIONS = {"ddim_steps": 3, "attack_steps": 1}
 FAST_ATTACK_OPTIONS = {"iterations": 2, "steps": 2, "tries": 1, "sample_steps": 2, "ddim_steps": 3, "k": 1,
-                       "check_every": 1}
+                       "check_every": 1, "generations": 2, "population": 4, "n_tokens": 2}
 
 
 def tiny_case(modality: str) -> TinyCase:
@@ -113,11 +113,11 @@ def check_method(name: str, modality: str, tmp_path) -> None:
 
 def check_attack(name: str, modality: str) -> dict:
     from erasure.reference import SnapshotReference
-    from evals.robustness import audit_attack
+    from evals.robustness import audit_attack, with_concept
 
     case = tiny_case(modality)
     fast = {k: v for k, v in FAST_ATTACK_OPTIONS.items() if k in attack_options(name)}
-    attack = get_attack(name, **fast)
+    attack = with_concept(get_attack(name, **fast), CONCEPTS.get(modality))  # as an audit gives it
     before = _weights(case.adapter)
     reference = SnapshotReference(dict(named_parameters(case.adapter.modules())), case.adapter.modules())
     never = lambda outputs, rows: [False] * len(outputs)  # noqa: E731  (the attack must run on every row)
