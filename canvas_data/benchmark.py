@@ -42,6 +42,9 @@ def _evaluate_cached(adapter: Any, judge: Any, concepts: Any, concept: str, per_
     from evals.eval_cache import CACHE_FOLDER, config_of, eval_cache_dir, eval_key, load_cached, save_cached
 
     key = None
+    unet = adapter.pipe.unet
+    if cache and (unet._forward_hooks or unet._forward_pre_hooks):  # an inference-time wrapper (smoothing): the
+        cache = False  # weights no longer say what the model computes
     if cache:
         settings = {"benchmark": "unlearncanvas", "concept": concept, "concepts": concepts.to_dict(),
                     "per_prompt": per_prompt, "other_per_prompt": other_per_prompt, "ddim_steps": ddim_steps,

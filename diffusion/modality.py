@@ -21,6 +21,12 @@ _CONCEPT = Option(("--concept",), "the concept to erase (a style or object of th
                                   "text for a model without one)")
 
 
+_SMOOTHING = (Option(("--smooth",), "the smoothing defence: average each noise prediction over Gaussian "
+                                    "perturbations of the text embedding with this standard deviation "
+                                    "(diffusion/smoothing.py)", type=float),
+              Option(("--smooth-n",), "perturbations averaged by --smooth (default 8)", type=int))
+
+
 class DiffusionModality:
     """Text-to-image diffusion models (``T2IPipeline``, diffusers Stable Diffusion pipelines and folders)."""
 
@@ -31,6 +37,8 @@ class DiffusionModality:
     default_attacks = ("unlearndiff",)
     options = {
         "erase": (_CONCEPT,),
+        "eval": _SMOOTHING,
+        "audit": _SMOOTHING,
         "demo": (Option(("--concept",), "the style or object to erase (default: Neon)"),
                  Option(("--method",), "the erasure method (default: esd-x)"),
                  Option(("--steps",), "erasure steps (default: the model's recommended setting)", type=int),
@@ -97,16 +105,42 @@ class DiffusionModality:
 
     # ------------------------------------------------------------------ commands
     def evaluate(self, model: str, out: str | None = None, *, benchmark: str | None = None, seed: int = 0,
-                 **options: Any) -> dict:
+                 smooth: float | None = None, smooth_n: int | None = None, **options: Any) -> dict:
         from erasure.registry import get_benchmark
 
         bench = get_benchmark(benchmark or self.default_benchmark, self.name)
-        return bench.evaluate(self.load(model), model=model, out=out, seed=seed, **options)
+        adapter, smoothing = self._load_defended(model, smooth, smooth_n, seed)
+        record = bench.evaluate(adapter, model=model, out=out, seed=seed, **options)
+        if smoothing is not None:
+            record["smoothing"] = smoothing
+            if out:
+                (Path(out) / "eval.json").write_text(report_json({k: v for k, v in record.items()
+                                                                  if not k.startswith("_")}))
+        return record
 
-    def audit(self, model: str, attacks: Sequence[str] | None = None, out: str | None = None, **options: Any) -> dict:
+    def audit(self, model: str, attacks: Sequence[str] | None = None, out: str | None = None, *,
+              smooth: float | None = None, smooth_n: int | None = None, seed: int = 0, **options: Any) -> dict:
         from evals.robustness import run_audit
 
-        return run_audit(self, model, attacks, out, **options)
+        adapter, smoothing = self._load_defended(model, smooth, smooth_n, seed)
+        context = {"smoothing": smoothing} if smoothing is not None else {}
+        return run_audit(self, model, attacks, out, adapter=adapter, seed=seed, context=context, **options)
+
+    def _load_defended(self, model: str, smooth: float | None, smooth_n: int | None,
+                       seed: int) -> tuple[Any, dict | None]:
+        """The model's adapter, behind the smoothing defence when ``smooth`` is given (and its settings)."""
+        if smooth is None:
+            if smooth_n is not None:
+                raise ValueError("--smooth-n is the smoothing defence's sample count: give --smooth SIGMA too")
+            return self.load(model), None
+        from dataclasses import asdict
+
+        from diffusion.smoothing import Smoothing, apply_smoothing
+
+        settings = Smoothing(sigma=smooth, n=8 if smooth_n is None else smooth_n, seed=seed)  # validated first
+        adapter = self.load(model)
+        apply_smoothing(adapter.pipe, settings)
+        return adapter, asdict(settings)
 
     def demo(self, out: str | None = None, *, model: str | None = None, seed: int = 0, concept: str = "Neon",
              method: str = "esd-x", steps: int | None = None, lr: float | None = None, ddim_steps: int = 20) -> dict:

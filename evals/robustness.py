@@ -213,7 +213,8 @@ def write_robustness(summary: dict, out: str | Path) -> Path:
 
 def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = None, out: str | None = None, *,
               benchmark: str | None = None, n: int | None = None, seed: int = 0, original: str | None = None,
-              attack_options: dict | None = None, with_utility: bool = True, **options: Any) -> dict:
+              attack_options: dict | None = None, with_utility: bool = True, adapter: Any = None,
+              context: dict | None = None, **options: Any) -> dict:
     """``erasure audit`` for any modality: attack ``model`` with one or several registered attacks.
 
     One attack writes out/audit.json (+ adversarial_prefixes.safetensors, successful_attacks.png) and returns its
@@ -232,12 +233,14 @@ def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = N
             frozen original use it).
         attack_options: options for every attack, or ``NAME.key`` for one (e.g. ``embedding.lr``).
         with_utility: also evaluate the same model on the benchmark.
+        adapter: ``model`` already loaded (e.g. behind a defence); default ``modality.load(model)``.
+        context: more to record in every report (e.g. the defence's settings).
         **options: the benchmark's options (e.g. ``concept``, ``evaluator``; ``forget``, ``threshold``).
     """
     names = [attacks] if isinstance(attacks, str) else list(attacks or modality.default_attacks)
     built = build_attacks(names, attack_options, seed=seed, modality=modality.name)
     bench = get_benchmark(benchmark or modality.default_benchmark, modality.name)
-    adapter = modality.load(model)
+    adapter = adapter if adapter is not None else modality.load(model)
     original_adapter = modality.load(original) if original else None
     plan = bench.prepare_audit(adapter, original=original_adapter, seed=seed, n=n, **options)
     needy = [a for a, attack in built.items() if getattr(attack, "needs_reference", False)]
@@ -255,11 +258,11 @@ def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = N
     for name, attack in built.items():
         logger.info("audit: %s on %d rows", name, len(plan.rows))
         record = audit_attack(adapter, plan.rows, attack, plan.judge, seed=seed, reference=reference)
-        record.update({"model": model, **plan.context, "utility": utility})
+        record.update({"model": model, **plan.context, **(context or {}), "utility": utility})
         if out:
             write_audit(record, out if len(names) == 1 else Path(out) / name)
         records[name] = {k: v for k, v in record.items() if not k.startswith("_")}
-    summary = robustness_summary(records, utility, model=model, **plan.context)
+    summary = robustness_summary(records, utility, model=model, **plan.context, **(context or {}))
     if out:
         from erasure.plots import attack_heatmap
 
