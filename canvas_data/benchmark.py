@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from erasure.files import report_json
 from erasure.modality import AuditPlan, Option
 
@@ -99,13 +101,32 @@ def target_image_source(adapter: Any, original: Any = None, per_prompt: int = 4,
     return render_targets
 
 
+FID_SEED = 200_000  # held-out renderings: training used seeds from 0, audits' targets 90_000 on
+
+
+def reference_fid(judge: Any, concepts: Any, images: torch.Tensor, pairs: list[tuple[str, str]]) -> float | None:
+    """FID (``evals.fid``, the judge's features) of generations for (style, object) ``pairs`` against held-out
+    mini-canvas renderings of the same pairs; None for a vocabulary outside mini-canvas or a judge without
+    features."""
+    from canvas_data.dataset import to_tensor
+    from canvas_data.mini_canvas import OBJECTS, STYLES, render
+    from evals.fid import frechet_distance
+
+    if (not hasattr(judge, "embed") or not set(concepts.styles) <= set(STYLES)
+            or not set(concepts.objects) <= set(OBJECTS) or len(pairs) < 2):
+        return None
+    size = images.shape[-1]
+    real = to_tensor([render(s, o, FID_SEED + i, size=size) for i, (s, o) in enumerate(pairs)])
+    return frechet_distance(real, images, judge=judge)["agg_value"]
+
+
 class UnlearnCanvasBenchmark:
     """UA / IRA / CRA and concept audits of a text-to-image model with a style x object vocabulary."""
 
     name = "unlearncanvas"
     modality = "diffusion"
     target = "concept"
-    summary_keys = ("concept", "domain", "ua", "ira", "cra", "n_target", "n_other", "seconds")
+    summary_keys = ("concept", "domain", "ua", "ira", "cra", "fid", "n_target", "n_other", "seconds")
     utility_keys = ("ua", "ira", "cra")
     options = {
         "eval": (_CONCEPT, _EVALUATOR,
@@ -143,6 +164,9 @@ class UnlearnCanvasBenchmark:
         judge = _load_judge(evaluator)
         record, images = _evaluate_cached(adapter, judge, concepts, concept, per_prompt, other_per_prompt, ddim_steps,
                                           guidance, seed, cache)
+        # what erasure did to the rest: the other concepts' generations against held-out renderings (from the
+        # cache's 8-bit images on a cache hit)
+        record["fid"] = reference_fid(judge, concepts, *images["other"])
         record["model"] = model
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)

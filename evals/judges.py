@@ -57,12 +57,21 @@ class CanvasClassifier(nn.Module):
         )
         self.heads = nn.ModuleDict({d: nn.Linear(4 * width, len(names)) for d, names in self.labels.items()})
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Images in [0, 1] (B, 3, H, W) -> {domain: logits (B, n_classes)}."""
+    @property
+    def num_features(self) -> int:
+        """Width of the penultimate features (``embed``)."""
+        return 4 * self.width
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B, 3, H, W) -> penultimate features (B, 4w) (the FID features, ``evals.fid``)."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = nn.functional.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
                                                antialias=True, align_corners=False)
-        h = self.features(images * 2 - 1)  # (B, 4w)
+        return self.features(images * 2 - 1)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images in [0, 1] (B, 3, H, W) -> {domain: logits (B, n_classes)}."""
+        h = self.embed(images)  # (B, 4w)
         return {d: head(h) for d, head in self.heads.items()}
 
     @torch.no_grad()
