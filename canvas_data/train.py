@@ -2,6 +2,7 @@
 
     python -m canvas_data.train evaluator --out canvas_data/weights/mini-canvas-evaluator
     python -m canvas_data.train t2i --out canvas_data/weights/mini-canvas
+    python -m canvas_data.train clip --out canvas_data/weights/mini-canvas-clip
     python -m canvas_data.train check --model canvas_data/weights/mini-canvas \
         --evaluator canvas_data/weights/mini-canvas-evaluator
 
@@ -226,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of captions that describe the style by its words (mini_canvas.STYLE_WORDS)")
     t.add_argument("--freeze-text-encoder", action="store_true", help="train the UNet only")
     t.add_argument("--filler", type=float, default=0.0, help="share of captions with 1-3 neutral words added")
+    k = sub.add_parser("clip")
+    k.add_argument("--out", required=True)
+    k.add_argument("--steps", type=int, default=1500)
+    k.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("check")
     c.add_argument("--model", required=True)
     c.add_argument("--evaluator", required=True)
@@ -239,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
         report = train_t2i(args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr, init=args.init,
                            style_words=args.style_words, filler=args.filler,
                            train_text_encoder=not args.freeze_text_encoder)
+    elif args.cmd == "clip":
+        from canvas_data.clip_train import train_clip
+
+        report = train_clip(args.out, steps=args.steps, seed=args.seed)
     else:
         report = check_fidelity(args.model, args.evaluator, per_prompt=args.per_prompt, num_steps=args.ddim_steps)
     print(json.dumps(report, indent=2))

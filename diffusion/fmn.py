@@ -124,6 +124,8 @@ class FMNConfig:
         use_pooler: also steer the attention on the first end-of-text token (official default).
         images: images generated per forget prompt without one.
         ddim_steps, guidance: how they are generated.
+        only_cross_attention: train the UNet's cross-attention layers only (the official ``only_optimize_ca``;
+            default: the whole UNet, the official default).
     """
 
     concept: str | None = None
@@ -131,6 +133,7 @@ class FMNConfig:
     images: int = 4
     ddim_steps: int = 20
     guidance: float = 3.0
+    only_cross_attention: bool = False
 
 
 def build_fmn(c: FMNConfig, adapter: Any = None) -> Objective:
@@ -139,7 +142,14 @@ def build_fmn(c: FMNConfig, adapter: Any = None) -> Objective:
     return Objective([(1.0, FMNLoss(c.concept, c.use_pooler, c.images, c.ddim_steps, c.guidance))])
 
 
-FMN = Method("fmn", "diffusion", FMNConfig, build_fmn, selector="esd-all",
+def fmn_selector(adapter: Any, c: FMNConfig) -> Any:
+    """The whole UNet, or its cross-attention layers with ``only_cross_attention``."""
+    from erasure.selectors import resolve_selector
+
+    return resolve_selector("esd-x" if c.only_cross_attention else "esd-all")
+
+
+FMN = Method("fmn", "diffusion", FMNConfig, build_fmn, selector=fmn_selector,
              train_defaults={"lr": 2e-6, "steps": 35, "batch_size": 1, "optimizer": "adamw", "weight_decay": 1e-2,
                              "grad_clip": 1.0},
              paper="https://arxiv.org/abs/2303.17591")

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_MODELS: dict[str, tuple[str, str]] = {
     "mini-canvas": ("canvas_data", "mini-canvas"),
     "mini-canvas-evaluator": ("canvas_data", "mini-canvas-evaluator"),
+    "mini-canvas-clip": ("canvas_data", "mini-canvas-clip"),
     "mini-tofu": ("llm", "mini-tofu/full"),
     "mini-tofu-retain90": ("llm", "mini-tofu/retain90"),
     "mini-tofu-retain95": ("llm", "mini-tofu/retain95"),

@@ -130,3 +130,38 @@ def attack_heatmap(success: Mapping[str, Sequence[bool | None]], path: str | os.
         ax.text(width - 0.5 + 0.2, i, f" ASR {rate:.2f}", va="center", fontsize=8)
     ax.set_title(title or "attack success per example (dark: the concept / answer came back)", fontsize=9)
     return _save(fig, path)
+
+
+def value_matrix(values: Mapping[str, Mapping[str, float | None]], path: str | os.PathLike,
+                 title: str | None = None, vmax: float = 1.0) -> Path:
+    """A rows x columns heat map with each cell's value written in it (e.g. post-attack ASR: methods x attacks).
+
+    Args:
+        values: row label -> column label -> value (None: not measured, grey).
+        path: the PNG to write.
+        title: optional title.
+        vmax: the value drawn darkest.
+
+    Returns:
+        ``path``.
+    """
+    import numpy as np
+
+    rows = list(values)
+    if not rows:
+        raise ValueError("value_matrix: nothing to draw")
+    cols = list(dict.fromkeys(c for r in rows for c in values[r]))
+    grid = np.array([[np.nan if values[r].get(c) is None else float(values[r][c]) for c in cols] for r in rows])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2.5 + 1.1 * len(cols), 1.2 + 0.5 * len(rows)))
+    cmap = plt.get_cmap("Reds").with_extremes(bad="lightgrey")
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=vmax * 1.25, aspect="auto")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)

@@ -54,10 +54,10 @@ def image_grid(rows: Sequence[Sequence[torch.Tensor]], row_labels: Sequence[str]
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub markdown table; floats are printed with 3 decimals."""
+    """A GitHub markdown table; floats are printed with 3 decimals, None as n/a."""
 
     def fmt(v: object) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        return f"{v:.3f}" if isinstance(v, float) else "n/a" if v is None else str(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]

@@ -1,5 +1,5 @@
 """Diffusion erasure methods side by side on mini-canvas, as UnlearnCanvas reports them (its Table 3 columns that
-run offline today: UA, IRA, CRA, time, memory, storage).
+run offline: UA, IRA, CRA, FID, time, memory, storage).
 
     python experiments/canvas_benchmark.py --out out/canvas-bench                       # esd-x uce ca fmn; Neon, Square
     python experiments/canvas_benchmark.py --methods uce --concepts Neon Sketch Star --out out/canvas-uce
@@ -8,8 +8,10 @@ run offline today: UA, IRA, CRA, time, memory, storage).
 Each (method, concept) runs `erasure erase` in its own process (its peak resident memory is the memory column) and
 `erasure eval` on the result, with the method's recommended settings for mini-canvas (or ``--settings``). Storage:
 the bytes of the tensors the erasure changed against the whole model's. Writes results.json (after every run;
-``--resume`` keeps the runs already there) and table.md: one row per run, then the mean per method (UnlearnCanvas
-Table 3 averages over concepts). FID is not a column yet.
+``--resume`` keeps the runs already there), table.md: one row per run, then the mean per method (UnlearnCanvas
+Table 3 averages over concepts), and tradeoff.png (each method's mean UA against its retainability, the mean of IRA
+and CRA). FID: the other concepts' generations against held-out renderings, on the evaluator's features (lower is
+better; comparable only within this table).
 """
 
 from __future__ import annotations
@@ -61,23 +63,44 @@ def run_one(method: str, concept: str, out: Path, seed: int, settings: dict) -> 
     ev = json.loads((out / method / concept / "eval" / "eval.json").read_text())
     erased = json.loads((model / "erasure.json").read_text())
     delta, total = changed_bytes("mini-canvas", str(model))
-    return {"domain": ev["domain"], "ua": ev["ua"], "ira": ev["ira"], "cra": ev["cra"],
+    return {"domain": ev["domain"], "ua": ev["ua"], "ira": ev["ira"], "cra": ev["cra"], "fid": ev.get("fid"),
             "erase_seconds": erased["seconds"], "steps": erased["steps"], "lr": erased["train_config"]["lr"],
             "peak_rss_mb": peak_kb / 1024, "changed_mb": delta / 2**20, "model_mb": total / 2**20,
             "settings": settings or "recommended", "seed": seed}
 
 
-def table(results: dict) -> str:
-    heads = ["method", "concept", "domain", "UA", "IRA", "CRA", "steps", "erase s", "peak RSS MB", "changed MB"]
-    rows = [[m, c, r["domain"], r["ua"], r["ira"], r["cra"], r["steps"], r["erase_seconds"], r["peak_rss_mb"],
-             r["changed_mb"]] for m, by in results.items() for c, r in by.items()]
-    means = []
+METRICS = ("ua", "ira", "cra", "fid", "erase_seconds", "peak_rss_mb", "changed_mb")
+
+
+def method_means(results: dict) -> dict:
+    """method -> {metric: mean over its concepts} (None where a run lacks the metric, e.g. FID of an old run)."""
+    out = {}
     for m, by in results.items():
         runs = list(by.values())
-        means.append([m, len(runs), *(sum(r[k] for r in runs) / len(runs)
-                                      for k in ("ua", "ira", "cra", "erase_seconds", "peak_rss_mb", "changed_mb"))])
+        out[m] = {k: (sum(r[k] for r in runs) / len(runs) if all(r.get(k) is not None for r in runs) else None)
+                  for k in METRICS}
+        out[m]["concepts"] = len(runs)
+    return out
+
+
+def table(results: dict) -> str:
+    heads = ["method", "concept", "domain", "UA", "IRA", "CRA", "FID", "steps", "erase s", "peak RSS MB",
+             "changed MB"]
+    rows = [[m, c, r["domain"], r["ua"], r["ira"], r["cra"], r.get("fid"), r["steps"], r["erase_seconds"],
+             r["peak_rss_mb"], r["changed_mb"]] for m, by in results.items() for c, r in by.items()]
+    means = [[m, v["concepts"], *(v[k] for k in METRICS)] for m, v in method_means(results).items()]
     return (markdown_table(heads, rows) + "\n\nMean over the concepts (UnlearnCanvas Table 3 style):\n\n" +
-            markdown_table(["method", "concepts", "UA", "IRA", "CRA", "erase s", "peak RSS MB", "changed MB"], means))
+            markdown_table(["method", "concepts", "UA", "IRA", "CRA", "FID", "erase s", "peak RSS MB",
+                            "changed MB"], means))
+
+
+def tradeoff(results: dict, path: Path) -> Path:
+    """UA against retainability ((IRA + CRA) / 2), one point per method (its means over the concepts)."""
+    from erasure.plots import tradeoff_plot
+
+    points = [(m, v["ua"], (v["ira"] + v["cra"]) / 2) for m, v in method_means(results).items()]
+    return tradeoff_plot(points, path, x_label="UA (erased)", y_label="retainability (IRA + CRA) / 2",
+                         title="mini-canvas: erasure vs what it keeps (mean over concepts)")
 
 
 def main() -> None:
@@ -120,6 +143,7 @@ def main() -> None:
             tmp.write_text(json.dumps(results, indent=2))
             tmp.replace(done)
     (out / "table.md").write_text(table(results) + "\n")
+    tradeoff(results, out / "tradeoff.png")
     print(table(results))
 
 

@@ -96,3 +96,63 @@ def test_rwku_table_averages_each_method_against_the_base_model(tmp_path):
     readme.write_text(f"a\n{RWKU_MARKERS[0]}\nold\n{RWKU_MARKERS[1]}\nb\n")
     write_rwku(readme, "new")
     assert readme.read_text() == f"a\n{RWKU_MARKERS[0]}\nnew\n{RWKU_MARKERS[1]}\nb\n"
+
+
+def _record(pre, post, ua=1.0, ira=0.8):
+    return {"ua": ua, "ira": ira, "cra": 0.9, "unlearndiff": {"pre_asr": pre, "post_asr": post, "n": 10}}
+
+
+def test_summary_reads_the_central_claim_over_concepts():
+    from experiments.advunlearn_vs_esd import summary
+
+    met = {"A": {"esd-x": _record(0.1, 0.5), "advunlearn": _record(0.0, 0.1)},
+           "B": {"esd-x": _record(0.0, 0.2), "advunlearn": _record(0.0, 0.1, ira=0.75)}}
+    text = summary(met, "unlearndiff")
+    assert "**met**" in text and "lift is >= 0.15 on 2 concepts and the gap on 1" in text
+    assert "| A | 0.1 -> 0.5 | 0.0 -> 0.1 | +0.4 | +0.4 |" in text
+    low_ira = {"A": {"esd-x": _record(0.1, 0.5), "advunlearn": _record(0.0, 0.1, ira=0.5)}}
+    assert "**not met**" in summary(low_ira, "unlearndiff")
+
+
+def test_resume_refuses_a_concept_run_with_other_settings(tmp_path):
+    import argparse
+    import json
+
+    from experiments.advunlearn_vs_esd import run_concept
+
+    args = argparse.Namespace(model="mini-canvas", original=None, evaluator="mini-canvas-evaluator",
+                              methods=["esd-x"], attacks=["unlearndiff"], steps=2, seed=0, n=1, resume=True,
+                              out=str(tmp_path), attack_options={"k": 1})
+    (tmp_path / "Neon").mkdir()
+    (tmp_path / "Neon" / "results.json").write_text(json.dumps({"original": {"settings": {"steps": 99}}}))
+    with pytest.raises(ValueError, match="run with other settings"):
+        run_concept("Neon", args)
+
+
+def test_canvas_benchmark_table_means_and_tradeoff_plot(tmp_path):
+    from experiments.canvas_benchmark import method_means, table, tradeoff
+
+    run = {"domain": "style", "ua": 1.0, "ira": 0.8, "cra": 0.6, "fid": 4.0, "steps": 10, "erase_seconds": 2.0,
+           "peak_rss_mb": 500.0, "changed_mb": 0.2}
+    results = {"uce": {"Neon": run, "Square": {**run, "ua": 0.5, "fid": 6.0}}, "ca": {"Neon": {**run, "fid": None}}}
+    means = method_means(results)
+    assert means["uce"]["ua"] == 0.75 and means["uce"]["fid"] == 5.0 and means["ca"]["fid"] is None
+    text = table(results)
+    assert "| uce | 2 | 0.750 | 0.800 | 0.600 | 5.000 |" in text and "| ca | 1 | 1.000 | 0.800 | 0.600 | n/a |" in text
+    assert tradeoff(results, tmp_path / "t.png").stat().st_size > 0
+
+
+def test_attack_matrix_means_and_ranking_changes():
+    from experiments.attack_matrix import means, ranking_changes, table
+
+    def audit(**post):
+        return {"attacks": {a: {"pre": 0.0, "post": p, "n": 10, "seconds": 1.0} for a, p in post.items()}}
+
+    results = {"esd-x": {"A": audit(unlearndiff=0.4, cce=0.2), "B": audit(unlearndiff=0.2, cce=0.2)},
+               "uce": {"A": audit(unlearndiff=0.1, cce=0.5)}}
+    mean = means(results)
+    assert abs(mean["esd-x"]["unlearndiff"]["post"] - 0.3) < 1e-9 and mean["uce"]["cce"]["post"] == 0.5
+    changes = ranking_changes(mean)
+    assert changes == ["esd-x vs uce: esd-x more robust under cce; uce under unlearndiff"]
+    assert "0.00 -> 0.30" in table(results)
+    assert ranking_changes({"a": {"x": {"post": 0.1}}, "b": {"x": {"post": 0.2}}}) == []

@@ -68,3 +68,13 @@ def test_fmn_refuses_gradient_checkpointing_with_a_clear_error(tiny_pipe):
         erase(DiffusionAdapter(tiny_pipe), "Neon", method="fmn", steps=1, ddim_steps=2,
               train={"show_progress": False, "gradient_checkpointing": True})
     assert {n: type(p) for n, p in tiny_pipe.unet.attn_processors.items()} == processors
+
+
+def test_fmn_only_cross_attention_trains_attn2_only(tiny_pipe):
+    from diffusion.adapter import DiffusionAdapter
+
+    unet = {n: p.detach().clone() for n, p in tiny_pipe.unet.named_parameters()}
+    erase(DiffusionAdapter(tiny_pipe), "Neon", method="fmn", steps=3, lr=1e-2, ddim_steps=3,
+          train={"show_progress": False}, only_cross_attention=True)
+    changed = {n for n, p in tiny_pipe.unet.named_parameters() if not torch.equal(p, unet[n])}
+    assert changed and all(".attn2." in n for n in changed), sorted(changed)[:3]
