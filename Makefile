@@ -26,6 +26,7 @@ demo-llm: venv
 
 weights: venv
 	$(PY) -m canvas_data.train evaluator --out canvas_data/weights/mini-canvas-evaluator
+	$(PY) -m canvas_data.train clip --out canvas_data/weights/mini-canvas-clip --steps 3000
 	$(PY) -m canvas_data.train t2i --out canvas_data/weights/mini-canvas --steps 2400
 	$(PY) -m canvas_data.train t2i --init canvas_data/weights/mini-canvas --out canvas_data/weights/mini-canvas --steps 1200 --lr 5e-4 --seed 1
 	$(PY) -m llm.train_tiny --out llm/weights/mini-tofu --steps 800

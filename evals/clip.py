@@ -6,7 +6,8 @@ image-caption pairs (``python -m canvas_data.train clip``). Images are preproces
 the vision tower's size, the folder's mean/std), so no torchvision and no download is needed.
 
 CLIPScore(I, C) = max(100 cos(E_I, E_C), 0), computed through torchmetrics' ``CLIPScore`` (given this module's
-model and processor); ``value_by_index`` holds each image's own score.
+model and processor), which clamps the mean over the images (the paper clamps each image's score; the same for a
+trained CLIP, whose cosines are positive); ``value_by_index`` holds each image's 100 cos before clamping.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def clip_score(images: torch.Tensor, captions: Sequence[str], clip: Any = "mini-
     model = load_clip(clip)
     metric = CLIPScore(model_name_or_path=lambda: (model, model))
     metric.update(list(images.float()), list(captions))
-    per = (100 * (model.image_embeds(images) * model.text_embeds(captions)).sum(-1)).clamp_min(0)
+    per = 100 * (model.image_embeds(images) * model.text_embeds(captions)).sum(-1)
     return {"agg_value": float(metric.compute()), "value_by_index": per.tolist()}
 
 
