@@ -2,7 +2,7 @@
 
     python experiments/attack_matrix.py --out out/attack-matrix                 # defaults below, ~1 h on 2 cores
     python experiments/attack_matrix.py --methods esd-x uce --attacks unlearndiff ring-a-bell --out out/am-small
-    python experiments/attack_matrix.py --models out/canvas-bench --resume --out out/attack-matrix
+    python experiments/attack_matrix.py --models out/advunlearn-all --resume --out out/attack-matrix
 
 For each method and concept: `erasure erase` with the method's recommended mini-canvas settings (or the model already
 at MODELS/<method>/<concept>/model, e.g. from canvas_benchmark.py), then one `erasure audit` with every attack
@@ -35,9 +35,11 @@ def _cli(args: list[str]) -> None:
 
 
 def erased_model(method: str, concept: str, out: Path, models: Path | None, seed: int) -> Path:
-    """The erased model's folder: MODELS/<method>/<concept>/model when it exists, else erased into OUT."""
-    if models is not None and (models / method / concept / "model" / "erasure.json").is_file():
-        return models / method / concept / "model"
+    """The erased model's folder: MODELS/<method>/<concept>/model (canvas_benchmark.py's layout) or
+    MODELS/<concept>/<method>/model (advunlearn_vs_esd.py's) when it exists, else erased into OUT."""
+    for there in ([models / method / concept / "model", models / concept / method / "model"] if models else []):
+        if (there / "erasure.json").is_file():
+            return there
     model = out / "models" / method / concept / "model"
     if not (model / "erasure.json").is_file():
         _cli(["erase", "--model", "mini-canvas", "--concept", concept, "--method", method, "--out", str(model),
@@ -97,12 +99,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/attack-matrix")
     p.add_argument("--methods", nargs="*", default=["esd-x", "advunlearn", "uce", "ca"])
-    p.add_argument("--concepts", nargs="*", default=["Neon", "Square"])
+    p.add_argument("--concepts", nargs="*", default=["Impressionism", "Square"])
     p.add_argument("--attacks", nargs="*", default=ATTACKS)
     p.add_argument("--models", help="take erased models from MODELS/<method>/<concept>/model when there")
     p.add_argument("--smooth-methods", nargs="*", default=["esd-x"], help="methods also audited behind smoothing")
-    p.add_argument("--smooth", type=float, default=0.5, help="the smoothing defence's sigma")
-    p.add_argument("--smooth-n", type=int, default=4, help="the smoothing defence's perturbations")
+    p.add_argument("--smooth", type=float, default=1.0, help="the smoothing defence's sigma")
+    p.add_argument("--smooth-n", type=int, default=2, help="the smoothing defence's perturbations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="keep the audits already in OUT/results.json")
     args = p.parse_args()
