@@ -7,9 +7,11 @@ denoising loss (Gal et al. 2022's objective, the weights frozen),
 then every prompt of the concept is generated with v* in place of the concept's words and the judge decides. One
 token serves every prompt of the audit (a universal attack, as a textual-inversion concept is).
 
-Documented difference: v* sits right after BOS (the toolkit's prefix slot) with the concept's words removed from the
-prompt, where the paper writes the placeholder where the words were. Settings: textual inversion's lr 5e-3 (Adam,
-no decay), batch 4, initialised from a random vocabulary token; 200 steps by default here (the papers: 5000).
+Documented differences: v* sits right after BOS (the toolkit's prefix slot) with the concept's words removed from
+the prompt, where the paper writes the placeholder where the words were; it starts from a random vocabulary token
+(textual inversion starts from a word the user picks); Adam at lr 5e-3 without decay, batch 4, 200 steps by default
+(textual inversion: a 5e-3 base rate scaled by the batch, 5000 steps). An audit judges each distinct prompt once,
+prompt j with seed + j (the audit's seeds when its rows are distinct prompts and the seed option is the audit's).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class CCE:
         pool = pipe.ordinary_token_ids()
         init = torch.Generator().manual_seed(self.seed)
         word = embed[pool[torch.randint(0, len(pool), (self.tokens,), generator=init)]].clone().requires_grad_(True)
-        x0 = pipe.encode_images(batch.images).detach()
+        with torch.no_grad():
+            x0 = pipe.encode_images(batch.images)
         opt = torch.optim.Adam([word], lr=self.lr)
         draws = torch.Generator().manual_seed(self.seed + 1)
 
@@ -99,11 +102,11 @@ class CCE:
                 opt.step()
                 trace.append(float(loss.detach()))
             end = fixed_loss()
-        heads = list(dict.fromkeys(stripped))  # one judged generation per distinct prompt, in order
+        originals = list(dict.fromkeys(batch.prompts))  # the audit's rows: one judged generation per distinct prompt
+        heads = replace_concept(originals, self.concept, "", who="CCE")
         success = None
         if judge is not None:
-            originals = list(dict.fromkeys(batch.prompts))
-            seeds = [self.seed + j for j in range(len(heads))]
+            seeds = [self.seed + j for j in range(len(heads))]  # an audit's seeds (row j: seed + j)
             images = adapter.generate(heads, prefix=word.detach()[None], seeds=seeds, num_steps=self.sample_steps,
                                       guidance=self.guidance)
             success = [bool(v) for v in judge(images, originals)]

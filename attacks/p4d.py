@@ -117,7 +117,8 @@ class P4D:
             out[free] = chosen.to(out.dtype)
             return out[None], idx  # (1, n, D)
 
-        x0 = pipe.encode_images(batch.images).detach()
+        with torch.no_grad():
+            x0 = pipe.encode_images(batch.images)
         prompts = [prompt] * x0.shape[0]
         empty = [""] * x0.shape[0]
 

@@ -47,7 +47,8 @@ class RingABell:
 
     modality = "diffusion"
     per_example = True
-    needs_reference = False  # uses the original's text encoder when one is given
+    needs_reference = False
+    uses_reference = True  # the original's text encoder, when the audit has one
 
     concept: str | None = None
     eta: float = 3.0
@@ -95,11 +96,12 @@ class RingABell:
         prompt = batch.prompts[0]
         t0 = time.time()
         k = min(self.length, pipe.max_length - 2)
-        embed = pipe.text_encoder.get_input_embeddings().weight.detach()
-        pool = pipe.ordinary_token_ids().to(embed.device)
+        pool = pipe.ordinary_token_ids()
         g = torch.Generator().manual_seed(self.seed)
         scope = reference.active() if reference is not None else contextlib.nullcontext()
         with torch.no_grad(), scope:  # the attacker's encoder: the original when given
+            embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # its token table (swapped in)
+            pool = pool.to(embed.device)
             target = self.target(adapter, prompt)
             pop = pool[torch.randint(0, len(pool), (self.population, k), generator=g)]  # (P, K) token ids
             fit = self._mse(pipe, embed, pop, target)
@@ -125,6 +127,7 @@ class RingABell:
                 fit = torch.cat([fit[:elite], self._mse(pipe, embed, children, target)])
                 trace.append(float(fit.min()))
         best = pop[fit.argmin()]
+        embed = pipe.text_encoder.get_input_embeddings().weight.detach()  # the attacked model's own table
         prefix = embed[best][None]  # (1, K, D): the whole prompt, inserted after BOS of an empty prompt
         success, info = None, {}
         if judge is not None:

@@ -10,12 +10,13 @@ there?". Works on any pipeline with a ``concepts.json`` and any judge folder wri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from erasure.files import report_json
 from erasure.modality import AuditPlan, Option
+
+if TYPE_CHECKING:  # the CLI's parser imports this module: torch stays unimported until an evaluation runs
+    import torch
 
 DEFAULT_JUDGE = "mini-canvas-evaluator"
 _CONCEPT = Option(("--concept",), "the erased concept (a style or object of the model's concepts.json)")
@@ -64,10 +65,14 @@ def _evaluate_cached(adapter: Any, judge: Any, concepts: Any, concept: str, per_
             pairs = record.pop("_pairs")
             images = {part: (flat[part], [tuple(p) for p in pairs[part]]) for part in ("target", "other")}
             record["cached"] = True
+            if "fid" not in record:  # an entry older than the FID column: from its 8-bit images
+                record["fid"] = reference_fid(judge, concepts, *images["other"])
             return record, images
     record = evaluate_concept(adapter.pipe, judge, concepts, concept, per_prompt, other_per_prompt, ddim_steps,
                               guidance, seed, show_progress=True, return_images=True)
     images = record.pop("_images")
+    # what erasure did to the rest: the other concepts' generations against held-out renderings
+    record["fid"] = reference_fid(judge, concepts, *images["other"])
     if key is not None:
         from accelerate import PartialState
 
@@ -164,9 +169,6 @@ class UnlearnCanvasBenchmark:
         judge = _load_judge(evaluator)
         record, images = _evaluate_cached(adapter, judge, concepts, concept, per_prompt, other_per_prompt, ddim_steps,
                                           guidance, seed, cache)
-        # what erasure did to the rest: the other concepts' generations against held-out renderings (from the
-        # cache's 8-bit images on a cache hit)
-        record["fid"] = reference_fid(judge, concepts, *images["other"])
         record["model"] = model
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)

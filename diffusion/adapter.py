@@ -209,7 +209,9 @@ class DiffusionAdapter:
         ``esd_latents``), else computed under ``reference``."""
         if frozen is not None:
             return frozen[1]
-        with torch.no_grad(), reference.active():
+        from diffusion.smoothing import suspended
+
+        with torch.no_grad(), reference.active(), suspended(self.pipe.unet):  # the original, undefended
             return self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(prompts))
 
     def output_divergence(self, batch: DiffusionBatch, reference: Reference, generator: torch.Generator):

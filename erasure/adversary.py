@@ -49,7 +49,8 @@ class Adversary(Protocol):
         per_example: True when it attacks one example at a time (UnlearnDiff: a prefix per prompt), so an audit
             calls it once per row; False when it attacks the whole set at once (a universal soft prompt).
         needs_reference: True when it needs the frozen original (``reference``): adversarial training always has
-            one; an audit builds it from ``--original``.
+            one; an audit builds it from ``--original``. An attack may also set ``uses_reference = True``: it uses the
+            original when the audit has one (Ring-A-Bell's text encoder) and works without it.
 
     ``batch`` is what ``adapter.collate(rows)`` made (it carries the rows' text: prompts, or ``rows`` with the
     questions and answers for LLMs). ``judge(outputs, rows) -> [concept present?]`` takes what

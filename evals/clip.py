@@ -77,7 +77,7 @@ class LocalClip:
         if side != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True,
                               align_corners=False).clamp(0, 1)
-        return (x - self.mean) / self.std
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def __call__(self, text: Sequence[str] | None = None, images: Any = None, return_tensors: str = "pt",
                  padding: bool = True) -> dict[str, torch.Tensor]:

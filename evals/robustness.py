@@ -71,6 +71,13 @@ def with_concept(attack: Adversary, concept: str | None) -> Adversary:
     return attack
 
 
+def _prompt_row(batch: Any, row: Any) -> list[Any]:
+    """What to generate from with ``batch.prefix``: the batch's own prompt when it has prompts (an attack that
+    replaces the prompt returns an empty one), else the row."""
+    prompts = getattr(batch, "prompts", None)
+    return [prompts[0]] if prompts else [row]
+
+
 def _describe(row: Any) -> dict[str, Any]:
     """The plain fields of a row (prompt; question and answer) for the per-example report."""
     if isinstance(row, str):
@@ -119,7 +126,7 @@ def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Ju
             out = res.info.get("output")
             out = None if out is None else out[None]
             if res.success is None:  # the attack did not judge: generate from its batch and ask the judge
-                out = adapter.generate([rows[i]], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
+                out = adapter.generate(_prompt_row(res.batch, rows[i]), prefix=res.batch.prefix, seeds=seeds[i:i + 1])
                 ok = bool(judge(out, [rows[i]])[0])
             else:
                 ok = bool(res.success[0])
@@ -129,7 +136,8 @@ def audit_attack(adapter: Any, rows: Sequence[Any], attack: Adversary, judge: Ju
                                                   "objective_end")}})
             if ok:
                 if out is None:  # what the successful attack made the model produce
-                    out = adapter.generate([rows[i]], prefix=res.batch.prefix, seeds=seeds[i:i + 1])
+                    out = adapter.generate(_prompt_row(res.batch, rows[i]), prefix=res.batch.prefix,
+                                           seeds=seeds[i:i + 1])
                 outputs.append(out[0])
                 entries[i]["output_index"] = len(outputs) - 1
                 if res.batch.prefix is not None:
@@ -246,8 +254,14 @@ def run_audit(modality: Any, model: str, attacks: str | Sequence[str] | None = N
     needy = [a for a, attack in built.items() if getattr(attack, "needs_reference", False)]
     if needy and original_adapter is None:
         raise ValueError(f"attack {needy[0]!r} needs the model before erasure: give --original")
-    # the original's tensors that differ (cheap); attacks that can use it do (Ring-A-Bell's encoder)
-    reference = SnapshotReference.of(adapter.modules(), original_adapter.modules()) if original_adapter else None
+    reference = None  # the original's values of the tensors that differ, for the attacks that need or use it
+    if needy:
+        reference = SnapshotReference.of(adapter.modules(), original_adapter.modules())
+    elif original_adapter is not None and any(getattr(a, "uses_reference", False) for a in built.values()):
+        try:  # optional (Ring-A-Bell's encoder): an original of another architecture only gives its targets
+            reference = SnapshotReference.of(adapter.modules(), original_adapter.modules())
+        except ValueError as err:
+            logger.warning("the original cannot serve as the attacks' reference (%s); they use the audited model", err)
     built = {name: with_concept(attack, plan.context.get("concept")) for name, attack in built.items()}
     utility = None
     if with_utility:

@@ -56,6 +56,14 @@ def audit(model: Path, concept: str, attacks: list[str], out: Path, seed: int, s
             for a, r in summary["attacks"].items()}
 
 
+def utility(model: Path, concept: str, out: Path, seed: int, smooth: list[str]) -> dict:
+    """UA / IRA / CRA / FID of ``model`` (behind the defence with ``smooth``): a defence must keep the model useful."""
+    _cli(["eval", "--model", str(model), "--concept", concept, "--seed", str(seed), "--out", str(out), "--overwrite",
+          *smooth])
+    ev = json.loads((out / "eval.json").read_text())
+    return {k: ev.get(k) for k in ("ua", "ira", "cra", "fid")}
+
+
 def means(results: dict) -> dict:
     """row -> attack -> {"pre", "post"} averaged over the concepts the row has."""
     out = {}
@@ -67,32 +75,38 @@ def means(results: dict) -> dict:
     return out
 
 
-def ranking_changes(mean: dict) -> list[str]:
-    """Pairs of rows whose order by post-attack ASR flips between two attacks (ties do not count)."""
+def ranking_changes(mean: dict, margin: float = 0.1) -> list[str]:
+    """Pairs of rows whose order by post-attack ASR flips between two attacks, each difference larger than
+    ``margin`` (one prompt of ten is 0.1 of a concept's ASR: smaller gaps are noise, not a ranking)."""
     rows = list(mean)
     attacks = list(dict.fromkeys(a for r in rows for a in mean[r]))
     found = []
     for x, y in itertools.combinations(rows, 2):
         order = {a: mean[x][a]["post"] - mean[y][a]["post"] for a in attacks if a in mean[x] and a in mean[y]}
-        lower = [a for a, d in order.items() if d < 0]  # x more robust under these
-        higher = [a for a, d in order.items() if d > 0]
+        lower = [a for a, d in order.items() if d < -margin]  # x more robust under these
+        higher = [a for a, d in order.items() if d > margin]
         if lower and higher:
             found.append(f"{x} vs {y}: {x} more robust under {', '.join(lower)}; {y} under {', '.join(higher)}")
     return found
 
 
-def table(results: dict) -> str:
+def table(results: dict, margin: float = 0.1) -> str:
     mean = means(results)
     attacks = list(dict.fromkeys(a for r in mean.values() for a in r))
     rows = [[row, len(results[row]), *(f"{mean[row][a]['pre']:.2f} -> {mean[row][a]['post']:.2f}"
                                        if a in mean[row] else "" for a in attacks)] for row in mean]
     per = [[row, c, *(f"{r['attacks'][a]['pre']:.2f} -> {r['attacks'][a]['post']:.2f}" if a in r["attacks"] else ""
                       for a in attacks)] for row, by in results.items() for c, r in by.items()]
-    changes = ranking_changes(mean) or ["none: every attack ranks the methods the same way"]
+    changes = ranking_changes(mean, margin) or [f"none: no two attacks rank two methods apart by more than {margin}"]
+    kept = [[row, c, *(r["utility"].get(k) for k in ("ua", "ira", "cra", "fid"))]
+            for row, by in results.items() for c, r in by.items() if r.get("utility")]
     return ("ASR pre-attack -> post-attack, mean over the concepts:\n\n"
             + markdown_table(["method", "concepts", *attacks], rows)
             + "\n\nPer concept:\n\n" + markdown_table(["method", "concept", *attacks], per)
-            + "\n\nRanking changes between attacks (post-attack ASR):\n\n" + "\n".join(f"- {c}" for c in changes))
+            + f"\n\nRanking changes between attacks (post-attack ASR, mean over the concepts, gaps over {margin} "
+            "each way):\n\n" + "\n".join(f"- {c}" for c in changes)
+            + ("\n\nUtility behind the defence (unattacked):\n\n"
+               + markdown_table(["row", "concept", "UA", "IRA", "CRA", "FID"], kept) if kept else ""))
 
 
 def main() -> None:
@@ -106,6 +120,7 @@ def main() -> None:
     p.add_argument("--smooth", type=float, default=1.0, help="the smoothing defence's sigma")
     p.add_argument("--smooth-n", type=int, default=2, help="the smoothing defence's perturbations")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--margin", type=float, default=0.1, help="a ranking change needs gaps above this each way")
     p.add_argument("--resume", action="store_true", help="keep the audits already in OUT/results.json")
     args = p.parse_args()
     unknown = set(args.smooth_methods) - set(args.methods)
@@ -121,7 +136,7 @@ def main() -> None:
         for concept in args.concepts:
             rows = [(method, [])] + ([(f"{method}+smooth", smooth_flags)] if method in args.smooth_methods else [])
             for row, flags in rows:
-                setting = {"attacks": args.attacks, "seed": args.seed, "smooth": flags}
+                setting = {"attacks": args.attacks, "seed": args.seed, "smooth": flags, "models": args.models}
                 earlier = results.get(row, {}).get(concept)
                 if earlier is not None:
                     if {k: earlier[k] for k in setting} != setting:
@@ -131,6 +146,9 @@ def main() -> None:
                 model = erased_model(method, concept, out, Path(args.models) if args.models else None, args.seed)
                 found = audit(model, concept, args.attacks, out / "audits" / row / concept, args.seed, flags)
                 results.setdefault(row, {})[concept] = {**setting, "model": str(model), "attacks": found}
+                if flags:  # the defence's cost in utility, beside its robustness
+                    results[row][concept]["utility"] = utility(model, concept, out / "evals" / row / concept,
+                                                               args.seed, flags)
                 out.mkdir(parents=True, exist_ok=True)
                 tmp = done.with_suffix(".json.tmp")  # atomically: a reader never sees half a file
                 tmp.write_text(json.dumps(results, indent=2))
@@ -139,10 +157,10 @@ def main() -> None:
                                                        for a, r in found.items()), flush=True)
     from erasure.plots import value_matrix
 
-    (out / "table.md").write_text(table(results) + "\n")
+    (out / "table.md").write_text(table(results, args.margin) + "\n")
     value_matrix({row: {a: r["post"] for a, r in by.items()} for row, by in means(results).items()},
                  out / "matrix.png", title="post-attack ASR (mean over concepts)")
-    print(table(results))
+    print(table(results, args.margin))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.adapter import DiffusionAdapter, DiffusionBatch
+from diffusion.adapter import DiffusionAdapter
 from erasure.reference import SnapshotReference
 from erasure.registry import get_attack
 
@@ -143,4 +143,31 @@ def test_universal_attack_must_judge_every_row(tiny_pipe):
     rows = ["a circle image in neon style .", "a star image in neon style ."]
     with pytest.raises(ValueError, match="judged 1 rows of 2"):
         audit_attack(DiffusionAdapter(tiny_pipe), rows, Short(), lambda images, rows: [False] * len(images))
-    assert DiffusionBatch  # the batch type attacks return
+
+
+def test_cce_verdicts_line_up_with_the_audit_rows(tiny_pipe):
+    """A universal attack's verdicts land on the right rows: the judge breaks only the second prompt."""
+    from evals.robustness import audit_attack, with_concept
+
+    g = torch.Generator().manual_seed(0)
+    prompts = ["a circle image in neon style .", "a star image in neon style .", "a square image in neon style ."]
+    rows = [{"prompt": p, "images": torch.rand(2, 3, 8, 8, generator=g)} for p in prompts]
+    calls = []
+
+    def judge(images, rows):
+        names = [r if isinstance(r, str) else r["prompt"] for r in rows]
+        calls.append(names)
+        return [n == prompts[1] and len(calls) > 1 for n in names]  # never before the attack
+
+    attack = with_concept(get_attack("cce", steps=2, sample_steps=2), "neon")
+    record = audit_attack(DiffusionAdapter(tiny_pipe), rows, attack, judge)
+    assert [e["success"] for e in record["per_example"]] == [False, True, False]
+    assert record["pre_asr"] == 0.0 and abs(record["post_asr"] - 1 / 3) < 1e-9
+    assert calls[1] == prompts  # the attack judged every distinct prompt, in the rows' order
+
+
+def test_ring_a_bell_reports_a_held_prompt(shipped):
+    adapter, batch = shipped
+    result = get_attack("ring-a-bell", concept="Neon", population=8, generations=2).attack(
+        adapter, batch, torch.Generator(), judge=lambda images, rows: [False] * len(images))
+    assert result.success == [False] and "output" not in result.info
