@@ -156,3 +156,13 @@ def test_attack_matrix_means_and_ranking_changes():
     assert changes == ["esd-x vs uce: esd-x more robust under cce; uce under unlearndiff"]
     assert "0.00 -> 0.30" in table(results)
     assert ranking_changes({"a": {"x": {"post": 0.1}}, "b": {"x": {"post": 0.2}}}) == []
+
+
+def test_summary_bar_is_not_lost_to_float_rounding():
+    from experiments.advunlearn_vs_esd import summary
+
+    # lifts 0.0 and 0.3: mean 0.15 exactly in tenths, 0.1499... in floats
+    results = {"A": {"esd-x": _record(0.0, 0.0), "advunlearn": _record(0.0, 0.0)},
+               "B": {"esd-x": _record(0.4, 0.7), "advunlearn": _record(0.0, 0.0)}}
+    text = summary(results, "unlearndiff")
+    assert "**met**" in text, text
