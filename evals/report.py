@@ -67,3 +67,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 def save_text(path: str | os.PathLike, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def write_between_markers(path: str | os.PathLike, name: str, block: str) -> None:
+    """Replace the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in the markdown file ``path``
+    with ``block`` (a README table an experiment script keeps current); ``ValueError`` without the markers."""
+    import re
+    from pathlib import Path
+
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    path = Path(path)
+    text = path.read_text()
+    pattern = re.escape(start) + r".*?" + re.escape(end)
+    if not re.search(pattern, text, flags=re.S):
+        raise ValueError(f"{path} has no {start} ... {end} block to fill")
+    path.write_text(re.sub(pattern, lambda _: f"{start}\n{block}\n{end}", text, flags=re.S))

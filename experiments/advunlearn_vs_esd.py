@@ -34,8 +34,8 @@ from pathlib import Path
 
 MODELS = ("original", "esd-x", "advunlearn", "advunlearn-fast")
 ATTACK_OPTIONS = {"k": 5, "iterations": 100}
-MARKERS = ("<!-- advunlearn-table:start -->", "<!-- advunlearn-table:end -->")
-ALL_MARKERS = ("<!-- advunlearn-all:start -->", "<!-- advunlearn-all:end -->")  # --summary: the mean over concepts
+MARKERS = "advunlearn-table"  # README block names (evals.report.write_between_markers)
+ALL_MARKERS = "advunlearn-all"  # --summary: the mean over concepts
 
 
 def run_concept(concept: str, args: argparse.Namespace, single_thread: bool = False) -> dict:
@@ -88,12 +88,10 @@ def _settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def write_readme(path: Path, block: str, markers: tuple[str, str] = MARKERS) -> None:
-    text = path.read_text()
-    pattern = re.escape(markers[0]) + r".*?" + re.escape(markers[1])
-    if not re.search(pattern, text, flags=re.S):
-        raise ValueError(f"{path} has no {markers[0]} ... {markers[1]} block to fill")
-    path.write_text(re.sub(pattern, lambda _: f"{markers[0]}\n{block}\n{markers[1]}", text, flags=re.S))
+def write_readme(path: Path, block: str, markers: str = MARKERS) -> None:
+    from evals.report import write_between_markers
+
+    write_between_markers(path, markers, block)
 
 
 def _stats(values: list[float]) -> str:

@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--margin", type=float, default=0.1, help="a ranking change needs gaps above this each way")
     p.add_argument("--resume", action="store_true", help="keep the audits already in OUT/results.json")
+    p.add_argument("--readme", help="write table.md into this markdown file between its attack-matrix markers")
     args = p.parse_args()
     unknown = set(args.smooth_methods) - set(args.methods)
     if unknown:
@@ -158,6 +159,10 @@ def main() -> None:
     from erasure.plots import value_matrix
 
     (out / "table.md").write_text(table(results, args.margin) + "\n")
+    if args.readme:
+        from evals.report import write_between_markers
+
+        write_between_markers(args.readme, "attack-matrix", table(results, args.margin))
     value_matrix({row: {a: r["post"] for a, r in by.items()} for row, by in means(results).items()},
                  out / "matrix.png", title="post-attack ASR (mean over concepts)")
     print(table(results, args.margin))

@@ -113,6 +113,7 @@ def main() -> None:
                    help='settings instead of the recommended ones, e.g. ca=\'{"steps": 200, "lr": 1e-5, '
                         '"options": {"anchor": "Sketch"}}\'')
     p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/results.json")
+    p.add_argument("--readme", help="write table.md into this markdown file between its canvas-bench markers")
     args = p.parse_args()
     settings = {}
     for item in args.settings:
@@ -144,6 +145,10 @@ def main() -> None:
             tmp.replace(done)
     (out / "table.md").write_text(table(results) + "\n")
     tradeoff(results, out / "tradeoff.png")
+    if args.readme:
+        from evals.report import write_between_markers
+
+        write_between_markers(args.readme, "canvas-bench", table(results))
     print(table(results))
 
 

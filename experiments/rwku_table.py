@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl")
 KEYS = ("forget_qa", "forget_fb", "forget_adversarial", "neighbour", "utility", "fluency_ppl", "mia_auc")
-MARKERS = ("<!-- rwku-table:start -->", "<!-- rwku-table:end -->")
 
 
 def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int = 0, data: str | None = None,
@@ -94,11 +92,9 @@ def table(results: dict, methods: list[str]) -> str:
 
 
 def write_readme(path: Path, block: str) -> None:
-    text = path.read_text()
-    pattern = re.escape(MARKERS[0]) + r".*?" + re.escape(MARKERS[1])
-    if not re.search(pattern, text, flags=re.S):
-        raise ValueError(f"{path} has no {MARKERS[0]} ... {MARKERS[1]} block to fill")
-    path.write_text(re.sub(pattern, lambda _: f"{MARKERS[0]}\n{block}\n{MARKERS[1]}", text, flags=re.S))
+    from evals.report import write_between_markers
+
+    write_between_markers(path, "rwku-table", block)
 
 
 def main() -> None:

@@ -9,9 +9,10 @@ from experiments.advunlearn_vs_esd import MARKERS, write_readme
 
 def test_readme_table_block_is_replaced_and_missing_markers_are_an_error(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{MARKERS[0]}\nold table\n{MARKERS[1]}\noutro\n")
+    start, end = f"<!-- {MARKERS}:start -->", f"<!-- {MARKERS}:end -->"
+    readme.write_text(f"intro\n{start}\nold table\n{end}\noutro\n")
     write_readme(readme, "| new |")
-    assert readme.read_text() == f"intro\n{MARKERS[0]}\n| new |\n{MARKERS[1]}\noutro\n"
+    assert readme.read_text() == f"intro\n{start}\n| new |\n{end}\noutro\n"
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers here\n")
     with pytest.raises(ValueError, match="advunlearn-table"):
