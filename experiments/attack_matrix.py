@@ -137,7 +137,7 @@ def main() -> None:
         for concept in args.concepts:
             rows = [(method, [])] + ([(f"{method}+smooth", smooth_flags)] if method in args.smooth_methods else [])
             for row, flags in rows:
-                setting = {"attacks": args.attacks, "seed": args.seed, "smooth": flags, "models": args.models}
+                setting = {"attack_names": args.attacks, "seed": args.seed, "smooth": flags, "models": args.models}
                 earlier = results.get(row, {}).get(concept)
                 if earlier is not None:
                     if {k: earlier[k] for k in setting} != setting:

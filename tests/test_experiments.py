@@ -167,3 +167,22 @@ def test_summary_bar_is_not_lost_to_float_rounding():
                "B": {"esd-x": _record(0.4, 0.7), "advunlearn": _record(0.0, 0.0)}}
     text = summary(results, "unlearndiff")
     assert "**met**" in text, text
+
+
+def test_attack_matrix_resume_keeps_a_finished_audit(tmp_path, monkeypatch):
+    """A resumed matrix skips what results.json already holds (no audit runs) and writes the table and the plot."""
+    import json
+    import sys
+
+    import experiments.attack_matrix as am
+
+    out = tmp_path / "am"
+    out.mkdir()
+    done = {"attack_names": ["random"], "seed": 0, "smooth": [], "models": None, "model": "m",
+            "attacks": {"random": {"pre": 0.0, "post": 0.1, "n": 10, "seconds": 1.0}}}
+    (out / "results.json").write_text(json.dumps({"uce": {"Neon": done}}))
+    monkeypatch.setattr(am, "audit", lambda *a, **k: pytest.fail("a finished audit ran again"))
+    monkeypatch.setattr(sys, "argv", ["attack_matrix", "--out", str(out), "--methods", "uce", "--concepts", "Neon",
+                                      "--attacks", "random", "--smooth-methods", "--resume"])
+    am.main()
+    assert "0.00 -> 0.10" in (out / "table.md").read_text() and (out / "matrix.png").is_file()
