@@ -82,3 +82,27 @@ def write_between_markers(path: str | os.PathLike, name: str, block: str) -> Non
     if not re.search(pattern, text, flags=re.S):
         raise ValueError(f"{path} has no {start} ... {end} block to fill")
     path.write_text(re.sub(pattern, lambda _: f"{start}\n{block}\n{end}", text, flags=re.S))
+
+
+def resumable_results(out: str | os.PathLike, resume: bool) -> dict:
+    """An experiment's out/results.json to add to: {} for a fresh run; refuses to overwrite an earlier one unasked
+    (``SystemExit`` naming --resume)."""
+    import json
+    from pathlib import Path
+
+    done = Path(out) / "results.json"
+    if done.is_file() and not resume:
+        raise SystemExit(f"{done} exists: --resume adds to it, or give another --out")
+    return json.loads(done.read_text()) if done.is_file() else {}
+
+
+def save_results(out: str | os.PathLike, results: dict) -> None:
+    """Write out/results.json atomically (a reader never sees half a file), e.g. after every run of a long sweep."""
+    import json
+    from pathlib import Path
+
+    done = Path(out) / "results.json"
+    done.parent.mkdir(parents=True, exist_ok=True)
+    tmp = done.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(done)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evals.report import markdown_table
+from evals.report import markdown_table, resumable_results, save_results
 
 ATTACKS = ["unlearndiff", "p4d", "p4d-k", "ring-a-bell", "cce", "random"]
 
@@ -129,9 +129,7 @@ def main() -> None:
         raise SystemExit(f"--smooth-methods {sorted(unknown)} are not among --methods")
     out = Path(args.out)
     done = out / "results.json"
-    if done.is_file() and not args.resume:
-        raise SystemExit(f"{done} exists: --resume adds to it, or give another --out")
-    results = json.loads(done.read_text()) if done.is_file() else {}
+    results = resumable_results(out, args.resume)
     smooth_flags = ["--smooth", str(args.smooth), "--smooth-n", str(args.smooth_n)]
     for method in args.methods:
         for concept in args.concepts:
@@ -150,10 +148,7 @@ def main() -> None:
                 if flags:  # the defence's cost in utility, beside its robustness
                     results[row][concept]["utility"] = utility(model, concept, out / "evals" / row / concept,
                                                                args.seed, flags)
-                out.mkdir(parents=True, exist_ok=True)
-                tmp = done.with_suffix(".json.tmp")  # atomically: a reader never sees half a file
-                tmp.write_text(json.dumps(results, indent=2))
-                tmp.replace(done)
+                save_results(out, results)
                 print(f"{row} {concept}: " + ", ".join(f"{a} {r['pre']:.2f}->{r['post']:.2f}"
                                                        for a, r in found.items()), flush=True)
     from erasure.plots import value_matrix

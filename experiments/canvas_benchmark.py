@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evals.report import markdown_table
+from evals.report import markdown_table, resumable_results, save_results
 
 _ERASE = ("import resource, sys; from erasure.cli import main; code = main(sys.argv[1:]); "
           "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
@@ -126,9 +126,7 @@ def main() -> None:
             raise SystemExit(f"--settings {name}: unknown keys {sorted(unknown)} (steps, lr, batch_size, options)")
     out = Path(args.out)
     done = out / "results.json"
-    if done.is_file() and not args.resume:
-        raise SystemExit(f"{done} exists: --resume adds to it, or give another --out")
-    results = json.loads(done.read_text()) if done.is_file() else {}
+    results = resumable_results(out, args.resume)
     for method in args.methods:
         for concept in args.concepts:
             earlier = results.get(method, {}).get(concept)
@@ -139,10 +137,7 @@ def main() -> None:
                 continue
             results.setdefault(method, {})[concept] = run_one(method, concept, out, args.seed,
                                                               settings.get(method, {}))
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = done.with_suffix(".json.tmp")  # atomically: a reader never sees half a file
-            tmp.write_text(json.dumps(results, indent=2))
-            tmp.replace(done)
+            save_results(out, results)
     (out / "table.md").write_text(table(results) + "\n")
     tradeoff(results, out / "tradeoff.png")
     if args.readme:

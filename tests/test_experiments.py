@@ -83,7 +83,7 @@ def test_advunlearn_vs_esd_runs_on_a_local_latent_pipeline(tmp_path):
 
 
 def test_rwku_table_averages_each_method_against_the_base_model(tmp_path):
-    from experiments.rwku_table import MARKERS as RWKU_MARKERS, table, write_readme as write_rwku
+    from experiments.rwku_table import table, write_readme as write_rwku
 
     rec = lambda qa, ut, **kw: {"forget_qa": qa, "forget_fb": 1.0, "forget_adversarial": 1.0, "neighbour": 1.0,  # noqa
                                 "utility": ut, "fluency_ppl": 40.0, "mia_auc": 0.5, **kw}
@@ -94,9 +94,10 @@ def test_rwku_table_averages_each_method_against_the_base_model(tmp_path):
     assert "| npo | 2 | 0.500 | 0.000 | 0.000 | 1.000 | 0.950 | 1.000 | 4.000 |" in text
     assert "| ga |" not in text
     readme = tmp_path / "R.md"
-    readme.write_text(f"a\n{RWKU_MARKERS[0]}\nold\n{RWKU_MARKERS[1]}\nb\n")
+    start, end = "<!-- rwku-table:start -->", "<!-- rwku-table:end -->"
+    readme.write_text(f"a\n{start}\nold\n{end}\nb\n")
     write_rwku(readme, "new")
-    assert readme.read_text() == f"a\n{RWKU_MARKERS[0]}\nnew\n{RWKU_MARKERS[1]}\nb\n"
+    assert readme.read_text() == f"a\n{start}\nnew\n{end}\nb\n"
 
 
 def _record(pre, post, ua=1.0, ira=0.8):
