@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from erasure.adversary import AttackResult, Judge
+from erasure.adversary import AttackResult, Judge, fixed_draws
 from erasure.data import replace_concept
 from erasure.reference import frozen_weights
 
@@ -87,9 +87,9 @@ class CCE:
             cond = pipe.encode_prompts([stripped[i] for i in rows.tolist()], prefix=word[None])
             return F.mse_loss(pipe.predict_noise(xt, t, cond), noise)
 
-        def fixed_loss() -> float:  # over every image at fixed (t, noise) draws: comparable before and after
-            with torch.no_grad():
-                return float(loss_on(torch.arange(len(x0)), torch.Generator().manual_seed(10_000)))
+        def fixed_loss() -> float:  # over every image, comparable before and after
+            return float(fixed_draws(lambda seed: loss_on(torch.arange(len(x0)), torch.Generator().manual_seed(seed)),
+                                     draws=1))
 
         trace = []
         with frozen_weights(list(adapter.modules().values())):

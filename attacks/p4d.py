@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from erasure.adversary import AttackResult, Judge
+from erasure.adversary import AttackResult, Judge, fixed_draws
 from erasure.reference import Reference, frozen_weights
 
 
@@ -127,9 +127,8 @@ class P4D:
             target = adapter.reference_noise(xt, t, prompts, reference)  # eps_original(z_t, c)
             return F.mse_loss(pipe.predict_noise(xt, t, pipe.encode_prompts(empty, prefix=prefix)), target)
 
-        def fixed_objective(prefix: torch.Tensor) -> float:  # comparable before and after: fixed (t, noise) draws
-            with torch.no_grad():
-                return sum(float(objective(prefix, torch.Generator().manual_seed(10_000 + d))) for d in range(4)) / 4
+        def fixed_objective(prefix: torch.Tensor) -> float:  # comparable before and after
+            return float(fixed_draws(lambda seed: objective(prefix, torch.Generator().manual_seed(seed))))
 
         opt = torch.optim.AdamW([soft], lr=self.lr, weight_decay=self.weight_decay)
         trace: list[float] = []

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from erasure.adversary import AttackResult, Judge
+from erasure.adversary import AttackResult, Judge, fixed_draws
 from erasure.reference import frozen_weights
 
 
@@ -105,9 +105,8 @@ class UnlearnDiff:
     def fixed_losses(self, pipe: Any, prompts: list[list[str]], x0: list[torch.Tensor], prefix: torch.Tensor,
                      draws: int = 4) -> list[float]:
         """Each prompt's objective averaged over ``draws`` fixed (t, noise) draws: comparable before and after."""
-        total = sum(self.losses(pipe, prompts, x0, prefix, [torch.Generator().manual_seed(10_000 + d) for _ in x0])
-                    for d in range(draws))
-        return [float(v) / draws for v in total]
+        return fixed_draws(lambda seed: self.losses(pipe, prompts, x0, prefix,
+                                                    [torch.Generator().manual_seed(seed) for _ in x0]), draws).tolist()
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
                judge: Judge | None = None) -> AttackResult:

@@ -68,3 +68,23 @@ class Adversary(Protocol):
 
     def attack(self, adapter: Any, batch: Any, generator: torch.Generator, *, reference: Any = None,
                judge: Any = None) -> AttackResult: ...
+
+
+FIXED_DRAW_SEED = 10_000  # the seeds of fixed_draws: far from any training or evaluation seed
+
+
+def fixed_draws(objective: Callable[[int], "torch.Tensor"], draws: int = 4) -> "torch.Tensor":
+    """An attack's objective averaged over ``draws`` fixed (t, noise) draws, so its value before and after the
+    attack compare: ``objective(seed)`` draws its randomness from ``seed`` (seeds 10_000, 10_001, ...), no gradient.
+
+    Args:
+        objective: seed -> the objective (any shape) computed with randomness drawn from that seed.
+        draws: how many seeds to average over.
+
+    Returns:
+        The mean over the draws, detached.
+    """
+    import torch
+
+    with torch.no_grad():
+        return sum(objective(FIXED_DRAW_SEED + d) for d in range(draws)) / draws

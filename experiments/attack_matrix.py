@@ -18,20 +18,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from evals.report import markdown_table, resumable_results, save_results
+from experiments.canvas_benchmark import run_cli
 
 ATTACKS = ["unlearndiff", "p4d", "p4d-k", "ring-a-bell", "cce", "random"]
-
-
-def _cli(args: list[str]) -> None:
-    """Run ``erasure ARGS`` in a fresh process (a failure ends the run, naming the command)."""
-    done = subprocess.run([sys.executable, "-m", "erasure", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"erasure {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
 
 
 def erased_model(method: str, concept: str, out: Path, models: Path | None, seed: int) -> Path:
@@ -42,14 +34,14 @@ def erased_model(method: str, concept: str, out: Path, models: Path | None, seed
             return there
     model = out / "models" / method / concept / "model"
     if not (model / "erasure.json").is_file():
-        _cli(["erase", "--model", "mini-canvas", "--concept", concept, "--method", method, "--out", str(model),
+        run_cli(["erase", "--model", "mini-canvas", "--concept", concept, "--method", method, "--out", str(model),
               "--seed", str(seed), "--overwrite"])
     return model
 
 
 def audit(model: Path, concept: str, attacks: list[str], out: Path, seed: int, smooth: list[str]) -> dict:
     """One audit of ``model`` with every attack; {attack: {"pre", "post", "n", "seconds"}}."""
-    _cli(["audit", "--model", str(model), "--concept", concept, "--attack", *attacks, "--original", "mini-canvas",
+    run_cli(["audit", "--model", str(model), "--concept", concept, "--attack", *attacks, "--original", "mini-canvas",
           "--no-utility", "--seed", str(seed), "--out", str(out), "--overwrite", *smooth])
     summary = json.loads((out / "robustness.json").read_text())
     return {a: {"pre": r["pre_asr"], "post": r["post_asr"], "n": r["n"], "seconds": r["seconds"]}
@@ -58,7 +50,7 @@ def audit(model: Path, concept: str, attacks: list[str], out: Path, seed: int, s
 
 def utility(model: Path, concept: str, out: Path, seed: int, smooth: list[str]) -> dict:
     """UA / IRA / CRA / FID of ``model`` (behind the defence with ``smooth``): a defence must keep the model useful."""
-    _cli(["eval", "--model", str(model), "--concept", concept, "--seed", str(seed), "--out", str(out), "--overwrite",
+    run_cli(["eval", "--model", str(model), "--concept", concept, "--seed", str(seed), "--out", str(out), "--overwrite",
           *smooth])
     ev = json.loads((out / "eval.json").read_text())
     return {k: ev.get(k) for k in ("ua", "ira", "cra", "fid")}

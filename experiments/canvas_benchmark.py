@@ -28,8 +28,9 @@ _ERASE = ("import resource, sys; from erasure.cli import main; code = main(sys.a
           "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
 
 
-def _cli(args: list[str]) -> str:
-    """Run ``erasure ARGS`` in a fresh process; its stdout (a failure ends the run, naming the command)."""
+def run_cli(args: list[str]) -> str:
+    """Run ``erasure ARGS`` in a fresh process; its stdout, ending with the process's peak resident memory
+    (``MAXRSS_KB n``); a failure ends the run, naming the command."""
     done = subprocess.run([sys.executable, "-c", _ERASE, *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"erasure {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -56,9 +57,9 @@ def run_one(method: str, concept: str, out: Path, seed: int, settings: dict) -> 
             args += [f"--{key.replace('_', '-')}", str(settings[key])]
     for key, value in settings.get("options", {}).items():
         args += ["--option", f"{key}={json.dumps(value)}"]
-    stdout = _cli(args)
+    stdout = run_cli(args)
     peak_kb = int(next(line.split()[1] for line in stdout.splitlines() if line.startswith("MAXRSS_KB")))
-    _cli(["eval", "--model", str(model), "--concept", concept, "--out", str(out / method / concept / "eval"),
+    run_cli(["eval", "--model", str(model), "--concept", concept, "--out", str(out / method / concept / "eval"),
           "--seed", str(seed), "--overwrite"])
     ev = json.loads((out / method / concept / "eval" / "eval.json").read_text())
     erased = json.loads((model / "erasure.json").read_text())
