@@ -115,12 +115,13 @@ class CausalLMAdapter:
         return {"model": self.model}
 
     # ------------------------------------------------------------------ data
-    def format_prompt(self, question: str) -> str:
-        """The question as the model sees it (chat template or the plain template)."""
+    def format_prompt(self, question: str, system: str | None = None) -> str:
+        """The question as the model sees it (chat template or the plain template); ``system``, when given, is the
+        chat's system message (placed before the question under the plain template)."""
         if self.use_chat_template:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return self.template.format(question=question)
+            turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+            return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        return self.template.format(question=f"{system} {question}" if system else question)
 
     def collate(self, rows: Sequence[dict], shard: tuple[int, int] | None = None) -> LMBatch:
         """QA rows -> padded ids with an answer mask; ``shard`` is not needed (the scores draw nothing at random)."""
@@ -148,35 +149,56 @@ class CausalLMAdapter:
 
     @torch.no_grad()
     def generate(self, rows: Sequence[dict], prefix: torch.Tensor | None = None, seeds: Sequence[int] | None = None,
-                 max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers to each row's question, decoded (one row at a time, so padding never shifts a prompt).
+                 max_new_tokens: int = 32, sampling: dict | None = None) -> list[str]:
+        """Answers to each row's question, decoded (one row at a time, so padding never shifts a prompt): greedy,
+        or sampled with ``sampling``.
 
         Args:
             rows: QA rows; a row's optional "answer_start" text is appended to its prompt (the answer is then
-                continued from it, as MUSE's VerbMem does).
+                continued from it, as MUSE's VerbMem does), its optional "system" text is the chat's system message.
             prefix: a soft prompt (1, k, D) of input embeddings placed before every prompt (attacks).
-            seeds: ignored (greedy decoding is deterministic); accepted so every adapter's ``generate`` reads alike.
+            seeds: one per row, used only when sampling (row i draws from ``seeds[i]``, default i; the global
+                random state is left as it was); greedy decoding ignores them.
             max_new_tokens: the most new tokens, within the model's context length.
+            sampling: ``model.generate`` sampling options (e.g. ``{"temperature": 0.7, "top_p": 0.9}``); None =
+                greedy.
         """
         model, tok = self.model, self.tokenizer
+        if seeds is not None and len(seeds) != len(rows):
+            raise ValueError(f"generate got {len(seeds)} seeds for {len(rows)} rows")
         out = []
-        for r in rows:
-            text = self.format_prompt(r["question"]) + r.get("answer_start", "")
+        for i, r in enumerate(rows):
+            text = self.format_prompt(r["question"], r.get("system")) + r.get("answer_start", "")
             ids = tok(text, return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
-            common = {"attention_mask": None, "do_sample": False, "pad_token_id": self.pad_id,
-                      "eos_token_id": tok.eos_token_id}
-            if prefix is None:
-                common.update(attention_mask=torch.ones_like(ids),
-                              max_new_tokens=self.room_to_generate(ids.shape[1], max_new_tokens))
-                gen = model.generate(ids, **common)[0, ids.shape[1]:]
-            else:  # generate from embeddings: the output holds only the new tokens
-                emb = model.get_input_embeddings()(ids)
-                emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)
-                common.update(attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
-                              max_new_tokens=self.room_to_generate(emb.shape[1], max_new_tokens))
-                gen = model.generate(inputs_embeds=emb, **common)[0]
-            out.append(tok.decode(gen, skip_special_tokens=True).strip())
+            common = {"attention_mask": None, "do_sample": sampling is not None, "pad_token_id": self.pad_id,
+                      "eos_token_id": tok.eos_token_id, **(sampling or {})}
+            if sampling is None:
+                out.append(self._generate_one(ids, prefix, common, max_new_tokens))
+                continue
+            with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+                torch.manual_seed(seeds[i] if seeds is not None else i)
+                out.append(self._generate_one(ids, prefix, common, max_new_tokens))
         return out
+
+    def _generate_one(self, ids: torch.Tensor, prefix: torch.Tensor | None, common: dict,
+                      max_new_tokens: int) -> str:
+        """One prompt's decoded continuation (``common``: the ``model.generate`` options)."""
+        model = self.model
+        length = ids.shape[1] + (0 if prefix is None else prefix.shape[-2])
+        if self.max_length and length >= self.max_length:
+            raise ValueError(f"a prompt of {length} tokens leaves no room to answer within the model's context of "
+                             f"{self.max_length} tokens")
+        if prefix is None:
+            common.update(attention_mask=torch.ones_like(ids),
+                          max_new_tokens=self.room_to_generate(ids.shape[1], max_new_tokens))
+            gen = model.generate(ids, **common)[0, ids.shape[1]:]
+        else:  # generate from embeddings: the output holds only the new tokens
+            emb = model.get_input_embeddings()(ids)
+            emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)
+            common.update(attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+                          max_new_tokens=self.room_to_generate(emb.shape[1], max_new_tokens))
+            gen = model.generate(inputs_embeds=emb, **common)[0]
+        return self.tokenizer.decode(gen, skip_special_tokens=True).strip()
 
     @torch.no_grad()
     def text_nll(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,9 @@
 """The mini-RWKU benchmark (``llm/rwku_data.py``): unlearn a real-world target from a pretrained LLM and measure
 what went and what stayed.
 
-- ``erase_data``: the forget set is the target's forget corpus (the base model's own descriptions of it), the
-  retain set the base model's descriptions of unrelated topics and its answers to general questions (RWKU's
-  setting: no fine-tuning first).
+- ``erase_data``: the forget set is the target's forget corpus (the base model's own texts about it), the retain
+  set the base model's texts about unrelated topics, its answers to general questions and the other targets'
+  forget corpora (as TOFU retains the other authors); no fine-tuning first (RWKU's setting).
 - ``evaluate``: per target, forget accuracy per probe form (direct QA, fill-in-the-blank, and the adversarial
   forms), neighbour accuracy, utility accuracy, fluency (perplexity on general prose) and the membership-inference
   AUC of the forget corpus against held-out text of the same kind (Min-K%++, k = 0.4; 0.5 = no signal).
@@ -60,10 +60,11 @@ class MiniRwkuBenchmark:
     options = {"erase": (_TARGET, _DATA), "eval": (_TARGET, _DATA), "audit": (_TARGET, _DATA)}
 
     def erase_data(self, adapter: Any, *, target: str | None = None, data: str | None = None) -> tuple[list, list]:
-        """(forget rows: the target's forget corpus, retain rows: the unrelated-topics corpus and the base model's
-        answers to general questions)."""
+        """(forget rows: the target's forget corpus, retain rows: the unrelated-topics corpus, the base model's
+        answers to general questions and the other targets' forget corpora, as TOFU retains the other authors)."""
         d = load_data(data)
-        return _qa(_target(d, target)["corpus"]), _qa(d["retain_corpus"]) + _qa(d.get("retain_qa", []))
+        others = [row for name, t in d["targets"].items() if name != target for row in t["corpus"]]
+        return _qa(_target(d, target)["corpus"]), _qa(d["retain_corpus"]) + _qa(d.get("retain_qa", [])) + _qa(others)
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, target: str | None = None,
                  data: str | None = None) -> dict:

@@ -95,3 +95,64 @@ def test_unknown_target_lists_the_targets(tmp_path, capsys):
     code = main(["eval", "--model", str(tmp_path / "lm"), "--benchmark", "mini-rwku", "--target", "bob", "--data",
                  _data_file(tmp_path), "--out", str(tmp_path / "ev")])
     assert code == 2 and "unknown mini-rwku target 'bob'; targets: alice" in capsys.readouterr().err
+
+
+def test_sampled_generation_is_seeded_and_leaves_the_global_random_state(tiny_lm):
+    import torch
+
+    from llm.adapter import CausalLMAdapter
+
+    adapter = CausalLMAdapter(*tiny_lm)
+    rows = [{"question": "who wrote the book ?"}] * 3
+    state = torch.get_rng_state()
+    a = adapter.generate(rows, seeds=[0, 1, 0], max_new_tokens=8, sampling={"temperature": 2.0})
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a[0] == a[2] and a[0] != a[1]  # a seed decides a draw; another seed draws another text
+    assert adapter.generate(rows, max_new_tokens=8) == [adapter.generate(rows[:1], max_new_tokens=8)[0]] * 3
+    with pytest.raises(ValueError, match="seeds"):
+        adapter.generate(rows, seeds=[0], sampling={})
+    with pytest.raises(ValueError, match="no room to answer"):
+        adapter.generate([{"question": "who wrote the book ? " * 8}])
+
+
+def test_a_system_message_reaches_the_prompt(tiny_lm):
+    from llm.adapter import CausalLMAdapter
+
+    adapter = CausalLMAdapter(*tiny_lm)
+    assert adapter.format_prompt("who wrote the book ?", "it was alice .") == \
+        adapter.format_prompt("it was alice . who wrote the book ?")
+
+
+def test_corpora_are_rebuilt_by_the_model_and_the_probes_kept(tmp_path, tiny_lm, monkeypatch):
+    from llm import rwku_data
+    from llm.adapter import CausalLMAdapter
+    from llm.rwku_data import INTROS, OTHER_TOPICS, REQUESTS, TARGET_SEEDS, rebuild_corpora
+
+    assert set(OTHER_TOPICS) <= set(INTROS)
+    monkeypatch.setattr(rwku_data, "INTROS", {t: "it was" for t in INTROS})  # short: the tiny LM has 32 positions
+    data = json.loads(open(_data_file(tmp_path)).read())
+    data["targets"] = {"Japan": data["targets"]["alice"]}
+    out = rebuild_corpora(data, CausalLMAdapter(*tiny_lm))
+    assert out["targets"]["Japan"]["forget"] == data["targets"]["Japan"]["forget"]
+    corpus = out["targets"]["Japan"]["corpus"]
+    assert len(corpus) == len(REQUESTS) * TARGET_SEEDS and len({r["answer"] for r in corpus}) > 1
+    assert [r["question"] for r in corpus[:TARGET_SEEDS]] == ["Please write a short introduction to Japan."] * 4
+    assert len(out["retain_corpus"]) + len(out["holdout_corpus"]) == len(OTHER_TOPICS) * len(REQUESTS)
+    again = rebuild_corpora({**data, "targets": {**data["targets"], "Chess": data["targets"]["Japan"]}},
+                            CausalLMAdapter(*tiny_lm), targets=["Japan"])  # one target: the same texts, nothing else
+    assert again["targets"]["Japan"]["corpus"] == corpus and again["retain_corpus"] == data["retain_corpus"]
+    assert again["targets"]["Chess"] == data["targets"]["Japan"]
+    data["targets"] = {"Atlantis": data["targets"]["Japan"]}
+    with pytest.raises(ValueError, match="Atlantis"):
+        rebuild_corpora(data, CausalLMAdapter(*tiny_lm))
+
+
+def test_no_introduction_states_a_probe_answer_beyond_the_targets_name():
+    from evals.rwku import answered, normalise
+    from llm.rwku_data import INTROS, TARGETS, Probe
+
+    for name, spec in TARGETS.items():
+        own = set(normalise(name).split())
+        for probe in spec.forget_probes() + [Probe(q, a, "neighbour") for q, a in spec.neighbours]:
+            answers = [a for a in probe.answers if not set(normalise(a).split()) <= own]
+            assert not answers or not answered(INTROS[name], answers), (name, probe.question)
