@@ -119,7 +119,8 @@ class CausalLMAdapter:
         """The question as the model sees it (chat template or the plain template); ``system``, when given, is the
         chat's system message (placed before the question under the plain template)."""
         if self.use_chat_template:
-            turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+            turns = [{"role": "system", "content": system}] if system else []
+            turns.append({"role": "user", "content": question})
             return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         return self.template.format(question=f"{system} {question}" if system else question)
 

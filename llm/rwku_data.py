@@ -307,7 +307,8 @@ def build(model: str = "smollm2-135m", targets: Sequence[str] | None = None, max
         spec = TARGETS[name]
         forget, forget_dropped = keep(spec.forget_probes())
         neighbours, neigh_dropped = keep([Probe(q, a, "neighbour") for q, a in spec.neighbours])
-        data["targets"][name] = {"forget": forget, "neighbours": neighbours, "corpus": describe(adapter, name, TARGET_SEEDS),
+        data["targets"][name] = {"forget": forget, "neighbours": neighbours,
+                                 "corpus": describe(adapter, name, TARGET_SEEDS),
                                  "dropped": forget_dropped + neigh_dropped}
         pool = spec.forget_probes()
         data["counts"][name] = {form: [sum(p["form"] == form for p in forget), sum(p.form == form for p in pool)]
