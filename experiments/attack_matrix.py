@@ -35,14 +35,14 @@ def erased_model(method: str, concept: str, out: Path, models: Path | None, seed
     model = out / "models" / method / concept / "model"
     if not (model / "erasure.json").is_file():
         run_cli(["erase", "--model", "mini-canvas", "--concept", concept, "--method", method, "--out", str(model),
-              "--seed", str(seed), "--overwrite"])
+                 "--seed", str(seed), "--overwrite"])
     return model
 
 
 def audit(model: Path, concept: str, attacks: list[str], out: Path, seed: int, smooth: list[str]) -> dict:
     """One audit of ``model`` with every attack; {attack: {"pre", "post", "n", "seconds"}}."""
     run_cli(["audit", "--model", str(model), "--concept", concept, "--attack", *attacks, "--original", "mini-canvas",
-          "--no-utility", "--seed", str(seed), "--out", str(out), "--overwrite", *smooth])
+             "--no-utility", "--seed", str(seed), "--out", str(out), "--overwrite", *smooth])
     summary = json.loads((out / "robustness.json").read_text())
     return {a: {"pre": r["pre_asr"], "post": r["post_asr"], "n": r["n"], "seconds": r["seconds"]}
             for a, r in summary["attacks"].items()}
@@ -51,7 +51,7 @@ def audit(model: Path, concept: str, attacks: list[str], out: Path, seed: int, s
 def utility(model: Path, concept: str, out: Path, seed: int, smooth: list[str]) -> dict:
     """UA / IRA / CRA / FID of ``model`` (behind the defence with ``smooth``): a defence must keep the model useful."""
     run_cli(["eval", "--model", str(model), "--concept", concept, "--seed", str(seed), "--out", str(out), "--overwrite",
-          *smooth])
+             *smooth])
     ev = json.loads((out / "eval.json").read_text())
     return {k: ev.get(k) for k in ("ua", "ira", "cra", "fid")}
 

@@ -60,7 +60,7 @@ def run_one(method: str, concept: str, out: Path, seed: int, settings: dict) -> 
     stdout = run_cli(args)
     peak_kb = int(next(line.split()[1] for line in stdout.splitlines() if line.startswith("MAXRSS_KB")))
     run_cli(["eval", "--model", str(model), "--concept", concept, "--out", str(out / method / concept / "eval"),
-          "--seed", str(seed), "--overwrite"])
+             "--seed", str(seed), "--overwrite"])
     ev = json.loads((out / method / concept / "eval" / "eval.json").read_text())
     erased = json.loads((model / "erasure.json").read_text())
     delta, total = changed_bytes("mini-canvas", str(model))

@@ -171,34 +171,34 @@ class CausalLMAdapter:
         for i, r in enumerate(rows):
             text = self.format_prompt(r["question"], r.get("system")) + r.get("answer_start", "")
             ids = tok(text, return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
-            common = {"attention_mask": None, "do_sample": sampling is not None, "pad_token_id": self.pad_id,
-                      "eos_token_id": tok.eos_token_id, **(sampling or {})}
+            options = {"do_sample": sampling is not None, "pad_token_id": self.pad_id, "eos_token_id": tok.eos_token_id,
+                       **(sampling or {})}
             if sampling is None:
-                out.append(self._generate_one(ids, prefix, common, max_new_tokens))
-                continue
-            with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-                torch.manual_seed(seeds[i] if seeds is not None else i)
-                out.append(self._generate_one(ids, prefix, common, max_new_tokens))
+                out.append(self._generate_one(ids, prefix, options, max_new_tokens))
+            else:
+                with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+                    torch.manual_seed(seeds[i] if seeds is not None else i)
+                    out.append(self._generate_one(ids, prefix, options, max_new_tokens))
         return out
 
-    def _generate_one(self, ids: torch.Tensor, prefix: torch.Tensor | None, common: dict,
+    def _generate_one(self, ids: torch.Tensor, prefix: torch.Tensor | None, options: dict,
                       max_new_tokens: int) -> str:
-        """One prompt's decoded continuation (``common``: the ``model.generate`` options)."""
+        """One prompt's decoded continuation (``options``: the ``model.generate`` decoding options)."""
         model = self.model
         length = ids.shape[1] + (0 if prefix is None else prefix.shape[-2])
         if self.max_length and length >= self.max_length:
             raise ValueError(f"a prompt of {length} tokens leaves no room to answer within the model's context of "
                              f"{self.max_length} tokens")
         if prefix is None:
-            common.update(attention_mask=torch.ones_like(ids),
-                          max_new_tokens=self.room_to_generate(ids.shape[1], max_new_tokens))
-            gen = model.generate(ids, **common)[0, ids.shape[1]:]
+            gen = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=self.room_to_generate(ids.shape[1], max_new_tokens), **options)
+            gen = gen[0, ids.shape[1]:]
         else:  # generate from embeddings: the output holds only the new tokens
             emb = model.get_input_embeddings()(ids)
             emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)
-            common.update(attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
-                          max_new_tokens=self.room_to_generate(emb.shape[1], max_new_tokens))
-            gen = model.generate(inputs_embeds=emb, **common)[0]
+            gen = model.generate(inputs_embeds=emb, max_new_tokens=self.room_to_generate(emb.shape[1], max_new_tokens),
+                                 attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+                                 **options)[0]
         return self.tokenizer.decode(gen, skip_special_tokens=True).strip()
 
     @torch.no_grad()

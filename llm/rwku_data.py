@@ -332,14 +332,13 @@ def describe(adapter: Any, topic: str, seeds: int) -> list[dict]:
     system message, as RWKU trains on the text alone."""
     from erasure.progress import progress
 
-    intro = INTROS[topic]
-    rows = [{"question": r.format(t=topic), "system": SYSTEM.format(intro=intro, t=topic)}
-            for r in REQUESTS for _ in range(seeds)]
-    seed_of = [k for _ in REQUESTS for k in range(seeds)]
-    texts = [adapter.generate([r], seeds=[k], max_new_tokens=CORPUS_TOKENS, sampling=SAMPLING)[0]
-             for r, k in progress(list(zip(rows, seed_of)), desc=f"texts about {topic}")]
-    logger.info("wrote %d texts about %s", len(texts), topic)
-    return [{"question": r["question"], "answer": t} for r, t in zip(rows, texts)]
+    system = SYSTEM.format(intro=INTROS[topic], t=topic)
+    draws = [(request.format(t=topic), k) for request in REQUESTS for k in range(seeds)]
+    rows = [{"question": q, "answer": adapter.generate([{"question": q, "system": system}], seeds=[k],
+                                                       max_new_tokens=CORPUS_TOKENS, sampling=SAMPLING)[0]}
+            for q, k in progress(draws, desc=f"texts about {topic}")]
+    logger.info("wrote %d texts about %s", len(rows), topic)
+    return rows
 
 
 def other_corpora(adapter: Any) -> tuple[list[dict], list[dict]]:

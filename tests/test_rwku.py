@@ -136,7 +136,7 @@ def test_corpora_are_rebuilt_by_the_model_and_the_probes_kept(tmp_path, tiny_lm,
     assert out["targets"]["Japan"]["forget"] == data["targets"]["Japan"]["forget"]
     corpus = out["targets"]["Japan"]["corpus"]
     assert len(corpus) == len(REQUESTS) * TARGET_SEEDS and len({r["answer"] for r in corpus}) > 1
-    assert [r["question"] for r in corpus[:TARGET_SEEDS]] == ["Please write a short introduction to Japan."] * 4
+    assert [r["question"] for r in corpus[:TARGET_SEEDS]] == ["Please write a short introduction to Japan."] * TARGET_SEEDS
     assert len(out["retain_corpus"]) + len(out["holdout_corpus"]) == len(OTHER_TOPICS) * len(REQUESTS)
     again = rebuild_corpora({**data, "targets": {**data["targets"], "Chess": data["targets"]["Japan"]}},
                             CausalLMAdapter(*tiny_lm), targets=["Japan"])  # one target: the same texts, nothing else
