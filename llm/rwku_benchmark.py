@@ -92,11 +92,15 @@ class MiniRwkuBenchmark:
             answers = adapter.generate(rows)
             return answer_match(answers, [r["answers"] for r in rows]), answers
 
+        def answered(rows: list[dict], answers: list[str], scores: dict, form: str | None = None) -> list[dict]:
+            return [{"form": form or r["form"], "question": r["question"], "answer": a, "answered": bool(v)}
+                    for r, a, v in zip(rows, answers, scores.get("value_by_index", []))]
+
         forget, forget_answers = accuracy(t["forget"])
         by_form = {f: [v for v, r in zip(forget["value_by_index"], t["forget"]) if r["form"] == f] for f in FORGET_FORMS}
         adversarial = [v for f in ADVERSARIAL_FORMS for v in by_form[f]]
-        neighbour, _ = accuracy(t["neighbours"]) if t["neighbours"] else ({"agg_value": None}, [])
-        utility, _ = accuracy(d["utility"])
+        neighbour, neighbour_answers = accuracy(t["neighbours"]) if t["neighbours"] else ({"agg_value": None}, [])
+        utility, utility_answers = accuracy(d["utility"])
         ppl = perplexity(*(x.tolist() for x in adapter.text_nll(d["fluency"])))
         members = min_k_scores(adapter, _qa(t["corpus"]), plus_plus=True)
         heldout = min_k_scores(adapter, _qa(d["holdout_corpus"]), plus_plus=True)
@@ -107,8 +111,9 @@ class MiniRwkuBenchmark:
             "neighbour": neighbour["agg_value"], "utility": utility["agg_value"], "fluency_ppl": ppl["agg_value"],
             "mia_auc": auc(members, heldout),
             "n": {"forget": len(t["forget"]), "neighbour": len(t["neighbours"]), "utility": len(d["utility"])},
-            "probes": [{"form": r["form"], "question": r["question"], "answer": a, "answered": bool(v)}
-                       for r, a, v in zip(t["forget"], forget_answers, forget["value_by_index"])],
+            "probes": (answered(t["forget"], forget_answers, forget)
+                       + answered(t["neighbours"], neighbour_answers, neighbour, "neighbour")
+                       + answered(d["utility"], utility_answers, utility, "utility")),
             "seconds": round(time.time() - t0, 1),
         }
         if out:

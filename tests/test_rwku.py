@@ -80,7 +80,8 @@ def test_erase_eval_and_audit_a_target_through_the_cli(tmp_path, capsys):
     assert printed["target"] == "alice" and record["n"] == {"forget": 3, "neighbour": 1, "utility": 1}
     for key in ("forget_qa", "forget_fb", "forget_adversarial", "neighbour", "utility", "mia_auc"):
         assert 0.0 <= record[key] <= 1.0, key
-    assert record["fluency_ppl"] > 1.0 and len(record["probes"]) == 3
+    assert record["fluency_ppl"] > 1.0 and [p["form"] for p in record["probes"]][-2:] == ["neighbour", "utility"]
+    assert record["utility"] == float(record["probes"][-1]["answered"])  # each probe's verdict is recorded
     assert main(["audit", "--model", str(tmp_path / "erased"), *common, "--attack", "soft-prompt", "--option",
                  "steps=2", "--out", str(tmp_path / "au")]) == 0
     audit = json.loads((tmp_path / "au" / "audit.json").read_text())
