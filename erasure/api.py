@@ -14,6 +14,7 @@ from erasure.config import TrainConfig, from_dict
 from erasure.data import as_rows, is_saved_dataset
 from erasure.files import atomic_dir, check_output_dir, report_json
 from erasure.loop import LoopResult, Unlearner
+from erasure.masks import as_mask
 from erasure.models import apply_recommended, recommended_file, recommended_settings
 from erasure.registry import Method, get_attack, get_method, modality_for, require_attack_modality
 from erasure.selectors import LoraSpec, Selector, resolve_selector
@@ -108,6 +109,7 @@ def erase(
     adversary: str | Adversary | None = None,
     adversary_options: dict | None = None,
     recommended: bool = True,
+    mask: Any = None,
     free_text: bool = False,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -138,6 +140,8 @@ def erase(
             objective sees it (adversarial unlearning); default: the method's own (AdvUnlearn's prefix attack).
         adversary_options: options of a named ``adversary``.
         recommended: apply the model folder's ``recommended.json``.
+        mask: a weight mask (``erasure.masks.Mask``, or its file or folder): only its entries of the selected
+            tensors train, the rest stay byte-identical (WAGLE, SalUn).
         free_text: erase ``concept`` as free text even though the model ships a concept vocabulary without it.
         out: save the erased model there when training ends (``ErasureResult.save``); checked before the first
             step: not the model's folder nor inside it, writable, and empty unless ``overwrite``.
@@ -148,6 +152,7 @@ def erase(
         An ``ErasureResult``; ``result.save(path)`` writes the erased model.
     """
     spec = get_method(method)
+    weight_mask = as_mask(mask) if mask is not None else None
     modality = modality_for(model)
     if spec.modality not in ("any", modality.name):
         raise ValueError(f"method {method!r} is for {spec.modality} models, but the model is a {modality.name} model")
@@ -185,8 +190,8 @@ def erase(
         sel = Selector(include=sel.include, exclude=sel.exclude,
                        lora=lora if isinstance(lora, LoraSpec) else from_dict(LoraSpec, lora, what="LoRA"))
     if spec.solve is not None:  # a closed-form edit (UCE): no objective, no loop, no adversary
-        if sel.lora is not None or adversary is not None:
-            raise ValueError(f"method {method!r} is a closed-form edit: it takes no LoRA and no adversary")
+        if sel.lora is not None or adversary is not None or weight_mask is not None:
+            raise ValueError(f"method {method!r} is a closed-form edit: it takes no LoRA, no adversary and no mask")
         ignored = [k for k, v in (("steps", steps), ("lr", lr), ("batch_size", batch_size),
                                   ("adversary_options", adversary_options)) if v]
         if ignored:
@@ -204,7 +209,7 @@ def erase(
                        "selector": [sel.include, sel.exclude, asdict(sel.lora) if sel.lora else None],
                        "adversary": getattr(inner, "name", None)}
         loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner,
-                         fingerprint=fingerprint).run()
+                         fingerprint=fingerprint, mask=weight_mask).run()
         solved = None
     lora_state = None
     if sel.lora is not None:
@@ -216,6 +221,7 @@ def erase(
             "selector": {"include": sel.include, "exclude": sel.exclude,
                          "lora": asdict(sel.lora) if sel.lora else None},
             "adversary": getattr(inner, "name", None),
+            "mask": {**weight_mask.info, "digest": weight_mask.digest()} if weight_mask is not None else None,
             "recommended": str(file) if file else None,
             "recommended_settings": recommended_settings(str(source), method, concept) if file else None,
             **({"closed_form": solved} if solved is not None else {})}

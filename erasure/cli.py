@@ -184,12 +184,31 @@ def cmd_erase(args: argparse.Namespace) -> dict:
         data = {"forget": forget, "retain": retain}
     result = erase(adapter, method=args.method, steps=args.steps, lr=args.lr, seed=args.seed,
                    batch_size=args.batch_size, train=_train_options(args), adversary=args.adversary,
-                   adversary_options=adversary_options, out=args.out, overwrite=args.overwrite, **data,
-                   **method_options)
+                   adversary_options=adversary_options, mask=args.mask, out=args.out, overwrite=args.overwrite,
+                   **data, **method_options)
     history = result.loop.history
     return {"method": result.method, "concept": result.concept, "steps": result.loop.steps,
             "seconds": result.loop.seconds, "trainable_parameters": result.loop.trainable_parameters,
             "out": args.out, "final_loss": history[-1]["loss"] if history else None}
+
+
+def cmd_mask(args: argparse.Namespace) -> dict:
+    from erasure.masks import SCORES, compute
+
+    if args.kind not in SCORES:
+        raise ValueError(f"unknown --kind {args.kind!r}; known: {', '.join(SCORES)}")
+    if not args.out.endswith(".safetensors"):  # a file is checked by compute, before the model loads
+        _check_out(args)
+    modality = _modality(args)
+    bench = get_benchmark(args.benchmark, modality.name) if args.benchmark else None
+    data = _given(args, "erase", bench or modality)  # the forget / retain sets, named as erase names them
+    adapter = modality.load(args.model)
+    if bench is not None:
+        forget, retain = bench.erase_data(adapter, **data)
+        data = {"forget": forget, "retain": retain}
+    mask = compute(adapter, args.kind, ratio=args.ratio, scope=args.scope, mu=args.mu, selector=args.selector,
+                   batch_size=args.batch_size, seed=args.seed, out=args.out, overwrite=args.overwrite, **data)
+    return {**mask.info, "out": args.out}
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
@@ -244,6 +263,9 @@ EXAMPLES = {
               "erasure erase --model mini-tofu --forget forget10 --method npo --steps 40 --out out/npo",
               "erasure erase --model smollm2-135m --benchmark mini-rwku --target 'Harry Potter' --method rmu "
               "--out out/hp"],
+    "mask": ["erasure mask --model smollm2-135m --benchmark mini-rwku --target 'Harry Potter' --kind wagle "
+             "--ratio 0.95 --out masks/hp",
+             "erasure mask --model mini-canvas --concept Neon --kind salun --ratio 0.5 --out masks/neon"],
     "eval": ["erasure eval --model out/neon --concept Neon --out out/neon-eval",
              "erasure eval --model out/npo --forget forget10 --out out/npo-eval"],
     "audit": ["erasure audit --model out/neon --concept Neon --attack unlearndiff random --out out/neon-audit",
@@ -329,7 +351,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adversarial unlearning: this attack rewrites every forget batch (default: the method's own)")
     e.add_argument("--adversary-option", action="append", metavar="KEY=VALUE",
                    help="an option of --adversary (repeatable)")
+    e.add_argument("--mask", help="a weight mask (erasure mask's --out): only its entries train, the rest stay "
+                                  "byte-identical")
     _add_extension_options(e, "erase")
+
+    m = command("mask", cmd_mask, "compute a weight mask (WAGLE, SalUn, random, magnitude) for erase --mask",
+                "Scores every selected weight from the forget (and retain) gradients, keeps the top --ratio, and "
+                "writes mask.safetensors\n(one boolean tensor per parameter) and mask.json to --out (or the file "
+                "itself when --out ends in .safetensors).")
+    m.add_argument("--kind", required=True, help="wagle, salun, random or magnitude")
+    m.add_argument("--ratio", type=float, required=True, help="the fraction of weights kept trainable (WAGLE: 0.95 "
+                                                              "on TOFU; SalUn: 0.5)")
+    m.add_argument("--scope", choices=("global", "tensor"), default="global",
+                   help="top --ratio over all weights at once, or within each tensor")
+    m.add_argument("--mu", type=float, default=1e-6, help="WAGLE's retain-gradient scaling (1/mu)")
+    m.add_argument("--selector", help="the weights scored (a preset: all, esd-x, esd-u...; default: the model's)")
+    m.add_argument("--benchmark", choices=BENCHMARKS.names(), help="take the forget and retain sets from this "
+                                                                   "benchmark (e.g. mini-rwku with --target)")
+    m.add_argument("--batch-size", type=int, default=8, help="rows per gradient batch")
+    m.add_argument("--seed", type=int, default=0, help="seeds the random mask and the noise")
+    m.add_argument("--out", required=True, help="output folder, or a .safetensors file")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing mask")
+    _add_extension_options(m, "erase")
 
     benchmarks = BENCHMARKS.names()
     v = command("eval", cmd_eval, f"score a model on a benchmark ({', '.join(benchmarks)})",

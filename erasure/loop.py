@@ -28,6 +28,7 @@ from erasure.adversary import Adversary
 from erasure.config import TrainConfig
 from erasure.errors import NonFiniteLossError
 from erasure.files import fsync_dir, fsync_tree
+from erasure.masks import Mask, MaskedUpdate
 from erasure.objectives import Objective, StepScores
 from erasure.progress import progress
 from erasure.reference import PeftReference, Reference, SnapshotReference
@@ -232,12 +233,14 @@ class Unlearner:
             before the objective sees it: adversarial unlearning's inner maximisation.
         fingerprint: what a checkpoint must share with this run to be resumed (method, data, seed, options...;
             JSON values); the loop adds the digest of the trainable tensors before training and the data.
+        mask: optional weight mask (``erasure.masks``): only its entries of the trainable tensors move; the rest
+            stay byte-identical.
     """
 
     def __init__(self, adapter: Adapter, objective: Objective, selector: Selector, config: TrainConfig,
                  forget: Sequence[Any], retain: Sequence[Any] | None = None,
                  on_step: Callable[[int, dict], None] | None = None, adversary: Adversary | None = None,
-                 fingerprint: dict | None = None):
+                 fingerprint: dict | None = None, mask: Mask | None = None):
         if forget is None or len(forget) == 0:
             raise ValueError("the forget set is empty: give at least one forget example or concept prompt")
         if "retain" in objective.splits and (retain is None or len(retain) == 0):
@@ -245,6 +248,7 @@ class Unlearner:
         self.adapter, self.objective, self.selector, self.config = adapter, objective, selector, config
         self.forget, self.retain, self.on_step, self.adversary = forget, retain, on_step, adversary
         self.fingerprint: dict = json.loads(json.dumps(fingerprint or {}, sort_keys=True, default=str))
+        self.mask = mask
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int, weights: dict[str, torch.Tensor], opt_state: dict, history: list,
@@ -366,13 +370,21 @@ class Unlearner:
             m.to(accelerator.device)
         allowed = getattr(self.adapter, "adapter_weights", lambda: None)()  # a peft model: only its adapter
         trainable = self.selector.apply(modules, allowed=allowed)
+        masked = None
+        if self.mask is not None:
+            if self.selector.lora is not None:
+                raise ValueError("a weight mask addresses the model's own weights; it cannot restrict LoRA adapters")
+            masked = MaskedUpdate(self.mask, trainable)
+            trainable = masked.params  # tensors the mask leaves nothing of do not train at all
         needs_ref = self.objective.needs_reference or self.adversary is not None
         reference = make_reference(modules, trainable, self.selector) if needs_ref else None
         optimizer = accelerator.prepare(_optimizer(cfg, list(trainable.values())))
         start, history = 0, []
         if cfg.checkpoint_dir:  # what a checkpoint must share with this run; the model before any step
             self.fingerprint.update(seed=cfg.seed, batch_size=cfg.batch_size, forget=_digest_rows(self.forget),
-                                    retain=_digest_rows(self.retain), model=fingerprint_tensors(trainable))
+                                    retain=_digest_rows(self.retain),
+                                    mask=self.mask.digest() if self.mask is not None else None,
+                                    model=fingerprint_tensors(trainable))
             if not cfg.resume and any(Path(cfg.checkpoint_dir).glob("step-*")):
                 raise ValueError(f"checkpoint folder {cfg.checkpoint_dir} holds an earlier run's checkpoints: "
                                  "resume it, or remove them (or choose another folder) to start over")
@@ -426,9 +438,13 @@ class Unlearner:
                 accelerator.backward(loss)
                 if world > 1:
                     _average_gradients(accelerator, list(trainable.values()))
+                if masked is not None:
+                    masked.mask_gradients()
                 if cfg.grad_clip:
                     accelerator.clip_grad_norm_(list(trainable.values()), cfg.grad_clip)
                 optimizer.step()
+                if masked is not None:
+                    masked.restore()
                 logs = {"step": step + 1, "loss": step_loss, **logs}
                 history.append(logs)
                 if cfg.log_every and (step + 1) % cfg.log_every == 0:
@@ -451,5 +467,6 @@ class Unlearner:
             m.eval()
             m.requires_grad_(False)
         return LoopResult(steps=cfg.steps, seconds=round(time.time() - t0, 3), history=history,
-                          trainable_parameters=sum(p.numel() for p in trainable.values()),
+                          trainable_parameters=(sum(p.numel() for p in trainable.values()) if masked is None
+                                                else masked.kept()),
                           reference=reference.name if reference else None)
