@@ -132,6 +132,8 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         train["mixed_precision"] = args.mixed_precision
     if args.gradient_checkpointing:
         train["gradient_checkpointing"] = True
+    if args.optimizer:
+        train["optimizer"] = args.optimizer
     return train
 
 
@@ -351,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adversarial unlearning: this attack rewrites every forget batch (default: the method's own)")
     e.add_argument("--adversary-option", action="append", metavar="KEY=VALUE",
                    help="an option of --adversary (repeatable)")
+    e.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "sophia"),
+                   help="the optimizer (default: recommended.json, else the method's); sophia: SOUL's second-order "
+                        "one (betas 0.9/0.95, rho 0.04, weight decay 0.1, Hessian refreshed every 10 steps)")
     e.add_argument("--mask", help="a weight mask (erasure mask's --out): only its entries train, the rest stay "
                                   "byte-identical")
     _add_extension_options(e, "erase")

@@ -71,8 +71,14 @@ class TrainConfig:
         lr: learning rate.
         batch_size: forget (and retain) examples per step.
         seed: seeds data order and every random draw; the same seed gives the same run.
-        optimizer: "adam" | "adamw" | "sgd".
-        weight_decay: optimizer weight decay.
+        optimizer: "adam" | "adamw" | "sgd" | "sophia" (SOUL's second-order optimizer, ``erasure/sophia.py``).
+        weight_decay: optimizer weight decay (None: the optimizer's default, 0 except Sophia's 0.1 from SOUL).
+        betas: the optimizer's (b1, b2) (None: its default; Adam (0.9, 0.999), Sophia (0.9, 0.95) from SOUL).
+        rho: Sophia's clipping scale (SOUL: 0.04).
+        hessian_every: Sophia refreshes its Hessian-diagonal estimate every this many steps, the first before
+            step 1 (Sophia's k = 10).
+        hessian: Sophia's estimator: "auto" (Gauss-Newton-Bartlett where the model has categorical outputs,
+            else Hutchinson), "gnb" or "hutchinson".
         grad_clip: max gradient norm (None: no clipping).
         mixed_precision: "no" | "bf16" | "fp16" (autocast through accelerate); None: accelerate's own setting
             (``accelerate launch --mixed_precision`` / ``accelerate config``, else "no"). fp16 needs a CUDA GPU.
@@ -91,7 +97,11 @@ class TrainConfig:
     batch_size: int = 1
     seed: int = 0
     optimizer: str = "adam"
-    weight_decay: float = 0.0
+    weight_decay: float | None = None
+    betas: list[float] | None = None
+    rho: float = 0.04
+    hessian_every: int = 10
+    hessian: str = "auto"
     grad_clip: float | None = None
     mixed_precision: str | None = None
     checkpoint_every: int = 0
@@ -116,15 +126,28 @@ class TrainConfig:
         for key in ("checkpoint_every", "log_every", "adversary_warmup"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.weight_decay < 0:
+        if self.weight_decay is not None and self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.rho <= 0 or self.hessian_every < 1:
+            raise ValueError(f"Sophia needs rho > 0 and hessian_every >= 1, got rho={self.rho}, "
+                             f"hessian_every={self.hessian_every}")
+        if self.hessian not in ("auto", "gnb", "hutchinson"):
+            raise ValueError(f"unknown hessian estimator {self.hessian!r}; known: auto, gnb, hutchinson")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 (or None: no clipping), got {self.grad_clip}")
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: adam, adamw, sgd")
+        if self.optimizer not in ("adam", "adamw", "sgd", "sophia"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: adam, adamw, sgd, sophia")
         self.precision()  # validates, accelerate's environment setting included
         if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
             raise ValueError("checkpoint_every/resume need a checkpoint_dir")
+
+    def decay(self) -> float:
+        """The weight decay this run uses: ``weight_decay``, else the optimizer's default (Sophia: SOUL's 0.1)."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 0.1 if self.optimizer == "sophia" else 0.0
 
     def precision(self) -> str:
         """The autocast precision this run uses: ``mixed_precision``, else accelerate's setting, else "no"."""

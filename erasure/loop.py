@@ -33,6 +33,7 @@ from erasure.objectives import Objective, StepScores
 from erasure.progress import progress
 from erasure.reference import PeftReference, Reference, SnapshotReference
 from erasure.selectors import Selector
+from erasure.sophia import Sophia, estimator_for, gnb_estimate, hutchinson_estimate, twice_differentiable
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +135,22 @@ def _mean_across(accelerator: Any, values: Sequence[float]) -> list[float]:
                               reduction="mean").tolist()
 
 
+def _mean_tensors(accelerator: Any, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's mean over the processes (one all-reduce of their concatenation)."""
+    flat = accelerator.reduce(torch.cat([t.reshape(-1) for t in tensors]), reduction="mean")
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset:offset + t.numel()].view_as(t).to(t.dtype))
+        offset += t.numel()
+    return out
+
+
 def _average_gradients(accelerator: Any, params: Sequence[torch.nn.Parameter]) -> None:
     """Replace each gradient by its mean over the processes (one all-reduce): with equal shares of the step's
     rows and per-row-mean losses, the gradient of the whole batch, as one process would compute it."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
-    offset = 0
-    for p, g in zip(params, grads):
-        p.grad = flat[offset:offset + g.numel()].view_as(g).to(g.dtype)
-        offset += g.numel()
+    for p, g in zip(params, _mean_tensors(accelerator, grads)):
+        p.grad = g
 
 
 def _accelerator(precision: str) -> Any:
@@ -205,11 +213,13 @@ def _checkpointing_off(modules: dict[str, torch.nn.Module]) -> None:
 
 
 def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    betas = {"betas": tuple(cfg.betas)} if cfg.betas is not None else {}
+    if cfg.optimizer == "sophia":
+        return Sophia(params, lr=cfg.lr, rho=cfg.rho, weight_decay=cfg.decay(), **betas)
+    if cfg.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=cfg.lr, weight_decay=cfg.decay(), **betas)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.decay())
 
 
 def make_reference(modules: dict[str, torch.nn.Module], trainable: dict[str, torch.nn.Parameter],
@@ -350,9 +360,24 @@ class Unlearner:
             state.setdefault(int(idx), {})[k] = v
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         for group in optimizer.param_groups:  # this run's settings (a lower lr after a divergence), not the saved ones
-            group.update(lr=self.config.lr, weight_decay=self.config.weight_decay)
+            group.update(lr=self.config.lr, weight_decay=self.config.decay())
         logger.info("resumed from %s (step %d)", ckpt, meta["step"])
         return int(meta["step"]), list(meta["history"])
+
+    def _refresh_hessian(self, sophia: Sophia, estimator: str, step_scores: Callable[[], StepScores],
+                         batches: dict, params: list[torch.nn.Parameter], accelerator: Any, step: int) -> None:
+        """Sophia's Hessian-diagonal estimate on this step's rows: Gauss-Newton-Bartlett on the model's own sampled
+        labels, or Hutchinson on the step's unlearning loss; averaged over the processes."""
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step + 104_729)
+        with accelerator.autocast():
+            if estimator == "gnb":
+                h_hat, bs = gnb_estimate(self.adapter, list(batches.values()), params, gen)
+            else:
+                with twice_differentiable():
+                    h_hat, bs = hutchinson_estimate(self.objective(step_scores())[0], params, gen)
+        if accelerator.num_processes > 1:
+            h_hat = _mean_tensors(accelerator, h_hat)
+        sophia.update_hessian(h_hat, bs)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> LoopResult:
@@ -378,7 +403,9 @@ class Unlearner:
             trainable = masked.params  # tensors the mask leaves nothing of do not train at all
         needs_ref = self.objective.needs_reference or self.adversary is not None
         reference = make_reference(modules, trainable, self.selector) if needs_ref else None
-        optimizer = accelerator.prepare(_optimizer(cfg, list(trainable.values())))
+        raw_optimizer = _optimizer(cfg, list(trainable.values()))
+        optimizer = accelerator.prepare(raw_optimizer)
+        estimator = estimator_for(self.adapter, cfg.hessian) if cfg.optimizer == "sophia" else None
         start, history = 0, []
         if cfg.checkpoint_dir:  # what a checkpoint must share with this run; the model before any step
             self.fingerprint.update(seed=cfg.seed, batch_size=cfg.batch_size, forget=_digest_rows(self.forget),
@@ -419,8 +446,14 @@ class Unlearner:
                     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + 7_919)
                     attack = self.adversary.attack(self.adapter, batches["forget"], gen, reference=reference)
                     batches["forget"] = attack.batch
-                scores = StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows,
-                                    row_ids=ids, reference_cache=reference_cache)
+                def step_scores() -> StepScores:
+                    return StepScores(self.adapter, reference, batches, seed=cfg.seed * 1_000_003 + step, rows=rows,
+                                      row_ids=ids, reference_cache=reference_cache)
+
+                if estimator is not None and step % cfg.hessian_every == 0:  # Sophia's curvature estimate
+                    self._refresh_hessian(raw_optimizer, estimator, step_scores, batches, list(trainable.values()),
+                                          accelerator, step)
+                scores = step_scores()
                 with accelerator.autocast():
                     loss, logs = self.objective(scores)
                 step_loss = float(loss.detach())

@@ -243,6 +243,20 @@ class CausalLMAdapter:
             nll = losses.label_smoothed_nll(nll, uniform, smoothing)
         return nll, mask.sum(-1)
 
+    def sampled_nll(self, batch: LMBatch, generator: torch.Generator | None = None):
+        """(summed NLL (B,), answer length (B,)) of labels drawn from the model's own distribution at the answer
+        positions: what Sophia's Gauss-Newton-Bartlett estimator differentiates (``erasure/sophia.py``)."""
+        logp, mask = self._logprobs(batch)  # (B, T-1, V), (B, T-1)
+        with torch.no_grad():
+            where = mask.bool()
+            probs = logp[where].detach().float().exp()  # (answer tokens, V)
+            drawn = torch.multinomial(probs.cpu(), 1, generator=generator).to(logp.device)  # (answer tokens, 1)
+            labels = torch.zeros(mask.shape, dtype=torch.long, device=logp.device)
+            labels[where] = drawn.squeeze(-1)
+        mask = mask.to(logp.dtype)
+        tok = logp.gather(-1, labels[..., None]).squeeze(-1)  # (B, T-1)
+        return -(tok * mask).sum(-1), mask.sum(-1)
+
     def hidden_states(self, batch: LMBatch, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual stream after block ``layer`` (B, T, D) and the mask (B, T) of real (non-pad) tokens.
 

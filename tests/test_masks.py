@@ -173,7 +173,8 @@ def test_cli_mask_then_masked_erase(tmp_path, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown --kind 'fisher'" in capsys.readouterr().err
     assert main(["erase", "--model", "mini-tofu", "--forget", "forget01", "--method", "graddiff", "--steps", "2",
-                 "--mask", str(out), "--out", str(tmp_path / "erased")]) == 0
+                 "--mask", str(out), "--optimizer", "sophia", "--out", str(tmp_path / "erased")]) == 0
     summary = json.loads((tmp_path / "erased" / "erasure.json").read_text())
+    assert summary["train_config"]["optimizer"] == "sophia" and summary["train_config"]["weight_decay"] is None
     assert summary["mask"]["kind"] == "wagle" and summary["trainable_parameters"] <= round(0.1 * sum(
         t.numel() for t in load_file(out / "mask.safetensors").values()))
