@@ -149,6 +149,18 @@ class DiffusionAdapter:
             cond = None if prefix is None else self.pipe.encode_prompts(prompts, prefix=prefix)
         return self.pipe.sample(prompts, num_steps=num_steps, guidance=guidance, seed=seed, seeds=seeds, cond=cond)
 
+    def likelihood_rows(self, rows: Sequence[Any], seed: int = 0, batch_size: int = 16) -> list[dict]:
+        """``rows`` with an image each, as the denoising loss needs: a row without one gets this model's own image
+        of its prompt (seeded per row), as SalUn's mask uses images of the forget concept."""
+        out = [dict(r) if isinstance(r, dict) else {"prompt": r} for r in rows]
+        missing = [i for i, r in enumerate(out) if r.get("image") is None and r.get("images") is None]
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start:start + batch_size]
+            images = self.generate([out[i] for i in chunk], seeds=[seed * 1_000_003 + i for i in chunk])
+            for i, image in zip(chunk, images):
+                out[i]["image"] = image
+        return out
+
     # ------------------------------------------------------------------ scores
     def noised(self, batch: DiffusionBatch, generator: torch.Generator):
         """(x_t, t, noise) for the batch's images at uniformly drawn timesteps."""

@@ -276,9 +276,10 @@ def _magnitude(theta: dict, forget: Callable[[], dict], retain: Callable[[], dic
     return {n: t.abs() for n, t in theta.items()}
 
 
-# kind -> (scores from theta and lazily computed forget / retain gradients, whether it needs the retain set)
-SCORES: dict[str, tuple[Callable[..., dict], bool]] = {
-    "wagle": (_wagle, True), "salun": (_salun, False), "random": (_random, False), "magnitude": (_magnitude, False),
+# kind -> (scores from theta and lazily computed forget / retain gradients, the sets whose gradients it takes)
+SCORES: dict[str, tuple[Callable[..., dict], tuple[str, ...]]] = {
+    "wagle": (_wagle, ("forget", "retain")), "salun": (_salun, ("forget",)), "random": (_random, ()),
+    "magnitude": (_magnitude, ()),
 }
 
 
@@ -290,7 +291,9 @@ def compute(model: Any, kind: str, forget: Any = None, retain: Any = None, *, ra
     Args:
         model: anything ``erase`` takes (a model, a pipeline, an adapter, a model name or folder).
         kind: one of ``SCORES`` (wagle, salun, random, magnitude).
-        forget, retain: rows as ``erase`` takes them (the modality turns a concept or split name into rows).
+        forget, retain: rows as ``erase`` takes them (the modality turns a concept or split name into rows; an
+            adapter with ``likelihood_rows`` completes them for its loss: a diffusion model draws its own image of
+            each prompt without one).
         ratio: the fraction of entries kept trainable (WAGLE: 0.95 on TOFU, 0.4-0.6 on WMDP; SalUn: 0.5).
         scope: top-``ratio`` over all tensors ("global", the papers') or within each tensor ("tensor").
         mu: WAGLE's retain scaling (1e-6 in its TOFU and WMDP configs; 1e-3 its code's default).
@@ -311,7 +314,7 @@ def compute(model: Any, kind: str, forget: Any = None, retain: Any = None, *, ra
 
     if kind not in SCORES:
         raise ValueError(f"unknown mask kind {kind!r}; known: {', '.join(SCORES)}")
-    score, needs_retain = SCORES[kind]
+    score, uses = SCORES[kind]
     top_fraction({}, ratio, scope)  # validates ratio and scope before any work
     if out is not None:
         from erasure.files import check_output_dir
@@ -324,8 +327,12 @@ def compute(model: Any, kind: str, forget: Any = None, retain: Any = None, *, ra
     adapter = modality.adapter(model) if not isinstance(model, (str, os.PathLike)) else modality.load(str(model))
     forget_rows, retain_rows = modality.erase_data(adapter, concept=concept, forget=_rows(forget, "forget"),
                                                    retain=_rows(retain, "retain"))
-    if needs_retain and not retain_rows:
+    if "retain" in uses and not retain_rows:
         raise ValueError(f"a {kind} mask needs a retain set")
+    prepare = getattr(adapter, "likelihood_rows", None)  # e.g. a diffusion model's own images of its prompts
+    if prepare is not None:
+        forget_rows = prepare(forget_rows, seed=seed) if "forget" in uses else forget_rows
+        retain_rows = prepare(retain_rows, seed=seed + 1) if "retain" in uses else retain_rows
     sel = resolve_selector(selector or adapter.default_selector)
     if isinstance(sel, Selector) and sel.lora is not None:
         raise ValueError("a mask addresses the model's own weights; it cannot be computed for LoRA adapters")
@@ -345,7 +352,7 @@ def compute(model: Any, kind: str, forget: Any = None, retain: Any = None, *, ra
     mask = Mask({n: k.cpu() for n, k in top_fraction(scores, ratio, scope).items()},
                 {"kind": kind, "ratio": ratio, "scope": scope, "selector": [sel.include, sel.exclude],
                  **({"mu": mu} if kind == "wagle" else {}), "seed": seed, "forget": len(forget_rows),
-                 "retain": len(retain_rows or []) if needs_retain else 0, "seconds": round(time.time() - t0, 1)})
+                 "retain": len(retain_rows or []) if "retain" in uses else 0, "seconds": round(time.time() - t0, 1)})
     mask.info["density"] = mask.density
     logger.info("%s mask: %.4f of %d entries kept (%.1f s)", kind, mask.density,
                 sum(t.numel() for t in mask.tensors.values()), time.time() - t0)

@@ -178,3 +178,17 @@ def test_cli_mask_then_masked_erase(tmp_path, capsys):
     assert summary["train_config"]["optimizer"] == "sophia" and summary["train_config"]["weight_decay"] is None
     assert summary["mask"]["kind"] == "wagle" and summary["trainable_parameters"] <= round(0.1 * sum(
         t.numel() for t in load_file(out / "mask.safetensors").values()))
+
+
+def test_salun_mask_for_a_concept_uses_the_model_s_own_images(tmp_path, capsys):
+    """A concept's forget rows are prompts; the diffusion adapter draws its own image of each for the loss."""
+    import json
+
+    from erasure.cli import main
+
+    assert main(["mask", "--model", "mini-canvas", "--concept", "Neon", "--kind", "salun", "--ratio", "0.5",
+                 "--out", str(tmp_path / "neon.safetensors")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "salun" and info["forget"] > 1 and info["density"] == pytest.approx(0.5, abs=1e-4)
+    mask = Mask.load(tmp_path / "neon.safetensors")
+    assert mask.tensors and all(".attn2." in n for n in mask.tensors)  # the model's default selection (esd-x)
