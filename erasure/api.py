@@ -202,6 +202,11 @@ def erase(
         objective = spec.build(method_cfg, adapter)
         if "retain" not in objective.splits:
             retain = None
+        if weight_mask is None and spec.mask is not None:  # the method's own mask (SalUn's saliency)
+            from erasure.masks import compute
+
+            weight_mask = compute(adapter, forget=forget, retain=retain, selector=sel, seed=seed,
+                                  **spec.mask(method_cfg))
         inner = _adversary(adversary, adversary_options, spec, method_cfg, modality.name)
         logger.info("erase: method=%s concept=%s forget=%d retain=%d steps=%d lr=%g adversary=%s", method, concept,
                     len(forget), len(retain or []), train_cfg.steps, train_cfg.lr, getattr(inner, "name", None))

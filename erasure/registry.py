@@ -35,6 +35,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "uce": "diffusion.uce:UCE",
     "ca": "diffusion.ca:CA",
     "fmn": "diffusion.fmn:FMN",
+    "salun": "diffusion.salun:SALUN",
     "idkpo": "llm.methods:IDKPO",
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
@@ -131,6 +132,8 @@ class Method:
         adversary: ``(config) -> Adversary`` for adversarial unlearning (None: no inner attack).
         solve: a closed-form method instead of the loop: ``(adapter, config, *, forget, retain, selected) -> dict``
             edits the weights the selector picks in place and returns what it did (UCE).
+        mask: ``(config) -> {"kind", "ratio", ...}``: the weight mask the method computes before training when
+            ``erase`` is given none (``erasure.masks.compute`` options; SalUn's saliency mask).
 
     A config with a ``concept`` field gets the erased concept from ``erase()`` (methods that edit the concept's
     words inside the prompts: UCE, CA).
@@ -145,6 +148,7 @@ class Method:
     paper: str = ""
     adversary: Callable[[Any], Any] | None = None
     solve: Callable[..., dict] | None = None
+    mask: Callable[[Any], dict] | None = None
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.solve is None):
