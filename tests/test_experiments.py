@@ -187,3 +187,41 @@ def test_attack_matrix_resume_keeps_a_finished_audit(tmp_path, monkeypatch):
                                       "--attacks", "random", "--smooth-methods", "--resume"])
     am.main()
     assert "0.00 -> 0.10" in (out / "table.md").read_text() and (out / "matrix.png").is_file()
+
+
+def test_cross_modal_rows_masks_and_optimizers(tmp_path, monkeypatch):
+    """The sweep on a tiny LM suite: every (mask, optimizer) row runs, masked rows train the mask's share, the
+    table lays the suite's columns out, and --resume keeps the rows."""
+    import json
+    import sys
+
+    import torch
+
+    from experiments import cross_modal
+    from llm.adapter import CausalLMAdapter
+    from tests.conftest import QA, make_trained_tiny_lm
+
+    CausalLMAdapter(*make_trained_tiny_lm()).save(tmp_path / "lm")
+
+    def score(adapter, label):
+        adapter.model.eval()
+        with torch.no_grad():
+            nll, n = adapter.per_example_nll(adapter.collate(QA[:2]))
+        return {"forget nll": float((nll / n).mean())}
+
+    suite = cross_modal.Suite(str(tmp_path / "lm"), "graddiff", lambda a: {"forget": QA[:2], "retain": QA[2:]},
+                              score, ("forget nll",))
+    monkeypatch.setitem(cross_modal.SUITES, "tiny", lambda: suite)
+    argv = ["cross_modal", "--suites", "tiny", "--masks", "dense", "random", "--out", str(tmp_path / "out")]
+    monkeypatch.setattr(sys, "argv", argv)
+    cross_modal.main()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["tiny"]
+    assert set(results) == {"base", "dense + adam", "dense + sophia", "random + adam", "random + sophia"}
+    total = results["dense + adam"]["trainable"]
+    assert results["random + sophia"]["trainable"] <= round(0.5 * total) < total
+    assert results["dense + adam"]["forget nll"] > results["base"]["forget nll"]  # it unlearned
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| random | sophia |" in table and "tiny forget nll" in table and "| wagle | adam | n/a |" in table
+    monkeypatch.setattr(sys, "argv", argv + ["--resume"])
+    monkeypatch.setattr(cross_modal, "run_row", lambda *a: (_ for _ in ()).throw(AssertionError("rerun")))
+    cross_modal.main()  # nothing reruns
