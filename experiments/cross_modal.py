@@ -118,6 +118,11 @@ def run_row(suite: Suite, mask: str, optimizer: str, ratio: float, seed: int) ->
             "seconds": round(seconds, 1), "trainable": result.loop.trainable_parameters}
 
 
+def _fmt(value: Any) -> Any:
+    """Small values (TOFU's forget quality) with 2 significant digits, not as 0.000."""
+    return f"{value:.2g}" if isinstance(value, float) and 0 < abs(value) < 0.01 else value
+
+
 def table(results: dict, suites: list[str]) -> str:
     """One row per (mask, optimizer), each suite's columns side by side (n/a where a suite has not run)."""
     built = {name: SUITES[name]() for name in suites}
@@ -130,7 +135,7 @@ def table(results: dict, suites: list[str]) -> str:
         row: list = [mask, opt]
         for name, s in built.items():
             r = results.get(name, {}).get(label, {})
-            row += [r.get(c) for c in s.columns] + [r.get("seconds")]
+            row += [_fmt(r.get(c)) for c in s.columns] + [r.get("seconds")]
         rows.append(row)
     return markdown_table(head, rows)
 
