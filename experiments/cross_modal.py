@@ -1,12 +1,13 @@
 """Where and how the weights move, across modalities: dense vs masked (WAGLE, SalUn, random) x Adam vs Sophia.
 
-    python experiments/cross_modal.py --out out/cross-modal                                 # mini-canvas, mini-tofu
+    python experiments/cross_modal.py --out out/cross-modal          # mini-canvas, mini-tofu (NPO and GradDiff)
     python experiments/cross_modal.py --suites mini-rwku --out out/cross-modal --resume     # SmolLM2 (make real-lm)
     python experiments/cross_modal.py --suites tofu-smollm2 --out out/cross-modal --resume
     python experiments/cross_modal.py --out out/cross-modal --resume --readme README.md
 
-One method per suite with its recommended settings (ESD-x on mini-canvas's Neon; NPO on mini-TOFU forget10, on
-mini-RWKU's Harry Potter with SmolLM2, on TOFU-on-SmolLM2 forget10), erased eight ways: no mask or a WAGLE
+One method per suite with its recommended settings (ESD-x on mini-canvas's Neon; NPO, or GradDiff in the suites
+named ``...:graddiff``, on mini-TOFU forget10, on mini-RWKU's Harry Potter with SmolLM2, on TOFU-on-SmolLM2
+forget10), erased eight ways: no mask or a WAGLE
 (arXiv 2410.17509), SalUn (arXiv 2310.12508) or random mask at one ratio (``--ratio``, the same for every mask so
 they compare at equal sparsity), each with the method's own first-order optimizer (Adam) or Sophia (SOUL, arXiv
 2404.18239: betas 0.9/0.95, rho 0.04, weight decay 0.1). Masks are computed over the method's own selection from the
@@ -53,13 +54,13 @@ def _canvas() -> Suite:
     return Suite("mini-canvas", "esd-x", lambda a: {"concept": "Neon"}, score, ("UA", "IRA", "CRA"))
 
 
-def _tofu(model: str) -> Callable[[], Suite]:
+def _tofu(model: str, method: str) -> Callable[[], Suite]:
     def build() -> Suite:
         from llm.modality import LLM
         from llm.tofu_benchmark import MINI_TOFU, mini_tofu_data
 
         data = mini_tofu_data()
-        suite = Suite(model, "npo", lambda a: {"forget": "forget10"}, None, ("FQ", "MU"))  # type: ignore[arg-type]
+        suite = Suite(model, method, lambda a: {"forget": "forget10"}, None, ("FQ", "MU"))  # type: ignore[arg-type]
 
         def score(adapter: Any, label: str) -> dict:
             if "reference" not in suite.context:  # the retain model's truth ratios, from the original's evaluation
@@ -75,7 +76,11 @@ def _tofu(model: str) -> Callable[[], Suite]:
     return build
 
 
-def _rwku(target: str = "Harry Potter") -> Suite:
+def _rwku(method: str, target: str = "Harry Potter") -> Callable[[], Suite]:
+    return lambda: _rwku_suite(method, target)
+
+
+def _rwku_suite(method: str, target: str) -> Suite:
     from llm.rwku_benchmark import MINI_RWKU
 
     def rows(adapter: Any) -> dict:
@@ -87,11 +92,16 @@ def _rwku(target: str = "Harry Potter") -> Suite:
         return {"QA": r["forget_qa"], "adversarial": r["forget_adversarial"], "neighbour": r["neighbour"],
                 "utility": r["utility"]}
 
-    return Suite("smollm2-135m", "npo", rows, score, ("QA", "adversarial", "neighbour", "utility"))
+    return Suite("smollm2-135m", method, rows, score, ("QA", "adversarial", "neighbour", "utility"))
 
 
-SUITES: dict[str, Callable[[], Suite]] = {"mini-canvas": _canvas, "mini-tofu": _tofu("mini-tofu"),
-                                          "mini-rwku": _rwku, "tofu-smollm2": _tofu("smollm2-135m-tofu")}
+# name -> suite; the LLM benchmarks with NPO (their plain names) and with GradDiff (":graddiff"): WAGLE's and SOUL's
+# two objectives
+SUITES: dict[str, Callable[[], Suite]] = {"mini-canvas": _canvas}
+for _m in ("npo", "graddiff"):
+    _tail = "" if _m == "npo" else f":{_m}"
+    SUITES.update({f"mini-tofu{_tail}": _tofu("mini-tofu", _m), f"mini-rwku{_tail}": _rwku(_m),
+                   f"tofu-smollm2{_tail}": _tofu("smollm2-135m-tofu", _m)})
 
 
 def run_row(suite: Suite, mask: str, optimizer: str, ratio: float, seed: int) -> dict:
@@ -142,7 +152,8 @@ def table(results: dict, suites: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suites", nargs="*", default=["mini-canvas", "mini-tofu"], choices=list(SUITES))
+    p.add_argument("--suites", nargs="*", default=["mini-canvas", "mini-tofu", "mini-tofu:graddiff"],
+                   choices=list(SUITES))
     p.add_argument("--masks", nargs="*", default=list(MASKS), choices=MASKS)
     p.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS), choices=OPTIMIZERS)
     p.add_argument("--ratio", type=float, default=0.5, help="the fraction of weights every mask keeps trainable")
