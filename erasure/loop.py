@@ -8,6 +8,7 @@ a resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -422,6 +423,8 @@ class Unlearner:
         data = {"forget": self.forget, "retain": self.retain}
         self.objective.prepare(self.adapter, reference, data, seed=cfg.seed)  # before a resume restores its state
         checkpointed: list[str] = []
+        caller_rng = contextlib.ExitStack()  # each step seeds the global RNG; the caller's state comes back after
+        caller_rng.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
         try:
             if cfg.gradient_checkpointing:
                 _checkpointing_on(modules, checkpointed)
@@ -432,6 +435,7 @@ class Unlearner:
                 m.train()
             for step in progress(range(start, cfg.steps), desc="unlearning", initial=start, total=cfg.steps,
                                  disable=not cfg.show_progress or not accelerator.is_main_process):
+                torch.manual_seed(cfg.seed * 1_000_003 + step + 52_361)  # dropout: a function of (seed, step) too
                 ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
                 if self.retain is not None and len(self.retain) > 0:
                     ids["retain"] = batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)
@@ -496,6 +500,7 @@ class Unlearner:
         finally:  # the adapter samples with its own weights again, even after an error
             self.objective.finish()
             _checkpointing_off({n: modules[n] for n in checkpointed})
+            caller_rng.close()
         for m in modules.values():
             m.eval()
             m.requires_grad_(False)

@@ -274,3 +274,22 @@ def test_gradient_checkpointing_skips_modules_that_train_nothing(tiny_pipe):
     assert switched == ["unet"] and tiny_pipe.unet.is_gradient_checkpointing
     _checkpointing_off({n: modules[n] for n in switched})
     assert not tiny_pipe.unet.is_gradient_checkpointing
+
+
+def test_dropout_runs_repeat_and_leave_the_caller_rng_alone():
+    """The loop seeds the global RNG per step (dropout draws from it), restoring the caller's state afterwards."""
+    from tests.generic_checks import TINY_CASES
+
+    case = TINY_CASES["llm"]()
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in case.adapter.model.modules())
+    runs = []
+    for caller_seed in (1, 2):  # whatever the caller's RNG holds, the same seed gives the same weights
+        adapter = TINY_CASES["llm"]().adapter  # (building the tiny model seeds the RNG itself)
+        torch.manual_seed(caller_seed)
+        result = erase(adapter, method="ga", forget=case.forget, steps=2, lr=1e-2, batch_size=2,
+                       recommended=False, selector=[".*"])
+        runs.append(named_parameters(result.adapter.modules()))
+        after = torch.rand(1)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(after, torch.rand(1))  # the caller's stream continues as if nothing ran
+    assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
