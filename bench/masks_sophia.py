@@ -41,7 +41,8 @@ def main() -> None:
     print(f"[masks_sophia] WAGLE mask: {mask_s:.1f} s over {len(forget)} forget + {len(retain)} retain rows "
           f"(density {mask.density:.4f})", flush=True)
     runs = {}
-    for name, train in (("adamw", {"optimizer": "adamw"}), ("sophia", {"optimizer": "sophia", "hessian_every": 10_000})):
+    optimizers = {"adamw": {"optimizer": "adamw"}, "sophia": {"optimizer": "sophia", "hessian_every": 10_000}}
+    for name, train in optimizers.items():
         runs[name] = timed_erase(adapter, args.method, forget, retain, args.steps, args.batch, 5e-5, **train)
     ratio = runs["sophia"]["median_step_s"] / runs["adamw"]["median_step_s"]
     refresh = runs["sophia"]["first_step_s"] / runs["adamw"]["first_step_s"]
