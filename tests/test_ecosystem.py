@@ -261,7 +261,7 @@ def test_every_subcommand_has_a_description_examples_and_help_for_every_option()
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"concepts", "erase", "eval", "audit", "demo"}
+    assert set(sub.choices) == {"concepts", "erase", "mask", "eval", "audit", "demo"}
     for name, command in sub.choices.items():
         text = command.format_help()
         assert command.description and "examples:\n  erasure " + name in text, name
