@@ -145,7 +145,7 @@ def table(results: dict, suites: list[str]) -> str:
         row: list = [mask, opt]
         for name, s in built.items():
             r = results.get(name, {}).get(label, {})
-            row += [_fmt(r.get(c)) for c in s.columns] + [r.get("seconds")]
+            row += [_fmt(r.get(c)) for c in s.columns] + [r.get("seconds") if label != "base" else ""]
         rows.append(row)
     return markdown_table(head, rows)
 
@@ -185,8 +185,8 @@ def main() -> None:
                     done[label] = run_row(suite, mask, optimizer, args.ratio, args.seed)
                     save_results(out, results)
     shown = [n for n in SUITES if n in results]
-    block = table(results, shown) + (f"\n\nMasks keep {args.ratio:g} of the method's weights; seconds include "
-                                     "computing the mask. `python experiments/cross_modal.py --suites "
+    block = table(results, shown) + (f"\n\nMasks keep {args.ratio:g} of the method's weights; s: seconds to erase, "
+                                     "the mask's included. `python experiments/cross_modal.py --suites "
                                      f"{' '.join(shown)} --ratio {args.ratio:g}`.")
     (out / "table.md").write_text(block + "\n")
     if args.readme:
