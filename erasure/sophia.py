@@ -67,15 +67,16 @@ class Sophia(torch.optim.Optimizer):
             estimates: h_hat per parameter.
             bs: the units the estimate averaged over (label tokens for GNB, 1 for Hutchinson).
         """
-        params = [p for g in self.param_groups for p in g["params"]]
-        if len(estimates) != len(params):
-            raise ValueError(f"{len(estimates)} Hessian estimates for {len(params)} parameters")
+        count = sum(len(g["params"]) for g in self.param_groups)
+        if len(estimates) != count:
+            raise ValueError(f"{len(estimates)} Hessian estimates for {count} parameters")
+        given = iter(estimates)
         for group in self.param_groups:
             group["bs"] = float(bs)
-        for p, h_hat in zip(params, estimates):
-            if h_hat is not None:
-                b2 = next(g["betas"][1] for g in self.param_groups if any(q is p for q in g["params"]))
-                self._state(p)["hessian"].mul_(b2).add_(h_hat.to(p.dtype), alpha=1 - b2)
+            b2 = group["betas"][1]
+            for p, h_hat in zip(group["params"], given):
+                if h_hat is not None:
+                    self._state(p)["hessian"].mul_(b2).add_(h_hat.to(p.dtype), alpha=1 - b2)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
