@@ -55,6 +55,9 @@ class _Images:
     def draw(self, adapter: Any, prompts: Sequence[str], seed: int) -> None:
         self.latents = generate_latents(adapter.pipe, prompts, self.per_prompt, self.ddim_steps, self.guidance, seed)
 
+    def finish(self) -> None:
+        self.latents = {}
+
     def noised(self, s: StepScores, split: str) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch, x_t, t, noise) for the split's rows, from their prompts' images."""
         batch, g = s.batch(split), s.generator(split)
@@ -84,9 +87,6 @@ class RandomLabelLoss(_Images):
         self.relabelled = dict(prompt_pairs(prompts, self.concept, self.pseudo))
         self.draw(adapter, prompts, seed)
 
-    def finish(self) -> None:
-        self.latents = {}
-
     def __call__(self, s: StepScores) -> torch.Tensor:
         batch, xt, t, _ = self.noised(s, self.split)
         pipe = s.adapter.pipe
@@ -108,9 +108,6 @@ class RetainDenoiseLoss(_Images):
         from diffusion.adapter import prompt_of
 
         self.draw(adapter, [prompt_of(r) for r in data[self.split]], seed + 1)
-
-    def finish(self) -> None:
-        self.latents = {}
 
     def __call__(self, s: StepScores) -> torch.Tensor:
         batch, xt, t, noise = self.noised(s, self.split)

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 from safetensors import SafetensorError
 
+from erasure.config import OPTIMIZERS
 from erasure.files import atomic_dir, check_output_dir, report_json
 from erasure.errors import NonFiniteLossError
 from erasure.modality import Option
@@ -195,12 +196,12 @@ def cmd_erase(args: argparse.Namespace) -> dict:
 
 
 def cmd_mask(args: argparse.Namespace) -> dict:
-    from erasure.masks import SCORES, compute
+    from erasure.masks import SCORES, check_destination, compute
+    from erasure.models import resolve_model_path
 
     if args.kind not in SCORES:
         raise ValueError(f"unknown --kind {args.kind!r}; known: {', '.join(SCORES)}")
-    if not args.out.endswith(".safetensors"):  # a file is checked by compute, before the model loads
-        _check_out(args)
+    check_destination(args.out, args.overwrite, sources=[resolve_model_path(args.model)])  # before the model loads
     modality = _modality(args)
     bench = get_benchmark(args.benchmark, modality.name) if args.benchmark else None
     data = _given(args, "erase", bench or modality)  # the forget / retain sets, named as erase names them
@@ -353,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adversarial unlearning: this attack rewrites every forget batch (default: the method's own)")
     e.add_argument("--adversary-option", action="append", metavar="KEY=VALUE",
                    help="an option of --adversary (repeatable)")
-    e.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "sophia"),
+    e.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="the optimizer (default: recommended.json, else the method's); sophia: SOUL's second-order "
                         "one (betas 0.9/0.95, rho 0.04, weight decay 0.1, Hessian refreshed every 10 steps)")
     e.add_argument("--mask", help="a weight mask (erasure mask's --out): only its entries train, the rest stay "

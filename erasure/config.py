@@ -12,6 +12,9 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
+OPTIMIZERS = ("adam", "adamw", "sgd", "sophia")
+HESSIAN_ESTIMATORS = ("auto", "gnb", "hutchinson")  # Sophia's (erasure/sophia.py)
+
 
 def from_dict(cls: type[T], values: Mapping[str, Any] | None, what: str | None = None) -> T:
     """Build dataclass ``cls`` from ``values``; raise ``ValueError`` naming any unknown key.
@@ -133,12 +136,12 @@ class TrainConfig:
         if self.rho <= 0 or self.hessian_every < 1:
             raise ValueError(f"Sophia needs rho > 0 and hessian_every >= 1, got rho={self.rho}, "
                              f"hessian_every={self.hessian_every}")
-        if self.hessian not in ("auto", "gnb", "hutchinson"):
-            raise ValueError(f"unknown hessian estimator {self.hessian!r}; known: auto, gnb, hutchinson")
+        if self.hessian not in HESSIAN_ESTIMATORS:
+            raise ValueError(f"unknown hessian estimator {self.hessian!r}; known: {', '.join(HESSIAN_ESTIMATORS)}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 (or None: no clipping), got {self.grad_clip}")
-        if self.optimizer not in ("adam", "adamw", "sgd", "sophia"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: adam, adamw, sgd, sophia")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         self.precision()  # validates, accelerate's environment setting included
         if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
             raise ValueError("checkpoint_every/resume need a checkpoint_dir")

@@ -133,20 +133,17 @@ class Mask:
         unless ``overwrite``. Returns the path written."""
         from safetensors.torch import save_file
 
-        from erasure.files import atomic_dir, check_output_dir, report_json
+        from erasure.files import atomic_dir, report_json
 
-        path = Path(path)
+        path = check_destination(path, overwrite)
         meta = {"info": json.dumps(self.info, default=str)}
         tensors = {n: t.contiguous().cpu() for n, t in self.tensors.items()}
         if path.suffix == ".safetensors":
-            if path.exists() and not overwrite:
-                raise ValueError(f"mask file {path} already exists; pass overwrite=True (--overwrite) to replace it")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.partial")
             save_file(tensors, tmp, metadata=meta)
             os.replace(tmp, path)
             return path
-        check_output_dir(path, overwrite=overwrite, what="mask folder")
         with atomic_dir(path, overwrite=overwrite) as tmp:
             save_file(tensors, tmp / FILE, metadata=meta)
             (tmp / "mask.json").write_text(report_json({**self.info, "density": self.density,
@@ -171,6 +168,20 @@ class Mask:
         if bad:
             raise ValueError(f"{file} is not a mask: tensor {bad[0]} is {tensors[bad[0]].dtype}, not bool")
         return cls(tensors, info)
+
+
+def check_destination(path: str | os.PathLike, overwrite: bool = False,
+                      sources: Sequence[str | os.PathLike | None] = ()) -> Path:
+    """Refuse a mask destination that would lose something: an existing ``.safetensors`` file, or a folder that is
+    a model's (``sources``), inside one, or not empty, unless ``overwrite``. Returns it as a ``Path``."""
+    from erasure.files import check_output_dir
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        check_output_dir(path, sources=sources, overwrite=overwrite, what="mask folder")
+    elif path.exists() and not overwrite:
+        raise ValueError(f"mask file {path} already exists; pass overwrite=True (--overwrite) to replace it")
+    return path
 
 
 def as_mask(mask: "Mask | str | os.PathLike") -> Mask:
@@ -199,7 +210,8 @@ class MaskedUpdate:
         self.keep = {n: mask.tensors[n].to(p.device) for n, p in trainable.items() if bool(mask.tensors[n].any())}
         for n in set(trainable) - set(self.keep):  # nothing of it may move: it does not train at all
             trainable[n].requires_grad_(False)
-        self.frozen = {n: trainable[n].detach()[~m].clone() for n, m in self.keep.items() if not bool(m.all())}
+        self.outside = {n: ~m for n, m in self.keep.items() if not bool(m.all())}  # tensors trained in part
+        self.frozen = {n: trainable[n].detach()[out].clone() for n, out in self.outside.items()}
         self.params = {n: trainable[n] for n in self.keep}
 
     def kept(self) -> int:
@@ -217,7 +229,7 @@ class MaskedUpdate:
     def restore(self) -> None:
         """Put the entries outside the mask back (after the optimizer step)."""
         for n, values in self.frozen.items():
-            self.params[n][~self.keep[n]] = values
+            self.params[n][self.outside[n]] = values
 
 
 # ---------------------------------------------------------------------- computing masks
@@ -316,15 +328,10 @@ def compute(model: Any, kind: str, forget: Any = None, retain: Any = None, *, ra
         raise ValueError(f"unknown mask kind {kind!r}; known: {', '.join(SCORES)}")
     score, uses = SCORES[kind]
     top_fraction({}, ratio, scope)  # validates ratio and scope before any work
-    if out is not None:
-        from erasure.files import check_output_dir
-
-        if Path(out).suffix != ".safetensors":
-            check_output_dir(out, overwrite=overwrite, what="mask folder")
-        elif Path(out).exists() and not overwrite:
-            raise ValueError(f"mask file {out} already exists; pass overwrite=True (--overwrite) to replace it")
     modality = modality_for(model)
     adapter = modality.adapter(model) if not isinstance(model, (str, os.PathLike)) else modality.load(str(model))
+    if out is not None:  # before any gradient: not the model's folder, nothing overwritten unasked
+        check_destination(out, overwrite, sources=[getattr(adapter, "source", None)])
     forget_rows, retain_rows = modality.erase_data(adapter, concept=concept, forget=_rows(forget, "forget"),
                                                    retain=_rows(retain, "retain"))
     if "retain" in uses and not retain_rows:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-ESTIMATORS = ("auto", "gnb", "hutchinson")
+from erasure.config import HESSIAN_ESTIMATORS
 
 
 class Sophia(torch.optim.Optimizer):
@@ -102,8 +102,8 @@ class Sophia(torch.optim.Optimizer):
 def estimator_for(adapter: Any, choice: str = "auto") -> str:
     """``gnb`` where the adapter can sample its own labels (``sampled_nll``), else ``hutchinson``; a named choice
     is checked against what the adapter offers."""
-    if choice not in ESTIMATORS:
-        raise ValueError(f"unknown Hessian estimator {choice!r}; known: {', '.join(ESTIMATORS)}")
+    if choice not in HESSIAN_ESTIMATORS:
+        raise ValueError(f"unknown Hessian estimator {choice!r}; known: {', '.join(HESSIAN_ESTIMATORS)}")
     can_sample = callable(getattr(adapter, "sampled_nll", None))
     if choice == "gnb" and not can_sample:
         raise ValueError(f"{type(adapter).__name__} has no categorical outputs to sample labels from (sampled_nll): "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +41,6 @@ class Suite:
     rows: Callable[[Any], dict]  # adapter -> erase()'s data arguments (concept= / forget= / retain=)
     score: Callable[[Any, str], dict]  # (adapter, label) -> {column: value}
     columns: tuple[str, ...]
-    context: dict = field(default_factory=dict)
 
 
 def _canvas() -> Suite:
@@ -59,19 +58,17 @@ def _tofu(model: str, method: str) -> Callable[[], Suite]:
         from llm.modality import LLM
         from llm.tofu_benchmark import MINI_TOFU, mini_tofu_data
 
-        data = mini_tofu_data()
-        suite = Suite(model, method, lambda a: {"forget": "forget10"}, None, ("FQ", "MU"))  # type: ignore[arg-type]
+        data, context = mini_tofu_data(), {}
 
         def score(adapter: Any, label: str) -> dict:
-            if "reference" not in suite.context:  # the retain model's truth ratios, from the original's evaluation
-                suite.context["reference"] = MINI_TOFU.evaluate(LLM.load(model), model=model, forget="forget10",
-                                                                data=data)["retain_reference"]
+            if "reference" not in context:  # the retain model's truth ratios, from the original's evaluation
+                context["reference"] = MINI_TOFU.evaluate(LLM.load(model), model=model, forget="forget10",
+                                                          data=data)["retain_reference"]
             r = MINI_TOFU.evaluate(adapter, model=label, forget="forget10", data=data,
-                                   retain_reference=suite.context["reference"])
+                                   retain_reference=context["reference"])
             return {"FQ": r["forget_quality"], "MU": r["model_utility"]}
 
-        suite.score = score
-        return suite
+        return Suite(model, method, lambda a: {"forget": "forget10"}, score, ("FQ", "MU"))
 
     return build
 

@@ -8,7 +8,7 @@ import torch
 
 from erasure import erase
 from erasure.adapter import named_parameters
-from erasure.masks import Mask, compute, salun_scores, set_gradients, top_fraction, wagle, wagle_scores
+from erasure.masks import Mask, check_destination, compute, salun_scores, set_gradients, top_fraction, wagle, wagle_scores
 from tests.generic_checks import TINY_CASES
 
 
@@ -111,6 +111,9 @@ def test_mask_save_load_and_refusals(tmp_path):
             mask.save(path)
         mask.save(path, overwrite=True)
     assert (tmp_path / "folder" / "mask.json").is_file()
+    (tmp_path / "model").mkdir()
+    with pytest.raises(ValueError, match="inside the model folder"):
+        check_destination(tmp_path / "model" / "mask", sources=[tmp_path / "model"])
     with pytest.raises(FileNotFoundError, match="no mask"):
         Mask.load(tmp_path / "absent")
     from safetensors.torch import save_file
