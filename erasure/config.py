@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "sophia")
 HESSIAN_ESTIMATORS = ("auto", "gnb", "hutchinson")  # Sophia's (erasure/sophia.py)
+SCHEDULES = ("constant", "cosine", "linear")
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any] | None, what: str | None = None) -> T:
@@ -71,7 +72,8 @@ class TrainConfig:
 
     Args:
         steps: optimizer steps.
-        lr: learning rate.
+        lr: learning rate (the peak one under a schedule).
+        schedule: "constant", or the learning rate decaying to 0 over the steps: "cosine" (SPUL's), "linear".
         batch_size: forget (and retain) examples per step.
         seed: seeds data order and every random draw; the same seed gives the same run.
         optimizer: "adam" | "adamw" | "sgd" | "sophia" (SOUL's second-order optimizer, ``erasure/sophia.py``).
@@ -97,6 +99,7 @@ class TrainConfig:
 
     steps: int = 100
     lr: float = 1e-5
+    schedule: str = "constant"
     batch_size: int = 1
     seed: int = 0
     optimizer: str = "adam"
@@ -140,11 +143,19 @@ class TrainConfig:
             raise ValueError(f"unknown hessian estimator {self.hessian!r}; known: {', '.join(HESSIAN_ESTIMATORS)}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 (or None: no clipping), got {self.grad_clip}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
         self.precision()  # validates, accelerate's environment setting included
         if (self.checkpoint_every > 0 or self.resume) and not self.checkpoint_dir:
             raise ValueError("checkpoint_every/resume need a checkpoint_dir")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based) under the schedule."""
+        done = step / self.steps
+        factor = {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * done)), "linear": 1 - done}[self.schedule]
+        return self.lr * factor
 
     def decay(self) -> float:
         """The weight decay this run uses: ``weight_decay``, else the optimizer's default (Sophia: SOUL's 0.1)."""

@@ -225,8 +225,11 @@ def _optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.opti
 
 def make_reference(modules: dict[str, torch.nn.Module], trainable: dict[str, torch.nn.Parameter],
                    selector: Selector) -> Reference:
-    """The cheapest exact reference: LoRA off when training LoRA, else a snapshot of the trained tensors."""
-    return PeftReference(modules) if selector.lora is not None else SnapshotReference(trainable, modules)
+    """The cheapest exact reference: the adapters off when training new ones (LoRA, a soft prompt), else a snapshot
+    of the trained tensors."""
+    if selector.lora is not None or selector.adapters_off:
+        return PeftReference(modules)
+    return SnapshotReference(trainable, modules)
 
 
 class Unlearner:
@@ -479,6 +482,8 @@ class Unlearner:
                     masked.mask_gradients()
                 if cfg.grad_clip:
                     accelerator.clip_grad_norm_(list(trainable.values()), cfg.grad_clip)
+                for group in raw_optimizer.param_groups:  # a function of the step: a resumed run repeats it
+                    group["lr"] = cfg.lr_at(step)
                 optimizer.step()
                 if masked is not None:
                     masked.restore()

@@ -205,6 +205,21 @@ class PreferenceOptimization:
 
 
 @dataclass
+class Relabel:
+    """Likelihood of other targets for the forget rows: ``relabel(rows)`` gives each row the answer it should get
+    instead (another class label, a refusal). SPUL's forget term (Bhaila et al. 2024,
+    https://arxiv.org/abs/2406.12038): cross-entropy towards a different label."""
+
+    relabel: Callable[[Sequence[Any]], Sequence[Any]]
+    split: str = "forget"
+    name: str = "relabel_nll"
+    needs_reference: bool = False
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        return losses.nll_loss(*s.nll(s.derive(self.split, "relabelled", self.relabel)))
+
+
+@dataclass
 class KL:
     """KL(reference || model) on the retain set: keeps outputs where they were."""
 

@@ -101,16 +101,23 @@ class SnapshotReference:
                 self.params[n].data = data
 
 
+def adapter_layers(modules: dict[str, nn.Module]) -> list[nn.Module]:
+    """The layers that switch off with ``enable_adapters(False)``, leaving the original model: peft's tuner layers
+    (LoRA) and modules that declare ``switchable_adapter = True`` (a learned soft prompt)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for module in modules.values() for m in module.modules()
+            if isinstance(m, BaseTunerLayer) or getattr(m, "switchable_adapter", False)]
+
+
 class PeftReference:
-    """Reference = the base model with every peft LoRA layer disabled."""
+    """Reference = the model with every adapter layer (peft LoRA, a soft prompt) switched off."""
 
     name = "peft"
 
     def __init__(self, modules: dict[str, nn.Module]):
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
         self.modules = list(modules.values())
-        self.layers = [m for module in self.modules for m in module.modules() if isinstance(m, BaseTunerLayer)]
+        self.layers = adapter_layers(modules)
         if not self.layers:
             raise ValueError("PeftReference needs a model with peft adapters injected")
 

@@ -39,6 +39,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "idkpo": "llm.methods:IDKPO",
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
+    "spul": "llm.spul:SPUL",
 }
 
 # name -> "module:attribute" of an attack class (a dataclass implementing ``erasure.adversary.Adversary``; its

@@ -56,11 +56,14 @@ class Selector:
         include: regexes; a parameter is selected if any matches its ``component.name``.
         exclude: regexes; a match removes a parameter even if included.
         lora: when set, freeze the selected weights and train peft LoRA adapters on the selected linears.
+        adapters_off: the frozen reference is the model with its adapter layers switched off (a soft prompt a
+            method adds: SPUL's original model), not a snapshot of the selected tensors' starting values.
     """
 
     include: list[str] = field(default_factory=lambda: [r".*"])
     exclude: list[str] = field(default_factory=list)
     lora: LoraSpec | None = None
+    adapters_off: bool = False
 
     @classmethod
     def preset(cls, name: str, lora: LoraSpec | None = None) -> "Selector":

@@ -86,6 +86,7 @@ class CausalLMAdapter:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
+        self.prompt: Any = None  # a learned soft prompt (``llm.prompt_tuning.SoftPrompt``) before every input
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -99,7 +100,10 @@ class CausalLMAdapter:
 
     def adapter_weights(self) -> set[str] | None:
         """For a peft ``PeftModel``: the names (``"model.<param>"``) of its adapters' parameters, the only ones that
-        may train (its base weights are not saved with it); None for a plain model."""
+        may train (its base weights are not saved with it); for a model carrying a soft prompt, the prompt's
+        (only the prompt is saved); None for a plain model."""
+        if self.prompt is not None:
+            return {f"prompt.{n}" for n, _ in self.prompt.named_parameters()}
         config = getattr(self.model, "peft_config", None)
         if not config or not hasattr(self.model, "get_base_model"):
             return None
@@ -112,7 +116,48 @@ class CausalLMAdapter:
         return Path(name) if name and Path(name).is_dir() else None
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model}
+        return {"model": self.model, **({"prompt": self.prompt} if self.prompt is not None else {})}
+
+    def add_prompt(self, num_tokens: int, seed: int = 0) -> Any:
+        """Give the model a fresh soft prompt of ``num_tokens`` vocabulary embeddings (SPUL trains it; the model's
+        weights stay as they are); returns it. Refused when it has one already."""
+        from llm.prompt_tuning import init_prompt
+
+        if self.prompt is not None:
+            raise ValueError("the model already carries a soft prompt; start from the base model to train another")
+        self.prompt = init_prompt(self.model, num_tokens, seed)
+        return self.prompt
+
+    def token_room(self) -> int | None:
+        """The most tokens an input may have: the context length less the soft prompt's tokens (None: no limit)."""
+        if not self.max_length:
+            return None
+        room = self.max_length - (self.prompt.num_tokens if self.prompt is not None else 0)
+        if room < 2:
+            raise ValueError(f"a soft prompt of {self.prompt.num_tokens} tokens leaves no room in the model's context "
+                             f"of {self.max_length} tokens")
+        return room
+
+    def _prefix(self, prefix: torch.Tensor | None) -> torch.Tensor | None:
+        """Input embeddings before the tokens: the learned soft prompt (when on), then an attack's prefix."""
+        own = self.prompt.prefix() if self.prompt is not None else None
+        if own is None or prefix is None:
+            return own if prefix is None else prefix
+        b = max(own.shape[0], prefix.shape[0])
+        return torch.cat([own.expand(b, -1, -1), prefix.to(own.dtype).expand(b, -1, -1)], dim=1)
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, V) logits of the tokens' positions, with the soft prompt and ``prefix`` (1 or B, k, D) placed
+        before the tokens when there are any."""
+        prefix = self._prefix(prefix)
+        if prefix is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        b, k = input_ids.shape[0], prefix.shape[-2]
+        emb = self.model.get_input_embeddings()(input_ids)
+        emb = torch.cat([prefix.to(emb.dtype).expand(b, -1, -1), emb], dim=1)
+        mask = torch.cat([attention_mask.new_ones(b, k), attention_mask], dim=1)
+        return self.model(inputs_embeds=emb, attention_mask=mask).logits[:, k:]
 
     # ------------------------------------------------------------------ data
     def format_prompt(self, question: str, system: str | None = None) -> str:
@@ -134,7 +179,8 @@ class CausalLMAdapter:
                                add_special_tokens=False)["input_ids"]
             if self.tokenizer.eos_token_id is not None:
                 a = a + [self.tokenizer.eos_token_id]
-            ids = (p + a)[: self.max_length] if self.max_length else p + a
+            room = self.token_room()
+            ids = (p + a)[:room] if room else p + a
             if len(ids) <= len(p):
                 raise ValueError(f"example {r['question'][:40]!r} leaves no answer token within max_length")
             seqs.append(ids)
@@ -185,6 +231,7 @@ class CausalLMAdapter:
                       max_new_tokens: int) -> str:
         """One prompt's decoded continuation (``options``: the ``model.generate`` decoding options)."""
         model = self.model
+        prefix = self._prefix(prefix)
         length = ids.shape[1] + (0 if prefix is None else prefix.shape[-2])
         if self.max_length and length >= self.max_length:
             raise ValueError(f"a prompt of {length} tokens leaves no room to answer within the model's context of "
@@ -208,8 +255,9 @@ class CausalLMAdapter:
         nlls, counts = [], []
         for text in texts:
             ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=True)["input_ids"]
-            ids = ids[:, : self.max_length].to(self.model.device) if self.max_length else ids.to(self.model.device)
-            logp = F.log_softmax(self.model(input_ids=ids).logits[:, :-1].float(), dim=-1)  # (1, T-1, V)
+            ids = ids[:, : self.token_room()].to(self.model.device) if self.max_length else ids.to(self.model.device)
+            logits = self._logits(ids, torch.ones_like(ids))
+            logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (1, T-1, V)
             nlls.append(-logp.gather(-1, ids[:, 1:, None]).sum())
             counts.append(ids.shape[1] - 1)
         return torch.stack(nlls).cpu(), torch.tensor(counts)
@@ -222,14 +270,7 @@ class CausalLMAdapter:
     # ------------------------------------------------------------------ scores
     def _logprobs(self, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token log-probs (B, T-1, V) and the mask (B, T-1) of positions predicting answer tokens."""
-        if batch.prefix is None:
-            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
-        else:  # soft prompt: (B, k + T, D) embeddings; keep the logits of the real tokens' positions
-            b, k = batch.input_ids.shape[0], batch.prefix.shape[-2]
-            emb = self.model.get_input_embeddings()(batch.input_ids)
-            emb = torch.cat([batch.prefix.to(emb.dtype).expand(b, -1, -1), emb], dim=1)
-            mask = torch.cat([batch.attention_mask.new_ones(b, k), batch.attention_mask], dim=1)
-            logits = self.model(inputs_embeds=emb, attention_mask=mask).logits[:, k:]  # (B, T, V)
+        logits = self._logits(batch.input_ids, batch.attention_mask, batch.prefix)  # (B, T, V)
         return F.log_softmax(logits[:, :-1].float(), dim=-1), batch.answer_mask[:, 1:]
 
     def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None, smoothing: float = 0.0):
@@ -263,6 +304,9 @@ class CausalLMAdapter:
         The forward stops at that block (the later blocks and the LM head are not computed), which is most of the
         cost of RMU's steps on an early layer; the result equals ``output_hidden_states``'s entry ``layer + 1``."""
         n = self.model.config.num_hidden_layers
+        if self._prefix(batch.prefix) is not None:
+            raise ValueError("hidden_states reads the tokens' activations without a soft prompt; this model carries "
+                             "one (RMU does not combine with a prompt)")
         if not 0 <= layer < n:
             raise ValueError(f"layer {layer} out of range: the model has {n} layers")
         blocks = _blocks(self.model, n)
@@ -291,8 +335,24 @@ class CausalLMAdapter:
         return losses.kl_divergence(ref_logp, logp, mask)
 
     def save(self, path: str | os.PathLike) -> None:
+        """The model folder; for a model with a soft prompt, the prompt alone as a peft prompt-tuning adapter
+        folder (the weights are the base model's, unchanged) that ``LLM.load`` and ``PeftModel.from_pretrained``
+        load onto the base."""
+        if self.prompt is not None:
+            from llm.prompt_tuning import save_prompt
+
+            save_prompt(path, self.prompt, self.model, self.base_name(), save_base=self._save_model)
+            return
+        self._save_model(path)
+
+    def _save_model(self, path: str | os.PathLike) -> None:
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+
+    def base_name(self) -> str | None:
+        """The folder the model was loaded from, if any (where a saved soft prompt finds its base model)."""
+        name = str(self.source) if self.source else getattr(self.model, "name_or_path", None)
+        return name if name and Path(name).is_dir() else None
 
     def save_lora(self, path: str | os.PathLike, lora: dict) -> None:
         """Write trained LoRA adapters (``erasure.selectors.export_lora``) as the peft adapter folder that

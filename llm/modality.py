@@ -41,7 +41,8 @@ class LLMModality:
     """Causal language models (transformers ``PreTrainedModel`` with a causal-LM head, plus its tokenizer)."""
 
     name = "llm"
-    describe = "a transformers causal-LM folder (config.json with a model_type, no unet/) or a loaded causal LM"
+    describe = ("a transformers causal-LM folder (config.json with a model_type, no unet/), a peft prompt-tuning "
+                "adapter folder of one, or a loaded causal LM")
     default_model = "mini-tofu"
     default_benchmark = "mini-tofu"
     default_attacks = ("soft-prompt",)
@@ -55,6 +56,10 @@ class LLMModality:
     # ------------------------------------------------------------------ recognising and loading
     def accepts(self, model: Any) -> bool:
         if isinstance(model, Path):
+            from llm.prompt_tuning import is_prompt_adapter
+
+            if is_prompt_adapter(model):  # a soft prompt (SPUL's result) for a causal LM
+                return True
             config = model / "config.json"
             if not config.is_file() or (model / "unet").is_dir():
                 return False
@@ -76,9 +81,25 @@ class LLMModality:
         return CausalLMAdapter.from_model(model, **kwargs)
 
     def load(self, model: str | os.PathLike) -> Any:
-        from llm.adapter import CausalLMAdapter
+        """The model's adapter; a prompt-tuning adapter folder loads its base model with the prompt on it."""
+        import torch
 
-        return CausalLMAdapter(*load_lm(model))
+        from erasure.models import resolve_model_path
+        from llm.adapter import CausalLMAdapter
+        from llm.prompt_tuning import SoftPrompt, is_prompt_adapter, load_prompt
+
+        path = resolve_model_path(str(model))
+        if not is_prompt_adapter(path):
+            return CausalLMAdapter(*load_lm(path))
+        embeddings, base = load_prompt(path)
+        adapter = CausalLMAdapter(*load_lm(base))
+        width = adapter.model.get_input_embeddings().weight.shape[1]
+        if embeddings.shape[1] != width:
+            raise ValueError(f"the prompt in {path} has width {embeddings.shape[1]} but its base model {base} embeds "
+                             f"tokens in {width} dimensions")
+        adapter.prompt = SoftPrompt(embeddings.to(torch.get_default_dtype()))
+        adapter.prompt.requires_grad_(False)
+        return adapter
 
     # ------------------------------------------------------------------ data
     def erase_data(self, adapter: Any, concept: str | None = None, forget: Any = None, retain: Any = None,

@@ -1,0 +1,85 @@
+"""SPUL: soft prompting for unlearning (Bhaila et al. 2024, https://arxiv.org/abs/2406.12038).
+
+The LLM stays frozen; a soft prompt of k tokens (``llm.prompt_tuning.SoftPrompt``), placed before every input as
+peft's prompt tuning places it, learns
+
+    L = L_forget + 0.5 * L_retain + 0.5 * KL(p_orig || p_prompted)  (on retain)
+
+with L_forget the cross-entropy towards a different label for each forget row (another of the row's ``choices``
+for a classification row, a refusal for a QA row), L_retain the cross-entropy of the retain rows' own answers and
+p_orig the model without the prompt. The result is the prompt alone: ``result.save(folder)`` writes the peft
+prompt-tuning adapter (``PeftModel.from_pretrained(base, folder)`` loads it); the base weights stay byte-identical.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from erasure.objectives import KL, NLL, Objective, Relabel
+from erasure.registry import Method
+from erasure.selectors import Selector
+from llm.methods import REFUSALS, with_refusals
+
+
+@dataclass
+class SPULConfig:
+    """SPUL options (the paper's values as defaults).
+
+    Args:
+        num_tokens: soft-prompt tokens (30).
+        retain_weight: weight of the retain cross-entropy (0.5).
+        kl_weight: weight of KL(original || prompted) on retain (0.5).
+        seed: which vocabulary embeddings start the prompt.
+        refusals: the answers QA rows (rows without ``choices``) are relabelled to.
+    """
+
+    num_tokens: int = 30
+    retain_weight: float = 0.5
+    kl_weight: float = 0.5
+    seed: int = 0
+    refusals: list[str] = field(default_factory=lambda: list(REFUSALS))
+
+    def __post_init__(self) -> None:
+        if self.num_tokens < 1:
+            raise ValueError(f"SPUL needs num_tokens >= 1, got {self.num_tokens}")
+
+
+def other_label(refusals: Sequence[str]):
+    """Rows -> the same rows answered with a different label: another of the row's ``choices`` (picked by a hash
+    of its question, so a row keeps its label across steps), else a refusal."""
+    refuse = with_refusals(refusals)
+
+    def transform(rows: Sequence[dict]) -> list[dict]:
+        out = []
+        for r in rows:
+            choices = r.get("choices")
+            if not choices:
+                out.extend(refuse([r]))
+                continue
+            others = [c for c in choices if c != r["answer"]]
+            if not others:
+                raise ValueError(f"row {r['question'][:40]!r}: its choices {choices} hold no label other than its "
+                                 "answer")
+            out.append({**r, "answer": others[zlib.crc32(r["question"].encode()) % len(others)]})
+        return out
+
+    return transform
+
+
+def build_spul(c: SPULConfig, adapter: Any = None) -> Objective:
+    """The objective; gives ``adapter`` its fresh soft prompt (the only tensor that trains)."""
+    if adapter is not None:
+        adapter.add_prompt(c.num_tokens, c.seed)
+    return Objective([(1.0, Relabel(other_label(c.refusals))), (c.retain_weight, NLL()), (c.kl_weight, KL())])
+
+
+def spul_selector(adapter: Any, c: SPULConfig) -> Selector:
+    """The prompt alone, with the model without it as the frozen reference (the paper's p_orig)."""
+    return Selector(include=[r"^prompt\."], adapters_off=True)
+
+
+SPUL = Method("spul", "llm", SPULConfig, build_spul, selector=spul_selector,
+              train_defaults={"lr": 1e-4, "schedule": "cosine", "optimizer": "adamw"},
+              paper="https://arxiv.org/abs/2406.12038")
