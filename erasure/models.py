@@ -29,6 +29,8 @@ CACHED_MODELS: dict[str, tuple[str, str]] = {
     # TOFU's protocol on it: LoRA adapters shipped under llm/weights/<name>/, merged once (llm.tofu_finetune)
     "smollm2-135m-tofu": ("llm", "make real-lm"),
     "smollm2-135m-tofu-retain90": ("llm", "make real-lm"),
+    # SPUL's classification setting: a LoRA sentiment classifier, merged once (llm.sentiment)
+    "smollm2-135m-sentiment": ("llm", "make real-lm"),
 }
 
 

@@ -68,6 +68,7 @@ _BUILTIN_BENCHMARKS: dict[str, str] = {
     "unlearncanvas": "canvas_data.benchmark:UNLEARNCANVAS",
     "mini-tofu": "llm.tofu_benchmark:MINI_TOFU",
     "mini-rwku": "llm.rwku_benchmark:MINI_RWKU",
+    "mini-sentiment": "llm.sentiment:MINI_SENTIMENT",
 }
 
 

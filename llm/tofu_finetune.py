@@ -110,36 +110,41 @@ def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = N
     Returns:
         {model name: folder}.
     """
-    from peft import PeftModel
-
-    from erasure.models import cached_model_path
-    from llm.modality import load_lm
-    from llm.real_models import sha256
-
     done = {}
     for name in tofu_model_names(base):
         src = _adapter_dir(name, root)
         if not (src / ADAPTER_FILE).is_file():
             raise FileNotFoundError(f"no adapter for {name} at {src}: run `python -m llm.tofu_finetune train "
                                     f"--model {base}`")
-        out = cached_model_path(name)
-        digest = sha256(src / ADAPTER_FILE)
-        stamp = out / "merged_from.json"
-        if not force and stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:
-            logger.info("%s is up to date at %s", name, out)
-            done[name] = out
-            continue
-        model, tok = load_lm(base)
-        merged = PeftModel.from_pretrained(model, src).merge_and_unload()
-        merged.config.name_or_path = name
-        with atomic_dir(out, overwrite=True) as tmp:
-            merged.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            (tmp / "merged_from.json").write_text(json.dumps({"base": base, "adapter": str(src),
-                                                              "adapter_sha256": digest}, indent=2))
-        logger.info("merged %s -> %s", name, out)
-        done[name] = out
+        done[name] = merge_adapter(base, name, src, force)
     return done
+
+
+def merge_adapter(base: str, name: str, src: Path, force: bool = False) -> Path:
+    """Base model + the LoRA adapter folder ``src`` -> the plain model folder of cached model ``name`` (skipped when
+    it was merged from the same adapter bytes, unless ``force``); returns the folder."""
+    from peft import PeftModel
+
+    from erasure.models import cached_model_path
+    from llm.modality import load_lm
+    from llm.real_models import sha256
+
+    out = cached_model_path(name)
+    digest = sha256(src / ADAPTER_FILE)
+    stamp = out / "merged_from.json"
+    if not force and stamp.is_file() and json.loads(stamp.read_text()).get("adapter_sha256") == digest:
+        logger.info("%s is up to date at %s", name, out)
+        return out
+    model, tok = load_lm(base)
+    merged = PeftModel.from_pretrained(model, src).merge_and_unload()
+    merged.config.name_or_path = name
+    with atomic_dir(out, overwrite=True) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "merged_from.json").write_text(json.dumps({"base": base, "adapter": str(src),
+                                                          "adapter_sha256": digest}, indent=2))
+    logger.info("merged %s -> %s", name, out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
