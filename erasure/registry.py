@@ -40,6 +40,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
     "spul": "llm.spul:SPUL",
+    "eco": "llm.eco:ECO",
 }
 
 # name -> "module:attribute" of an attack class (a dataclass implementing ``erasure.adversary.Adversary``; its

@@ -87,6 +87,7 @@ class CausalLMAdapter:
         if self.pad_id is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
         self.prompt: Any = None  # a learned soft prompt (``llm.prompt_tuning.SoftPrompt``) before every input
+        self.guard: Any = None  # an ECO guard (``llm.eco.ECOGuard``) corrupting flagged prompts' embeddings
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -102,6 +103,9 @@ class CausalLMAdapter:
         """For a peft ``PeftModel``: the names (``"model.<param>"``) of its adapters' parameters, the only ones that
         may train (its base weights are not saved with it); for a model carrying a soft prompt, the prompt's
         (only the prompt is saved); None for a plain model."""
+        if self.guard is not None:
+            raise ValueError("this model carries an ECO guard (a prompt classifier, no weights of its own to "
+                             "unlearn): unlearn its base model instead")
         if self.prompt is not None:
             return {f"prompt.{n}" for n, _ in self.prompt.named_parameters()}
         config = getattr(self.model, "peft_config", None)
@@ -116,7 +120,8 @@ class CausalLMAdapter:
         return Path(name) if name and Path(name).is_dir() else None
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model, **({"prompt": self.prompt} if self.prompt is not None else {})}
+        extra = {name: m for name, m in (("prompt", self.prompt), ("guard", self.guard)) if m is not None}
+        return {"model": self.model, **extra}
 
     def add_prompt(self, num_tokens: int, seed: int = 0) -> Any:
         """Give the model a fresh soft prompt of ``num_tokens`` vocabulary embeddings (SPUL trains it; the model's
@@ -146,18 +151,29 @@ class CausalLMAdapter:
         b = max(own.shape[0], prefix.shape[0])
         return torch.cat([own.expand(b, -1, -1), prefix.to(own.dtype).expand(b, -1, -1)], dim=1)
 
-    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                prefix: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, V) logits of the tokens' positions, with the soft prompt and ``prefix`` (1 or B, k, D) placed
-        before the tokens when there are any."""
+    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None = None,
+                prompt_mask: torch.Tensor | None = None) -> tuple[dict, int]:
+        """The model's input arguments for these tokens and the number k of positions placed before them: the
+        token ids as they are, or their embeddings, corrupted where an ECO guard flags the prompt (its positions:
+        ``prompt_mask``, default all real tokens), after the soft prompt and ``prefix`` (1 or B, k, D)."""
         prefix = self._prefix(prefix)
-        if prefix is None:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        b, k = input_ids.shape[0], prefix.shape[-2]
+        guard = self.guard if self.guard is not None and self.guard.enabled else None
+        if prefix is None and guard is None:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}, 0
         emb = self.model.get_input_embeddings()(input_ids)
+        if guard is not None:
+            emb = guard.apply(self.model, input_ids, attention_mask if prompt_mask is None else prompt_mask, emb)
+        if prefix is None:
+            return {"inputs_embeds": emb, "attention_mask": attention_mask}, 0
+        b, k = input_ids.shape[0], prefix.shape[-2]
         emb = torch.cat([prefix.to(emb.dtype).expand(b, -1, -1), emb], dim=1)
-        mask = torch.cat([attention_mask.new_ones(b, k), attention_mask], dim=1)
-        return self.model(inputs_embeds=emb, attention_mask=mask).logits[:, k:]
+        return {"inputs_embeds": emb, "attention_mask": torch.cat([attention_mask.new_ones(b, k), attention_mask], 1)}, k
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None = None,
+                prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, V) logits of the tokens' positions (``_inputs``)."""
+        inputs, k = self._inputs(input_ids, attention_mask, prefix, prompt_mask)
+        return self.model(**inputs).logits[:, k:]
 
     # ------------------------------------------------------------------ data
     def format_prompt(self, question: str, system: str | None = None) -> str:
@@ -230,22 +246,14 @@ class CausalLMAdapter:
     def _generate_one(self, ids: torch.Tensor, prefix: torch.Tensor | None, options: dict,
                       max_new_tokens: int) -> str:
         """One prompt's decoded continuation (``options``: the ``model.generate`` decoding options)."""
-        model = self.model
-        prefix = self._prefix(prefix)
-        length = ids.shape[1] + (0 if prefix is None else prefix.shape[-2])
+        inputs, k = self._inputs(ids, torch.ones_like(ids), prefix)
+        length = ids.shape[1] + k
         if self.max_length and length >= self.max_length:
             raise ValueError(f"a prompt of {length} tokens leaves no room to answer within the model's context of "
                              f"{self.max_length} tokens")
-        if prefix is None:
-            gen = model.generate(ids, attention_mask=torch.ones_like(ids),
-                                 max_new_tokens=self.room_to_generate(ids.shape[1], max_new_tokens), **options)
-            gen = gen[0, ids.shape[1]:]
-        else:  # generate from embeddings: the output holds only the new tokens
-            emb = model.get_input_embeddings()(ids)
-            emb = torch.cat([prefix.to(emb.dtype), emb], dim=1)
-            gen = model.generate(inputs_embeds=emb, max_new_tokens=self.room_to_generate(emb.shape[1], max_new_tokens),
-                                 attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
-                                 **options)[0]
+        gen = self.model.generate(**inputs, max_new_tokens=self.room_to_generate(length, max_new_tokens), **options)[0]
+        if "input_ids" in inputs:  # from token ids the output repeats the prompt; from embeddings it holds new tokens
+            gen = gen[ids.shape[1]:]
         return self.tokenizer.decode(gen, skip_special_tokens=True).strip()
 
     @torch.no_grad()
@@ -270,7 +278,8 @@ class CausalLMAdapter:
     # ------------------------------------------------------------------ scores
     def _logprobs(self, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token log-probs (B, T-1, V) and the mask (B, T-1) of positions predicting answer tokens."""
-        logits = self._logits(batch.input_ids, batch.attention_mask, batch.prefix)  # (B, T, V)
+        prompt = batch.attention_mask * (1 - batch.answer_mask)  # an ECO guard reads and corrupts the prompt only
+        logits = self._logits(batch.input_ids, batch.attention_mask, batch.prefix, prompt)  # (B, T, V)
         return F.log_softmax(logits[:, :-1].float(), dim=-1), batch.answer_mask[:, 1:]
 
     def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None, smoothing: float = 0.0):
@@ -304,9 +313,9 @@ class CausalLMAdapter:
         The forward stops at that block (the later blocks and the LM head are not computed), which is most of the
         cost of RMU's steps on an early layer; the result equals ``output_hidden_states``'s entry ``layer + 1``."""
         n = self.model.config.num_hidden_layers
-        if self._prefix(batch.prefix) is not None:
-            raise ValueError("hidden_states reads the tokens' activations without a soft prompt; this model carries "
-                             "one (RMU does not combine with a prompt)")
+        if self._prefix(batch.prefix) is not None or self.guard is not None:
+            raise ValueError("hidden_states reads the tokens' activations as they are; this model carries a soft "
+                             "prompt or an ECO guard (RMU does not combine with them)")
         if not 0 <= layer < n:
             raise ValueError(f"layer {layer} out of range: the model has {n} layers")
         blocks = _blocks(self.model, n)
@@ -338,10 +347,17 @@ class CausalLMAdapter:
         """The model folder; for a model with a soft prompt, the prompt alone as a peft prompt-tuning adapter
         folder (the weights are the base model's, unchanged) that ``LLM.load`` and ``PeftModel.from_pretrained``
         load onto the base."""
+        if self.prompt is not None and self.guard is not None:
+            raise ValueError("a model with both a soft prompt and an ECO guard cannot be saved as one adapter")
         if self.prompt is not None:
             from llm.prompt_tuning import save_prompt
 
             save_prompt(path, self.prompt, self.model, self.base_name(), save_base=self._save_model)
+            return
+        if self.guard is not None:
+            from llm.eco import save_guard
+
+            save_guard(path, self.guard, self.base_name(), save_base=self._save_model)
             return
         self._save_model(path)
 

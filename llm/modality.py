@@ -42,7 +42,7 @@ class LLMModality:
 
     name = "llm"
     describe = ("a transformers causal-LM folder (config.json with a model_type, no unet/), a peft prompt-tuning "
-                "adapter folder of one, or a loaded causal LM")
+                "adapter or an ECO guard folder of one, or a loaded causal LM")
     default_model = "mini-tofu"
     default_benchmark = "mini-tofu"
     default_attacks = ("soft-prompt",)
@@ -56,9 +56,10 @@ class LLMModality:
     # ------------------------------------------------------------------ recognising and loading
     def accepts(self, model: Any) -> bool:
         if isinstance(model, Path):
+            from llm.eco import is_guard_folder
             from llm.prompt_tuning import is_prompt_adapter
 
-            if is_prompt_adapter(model):  # a soft prompt (SPUL's result) for a causal LM
+            if is_prompt_adapter(model) or is_guard_folder(model):  # SPUL's or ECO's result for a causal LM
                 return True
             config = model / "config.json"
             if not config.is_file() or (model / "unet").is_dir():
@@ -81,14 +82,24 @@ class LLMModality:
         return CausalLMAdapter.from_model(model, **kwargs)
 
     def load(self, model: str | os.PathLike) -> Any:
-        """The model's adapter; a prompt-tuning adapter folder loads its base model with the prompt on it."""
+        """The model's adapter; a prompt-tuning adapter folder (ECO guard folder) loads its base model with the
+        prompt (guard) on it."""
         import torch
 
         from erasure.models import resolve_model_path
         from llm.adapter import CausalLMAdapter
+        from llm.eco import is_guard_folder, load_guard
         from llm.prompt_tuning import SoftPrompt, is_prompt_adapter, load_prompt
 
         path = resolve_model_path(str(model))
+        if is_guard_folder(path):
+            guard, base = load_guard(path)
+            adapter = CausalLMAdapter(*load_lm(base))
+            if guard.weight.shape[0] != adapter.model.config.hidden_size:
+                raise ValueError(f"the ECO guard in {path} reads {guard.weight.shape[0]}-wide features but its base "
+                                 f"model {base} has hidden size {adapter.model.config.hidden_size}")
+            adapter.guard = guard
+            return adapter
         if not is_prompt_adapter(path):
             return CausalLMAdapter(*load_lm(path))
         embeddings, base = load_prompt(path)

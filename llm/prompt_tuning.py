@@ -79,15 +79,28 @@ def save_prompt(path: str | os.PathLike, prompt: SoftPrompt, model: Any, base: s
                                 num_attention_heads=c.num_attention_heads, num_layers=c.num_hidden_layers,
                                 base_model_name_or_path=base, inference_mode=True)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    if base is None:
-        if save_base is None:
-            raise ValueError("the soft prompt's base model was loaded from no folder and cannot be written beside it")
-        save_base(path / BASE_FOLDER)
-        config.base_model_name_or_path = BASE_FOLDER
+    config.base_model_name_or_path = record_base(path, base, save_base)
     config.save_pretrained(path)
     save_file({PROMPT_KEY: prompt.embeddings.detach().cpu().contiguous()}, path / ADAPTER_WEIGHTS,
               metadata={"format": "pt"})
+
+
+def record_base(path: Path, base: str | None, save_base: Any = None) -> str:
+    """Create the folder ``path`` of something that runs on a base model (a prompt, an ECO guard) and return how it
+    names that base: ``base`` itself, or ``base/`` after ``save_base(path / "base")`` writes a model that came from
+    no folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    if base is not None:
+        return base
+    if save_base is None:
+        raise ValueError("the base model was loaded from no folder and cannot be written beside what runs on it")
+    save_base(path / BASE_FOLDER)
+    return BASE_FOLDER
+
+
+def resolve_base(path: Path, base: str) -> str:
+    """The base model named in the folder ``path``: a folder ``base/`` inside it, else the name as written."""
+    return str(path / BASE_FOLDER) if base == BASE_FOLDER else base
 
 
 def is_prompt_adapter(path: Path) -> bool:
@@ -128,6 +141,4 @@ def load_prompt(path: str | os.PathLike) -> tuple[torch.Tensor, str]:
     if emb.shape[0] != config.get("num_virtual_tokens", emb.shape[0]):
         raise ValueError(f"{weights} holds {emb.shape[0]} prompt tokens, its config says "
                          f"{config['num_virtual_tokens']}")
-    if base == BASE_FOLDER:  # the base model saved inside the adapter folder
-        base = str(path / BASE_FOLDER)
-    return emb, str(base)
+    return emb, resolve_base(path, str(base))

@@ -1,0 +1,97 @@
+"""ECO (embedding-corrupted prompts): corruption functions, the prompt classifier, the guard in the adapter, the
+strength search, save and load. No weight of the model moves."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from erasure import erase
+from llm.adapter import CausalLMAdapter
+from llm.eco import ECOConfig, ECOGuard, answer_prob, corrupt, fit_probe
+from llm.modality import LLM
+from tests.conftest import QA, make_trained_tiny_lm
+
+
+def test_corrupt_zero_flip_and_noise_by_hand():
+    emb = torch.tensor([[[1.0, -3.0, 2.0, 0.5], [4.0, 1.0, -1.0, 0.0]]])  # (1, 2, 4)
+    where = torch.tensor([[True, False]])
+    zero = corrupt(emb, where, "zero", strength=0.5)  # round(0.5 * 4) = 2 largest |values| of position 0
+    assert zero.tolist() == [[[1.0, 0.0, 0.0, 0.5], [4.0, 1.0, -1.0, 0.0]]]
+    flip = corrupt(emb, where, "flip", strength=0.25)
+    assert flip.tolist() == [[[1.0, 3.0, 2.0, 0.5], [4.0, 1.0, -1.0, 0.0]]]
+    noisy = corrupt(emb, where, "noise", strength=2.0, dims=2, rms=0.5, seed=3)
+    expected = torch.randn(1, 2, generator=torch.Generator().manual_seed(3)) * 2.0 * 0.5
+    assert torch.allclose(noisy[0, 0, :2], emb[0, 0, :2] + expected[0])
+    assert torch.equal(noisy[0, 0, 2:], emb[0, 0, 2:]) and torch.equal(noisy[0, 1], emb[0, 1])
+    assert torch.equal(corrupt(emb, where, "noise", strength=0.0), emb)
+    assert torch.equal(emb[0, 0], torch.tensor([1.0, -3.0, 2.0, 0.5]))  # the input is left as it was
+    with pytest.raises(ValueError, match="unknown ECO corruption"):
+        corrupt(emb, where, "blur", 1.0)
+
+
+def test_probe_separates_separable_features():
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randn(20, 6, generator=g) + torch.tensor([3.0, 0, 0, 0, 0, 0])
+    neg = torch.randn(40, 6, generator=g) - torch.tensor([3.0, 0, 0, 0, 0, 0])
+    guard = ECOGuard(6)
+    stats = fit_probe(guard, pos, neg)
+    assert stats["true_positive_rate"] == 1.0 and stats["false_positive_rate"] == 0.0
+    assert bool((guard.probability(pos) > 0.5).all()) and not bool((guard.probability(neg) > 0.5).any())
+
+
+def test_guard_corrupts_flagged_prompts_only():
+    adapter = CausalLMAdapter(*make_trained_tiny_lm())
+    adapter.model.eval()
+    batch = adapter.collate(QA[:3])
+    prompt = batch.attention_mask * (1 - batch.answer_mask)
+    with torch.no_grad():
+        plain = adapter._logits(batch.input_ids, batch.attention_mask)
+        width = adapter.model.config.hidden_size
+        adapter.guard = ECOGuard(width, "flip", strength=0.5)
+        adapter.guard.bias.fill_(-20.0)  # flags nothing
+        assert torch.equal(adapter._logits(batch.input_ids, batch.attention_mask, prompt_mask=prompt), plain)
+        adapter.guard.bias.fill_(20.0)  # flags everything
+        flagged = adapter._logits(batch.input_ids, batch.attention_mask, prompt_mask=prompt)
+    assert not torch.allclose(flagged, plain)
+    first_answer = int(batch.answer_mask[0].nonzero()[0])
+    # the positions before the first answer token read corrupted prompt embeddings; the prompt-only mask means
+    # the answer tokens' own embeddings are untouched (checked through the embedding function directly)
+    emb = adapter.model.get_input_embeddings()(batch.input_ids)
+    applied = adapter.guard.apply(adapter.model, batch.input_ids, prompt, emb)
+    assert torch.equal(applied[0, first_answer:], emb[0, first_answer:])
+    assert not torch.equal(applied[0, :first_answer], emb[0, :first_answer])
+
+
+def test_eco_moves_no_weight_and_pulls_forget_answers_to_the_target(tmp_path):
+    adapter = CausalLMAdapter(*make_trained_tiny_lm())
+    adapter.model.eval()
+    before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
+    forget, retain = QA[:3], QA[3:]
+    start = answer_prob(adapter, forget)
+    result = erase(adapter, method="eco", forget=forget, retain=retain, iterations=6, strength=0.1,
+                   search_lr=2.0, epsilon=0.05, kind="noise")
+    assert all(torch.equal(before[n], p) for n, p in adapter.model.named_parameters())
+    solved = result.info["closed_form"]
+    target = solved["target_prob"]
+    assert solved["probe"]["true_positive_rate"] == 1.0
+    after = answer_prob(adapter, forget)
+    assert abs(math.log(after) - math.log(target)) < abs(math.log(start) - math.log(target))
+    out = result.save(tmp_path / "eco")
+    assert (out / "eco.json").is_file() and (out / "base" / "config.json").is_file()
+    again = LLM.load(out)
+    assert again.guard.strength == adapter.guard.strength
+    assert answer_prob(again, forget) == pytest.approx(after, rel=1e-5)
+    with pytest.raises(ValueError, match="ECO guard"):
+        erase(again, method="ga", forget=forget, steps=1)
+
+
+def test_eco_needs_retain_prompts_and_valid_options():
+    with pytest.raises(ValueError, match="retain set"):
+        erase(CausalLMAdapter(*make_trained_tiny_lm()), method="eco", forget=QA[:2])
+    with pytest.raises(ValueError, match="unknown ECO kind"):
+        ECOConfig(kind="blur")
+    with pytest.raises(ValueError, match="threshold"):
+        ECOConfig(threshold=1.0)
