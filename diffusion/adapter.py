@@ -97,7 +97,59 @@ class DiffusionAdapter:
         return self.pipe.concepts
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder}
+        extra = {"guard": self.pipe.guard} if self.pipe.guard is not None else {}
+        return {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder, **extra}
+
+    # ------------------------------------------------------------------ ECO (erasure/guard.py)
+    @property
+    def guard(self) -> Any:
+        """The pipeline's ECO guard (None: none)."""
+        return self.pipe.guard
+
+    @guard.setter
+    def guard(self, value: Any) -> None:
+        self.pipe.guard = value
+
+    def guard_features(self, rows: Sequence[Any]) -> torch.Tensor:
+        """(N, D) the classifier features of the rows' prompts (the text encoder's states, before any guard)."""
+        prompts = [prompt_of(r) for r in rows]
+        with torch.no_grad():
+            return self.pipe.prompt_features(self.pipe.encode_ids(self.pipe.tokenize(prompts)))
+
+    def embedding_rms(self) -> float:
+        """Root mean square of the text encoder's states for the empty prompt (ECO's noise unit)."""
+        with torch.no_grad():
+            return float(self.pipe.encode_ids(self.pipe.tokenize([""])).float().pow(2).mean().sqrt())
+
+    def eco_reference(self, rows: Sequence[Any], target: float | None = None, concept: str | None = None,
+                      draws: int = 4, seed: int = 0) -> dict:
+        """What ECO aims the forget prompts at, at ``draws`` fixed (x_t, t) per prompt: the model's noise
+        prediction for each prompt should move away from its own by as much as the prompt without the concept's
+        words (``concept``; else the empty prompt) moves it: a model that never learned the concept draws the
+        concept's prompt as it draws the prompt without it. ``target`` overrides that squared distance."""
+        from erasure.data import replace_concept
+
+        prompts = [prompt_of(r) for r in rows]
+        anchors = replace_concept(prompts, concept, "", who="ECO") if concept else [""] * len(prompts)
+        g = torch.Generator().manual_seed(seed)
+        n = len(prompts) * draws
+        xt = torch.randn((n, *self.pipe.latent_shape), generator=g).to(self.pipe.device)
+        t = torch.randint(0, self.pipe.noise_scheduler.config.num_train_timesteps, (n,), generator=g)
+        t = t.to(self.pipe.device)
+        with torch.no_grad():
+            anchor = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(anchors).repeat_interleave(draws, 0))
+            plain = self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(prompts).repeat_interleave(draws, 0))
+        wanted = float((anchor - plain).pow(2).mean()) if target is None else target
+        return {"prompts": prompts, "draws": draws, "xt": xt, "t": t, "plain": plain, "target": max(wanted, 1e-12)}
+
+    def eco_distance(self, rows: Sequence[Any], reference: dict) -> float:
+        """|D - D*| / D*: D the squared distance of the guarded prediction from the unguarded one, D* the
+        target's (1 before ECO, 0 when the concept's prompts move as far as removing the concept moves them)."""
+        with torch.no_grad():
+            cond = self.pipe.encode_prompts(reference["prompts"]).repeat_interleave(reference["draws"], 0)
+            pred = self.pipe.predict_noise(reference["xt"], reference["t"], cond)
+        d = float((pred - reference["plain"]).pow(2).mean())
+        return abs(d - reference["target"]) / reference["target"]
 
     # ------------------------------------------------------------------ data
     def collate(self, rows: Sequence[Any], shard: tuple[int, int] | None = None) -> DiffusionBatch:
@@ -238,7 +290,22 @@ class DiffusionAdapter:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
-        self.pipe.save(path)
+        """The pipeline folder; with an ECO guard, the guard alone (``eco.json`` + probe) naming the pipeline's
+        folder as its base (the weights are the base's, unchanged)."""
+        if self.pipe.guard is None:
+            self.pipe.save(path)
+            return
+        from erasure.guard import save_guard
+
+        save_guard(path, self.pipe.guard, str(self.pipe.source) if self.pipe.source else None,
+                   save_base=self._save_unguarded)
+
+    def _save_unguarded(self, path: str | os.PathLike) -> None:
+        guard, self.pipe.guard = self.pipe.guard, None
+        try:
+            self.pipe.save(path)
+        finally:
+            self.pipe.guard = guard
 
     def save_lora(self, path: str | os.PathLike, lora: dict) -> None:
         """Write trained LoRA adapters (``erasure.selectors.export_lora``) as the

@@ -48,6 +48,11 @@ class DiffusionModality:
     # ------------------------------------------------------------------ recognising and loading
     def accepts(self, model: Any) -> bool:
         if isinstance(model, Path):
+            from erasure.guard import guard_base, is_guard_folder
+
+            if is_guard_folder(model):  # ECO's result: a guard for a pipeline
+                base = guard_base(model)
+                return base is not None and (base / "unet").is_dir()
             return (model / "unet").is_dir()
         if getattr(model, "modality", None) == self.name:  # an adapter
             return True
@@ -63,10 +68,18 @@ class DiffusionModality:
         return DiffusionAdapter.from_model(model, **kwargs)
 
     def load(self, model: str | os.PathLike) -> Any:
+        """The pipeline's adapter; an ECO guard folder loads its base pipeline with the guard on it."""
         from diffusion.adapter import DiffusionAdapter
+        from erasure.guard import is_guard_folder, load_guard
         from erasure.models import resolve_model_path
 
-        return DiffusionAdapter.load(resolve_model_path(str(model)))
+        path = resolve_model_path(str(model))
+        if not is_guard_folder(path):
+            return DiffusionAdapter.load(path)
+        guard, base = load_guard(path)
+        adapter = DiffusionAdapter.load(resolve_model_path(base))
+        adapter.guard = guard
+        return adapter
 
     # ------------------------------------------------------------------ data
     def erase_data(self, adapter: Any, concept: str | None = None, forget: Any = None, retain: Any = None,

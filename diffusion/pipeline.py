@@ -56,6 +56,8 @@ class T2IPipeline:
             written back on save: a live object, ``None``, or the folder it sits in (copied byte for byte).
         pipeline_config: model_index.json's other entries (``_class_name``, ``requires_safety_checker``, ...) and
             the ``[library, class]`` entries of folder extras.
+        guard: an ECO guard (``erasure.guard.PromptGuard``) that corrupts the text-encoder states of the prompts
+            it flags (set by ``erase(..., method="eco")``); None: prompts pass as they are.
     """
 
     unet: UNet2DConditionModel
@@ -67,6 +69,7 @@ class T2IPipeline:
     source: Path | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     pipeline_config: dict[str, Any] = field(default_factory=dict)
+    guard: Any = None
 
     def __post_init__(self) -> None:
         vocab = getattr(self.text_encoder.config, "vocab_size", None)
@@ -160,15 +163,25 @@ class T2IPipeline:
     def encode_prompts(self, prompts: Sequence[str], prefix: torch.Tensor | None = None) -> torch.Tensor:
         """Text-encoder hidden states (B, L, D) for ``prompts`` (gradients flow if the encoder trains).
 
-        ``prefix`` (B or 1, k, D) are token embeddings inserted right after BOS (adversarial prompts).
+        ``prefix`` (B or 1, k, D) are token embeddings inserted right after BOS (adversarial prompts). An ECO
+        ``guard`` corrupts the states of the prompts it flags (its features: ``prompt_features`` of these states).
         """
         if prefix is None:
-            return self.encode_ids(self.tokenize(prompts))
-        k = prefix.shape[-2]
-        ids = self.tokenize(prompts, reserve=k)
-        emb = self.text_encoder.get_input_embeddings()(ids)  # (B, L, D)
-        pre = prefix.to(emb.dtype).expand(emb.shape[0], -1, -1)
-        return self.encode_embeddings(torch.cat([emb[:, :1], pre, emb[:, 1 : emb.shape[1] - k]], dim=1))
+            h = self.encode_ids(self.tokenize(prompts))
+        else:
+            k = prefix.shape[-2]
+            ids = self.tokenize(prompts, reserve=k)
+            emb = self.text_encoder.get_input_embeddings()(ids)  # (B, L, D)
+            pre = prefix.to(emb.dtype).expand(emb.shape[0], -1, -1)
+            h = self.encode_embeddings(torch.cat([emb[:, :1], pre, emb[:, 1 : emb.shape[1] - k]], dim=1))
+        if self.guard is not None and self.guard.enabled:
+            h = self.guard.apply(self.prompt_features(h), h)
+        return h
+
+    @staticmethod
+    def prompt_features(states: torch.Tensor) -> torch.Tensor:
+        """(B, D) what an ECO classifier reads of text-encoder states (B, L, D): their mean over positions."""
+        return states.detach().float().mean(1)
 
     def encode_embeddings(self, token_embeds: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, D) from token embeddings (B, L, D) of a CLIP text encoder (positions added here)."""

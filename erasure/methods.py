@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from erasure.guard import ECOConfig, eco_selector, solve_eco
 from erasure.objectives import NPO, GradientAscent, Objective, SimNPO, retain_term
 from erasure.registry import Method
 
@@ -84,4 +85,8 @@ SIMNPO_METHOD = Method(
                                (c.retain_weight, retain_term(c.retain_loss))]),
     train_defaults={"lr": 1e-5, "optimizer": "adamw"},
     paper="https://arxiv.org/abs/2410.07163",
+)
+ECO = Method(
+    name="eco", modality="any", config_cls=ECOConfig, build=None, selector=eco_selector, solve=solve_eco,
+    paper="https://arxiv.org/abs/2406.07933",
 )

@@ -26,6 +26,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "graddiff": "erasure.methods:GRADDIFF",
     "npo": "erasure.methods:NPO_METHOD",
     "simnpo": "erasure.methods:SIMNPO_METHOD",
+    "eco": "erasure.methods:ECO",
     "esd-x": "diffusion.esd:ESD_X",
     "esd-u": "diffusion.esd:ESD_U",
     "esd-all": "diffusion.esd:ESD_ALL",
@@ -40,7 +41,6 @@ _BUILTIN_METHODS: dict[str, str] = {
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
     "spul": "llm.spul:SPUL",
-    "eco": "llm.eco:ECO",
 }
 
 # name -> "module:attribute" of an attack class (a dataclass implementing ``erasure.adversary.Adversary``; its

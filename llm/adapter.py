@@ -6,6 +6,7 @@ padding and prompt tokens are masked everywhere.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,7 @@ class CausalLMAdapter:
         if self.pad_id is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
         self.prompt: Any = None  # a learned soft prompt (``llm.prompt_tuning.SoftPrompt``) before every input
-        self.guard: Any = None  # an ECO guard (``llm.eco.ECOGuard``) corrupting flagged prompts' embeddings
+        self.guard: Any = None  # an ECO guard (``erasure.guard.PromptGuard``) corrupting flagged prompts' embeddings
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -162,7 +163,8 @@ class CausalLMAdapter:
             return {"input_ids": input_ids, "attention_mask": attention_mask}, 0
         emb = self.model.get_input_embeddings()(input_ids)
         if guard is not None:
-            emb = guard.apply(self.model, input_ids, attention_mask if prompt_mask is None else prompt_mask, emb)
+            prompt_mask = attention_mask if prompt_mask is None else prompt_mask
+            emb = guard.apply(self._pooled(input_ids, prompt_mask), emb, positions=prompt_mask)
         if prefix is None:
             return {"inputs_embeds": emb, "attention_mask": attention_mask}, 0
         b, k = input_ids.shape[0], prefix.shape[-2]
@@ -343,6 +345,54 @@ class CausalLMAdapter:
         logp, mask = self._logprobs(batch)
         return losses.kl_divergence(ref_logp, logp, mask)
 
+    # ------------------------------------------------------------------ ECO (erasure/guard.py)
+    @torch.no_grad()
+    def _pooled(self, input_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """(B, D) the model's last hidden states averaged over each row's prompt positions (causal: the answer
+        tokens after them do not change them): what the ECO classifier reads."""
+        out = self.model(input_ids=input_ids, attention_mask=(prompt_mask > 0).long(), output_hidden_states=True)
+        h = out.hidden_states[-1].float()  # (B, T, D)
+        m = prompt_mask.to(h.dtype)[..., None]
+        return (h * m).sum(1) / m.sum(1).clamp_min(1)
+
+    def guard_features(self, rows: Sequence[dict], batch_size: int = 16) -> torch.Tensor:
+        """(N, D) classifier features of the prompts the rows stand for: each row's question and its answer text
+        (both are what a user might type), each as a user turn."""
+        texts = [t for r in rows for t in (r["question"], r["answer"]) if t and t.strip()]
+        feats = []
+        for i in range(0, len(texts), batch_size):
+            b = self.collate([{"question": t, "answer": "."} for t in texts[i:i + batch_size]])
+            feats.append(self._pooled(b.input_ids, b.attention_mask * (1 - b.answer_mask)))
+        return torch.cat(feats)
+
+    def embedding_rms(self) -> float:
+        """Root mean square of the token embedding table (ECO's noise unit)."""
+        return float(self.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
+
+    def answer_prob(self, rows: Sequence[dict], batch_size: int = 16) -> float:
+        """Mean over rows of exp(-mean answer-token NLL), the guard and prompt included."""
+        probs = []
+        with torch.no_grad():
+            for i in range(0, len(rows), batch_size):
+                nll, length = self.per_example_nll(self.collate(rows[i:i + batch_size]))
+                probs.append(torch.exp(-nll / length))
+        return float(torch.cat(probs).mean())
+
+    def eco_reference(self, rows: Sequence[dict], target: float | None = None) -> float:
+        """The answer probability ECO aims the forget rows at: ``target``, else the probability this model gives
+        the forget questions *other* rows' answers (a model that never learned a fact rates the true answer like
+        a wrong one)."""
+        if target is not None:
+            return target
+        if len(rows) < 2:
+            raise ValueError("ECO's default target pairs each forget question with another row's answer: give at "
+                             "least two forget rows, or a target")
+        return self.answer_prob([{**r, "answer": rows[(i + 1) % len(rows)]["answer"]} for i, r in enumerate(rows)])
+
+    def eco_distance(self, rows: Sequence[dict], reference: float) -> float:
+        """|log p - log p*|: how far the forget answers' probability p (under the guard) is from the target p*."""
+        return abs(math.log(max(self.answer_prob(rows), 1e-12)) - math.log(max(reference, 1e-12)))
+
     def save(self, path: str | os.PathLike) -> None:
         """The model folder; for a model with a soft prompt, the prompt alone as a peft prompt-tuning adapter
         folder (the weights are the base model's, unchanged) that ``LLM.load`` and ``PeftModel.from_pretrained``
@@ -355,7 +405,7 @@ class CausalLMAdapter:
             save_prompt(path, self.prompt, self.model, self.base_name(), save_base=self._save_model)
             return
         if self.guard is not None:
-            from llm.eco import save_guard
+            from erasure.guard import save_guard
 
             save_guard(path, self.guard, self.base_name(), save_base=self._save_model)
             return

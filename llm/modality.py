@@ -56,11 +56,14 @@ class LLMModality:
     # ------------------------------------------------------------------ recognising and loading
     def accepts(self, model: Any) -> bool:
         if isinstance(model, Path):
-            from llm.eco import is_guard_folder
+            from erasure.guard import guard_base, is_guard_folder
             from llm.prompt_tuning import is_prompt_adapter
 
-            if is_prompt_adapter(model) or is_guard_folder(model):  # SPUL's or ECO's result for a causal LM
+            if is_prompt_adapter(model):  # SPUL's result for a causal LM
                 return True
+            if is_guard_folder(model):  # ECO's result, for a causal LM when its base is one
+                base = guard_base(model)
+                return base is not None and not (base / "unet").is_dir() and (base / "config.json").is_file()
             config = model / "config.json"
             if not config.is_file() or (model / "unet").is_dir():
                 return False
@@ -88,7 +91,7 @@ class LLMModality:
 
         from erasure.models import resolve_model_path
         from llm.adapter import CausalLMAdapter
-        from llm.eco import is_guard_folder, load_guard
+        from erasure.guard import is_guard_folder, load_guard
         from llm.prompt_tuning import SoftPrompt, is_prompt_adapter, load_prompt
 
         path = resolve_model_path(str(model))

@@ -61,9 +61,6 @@ def init_prompt(model: Any, num_tokens: int, seed: int = 0) -> SoftPrompt:
     return SoftPrompt(table[ids].float().clone()).to(table.device)
 
 
-BASE_FOLDER = "base"  # where a prompt keeps its base model when that came from no folder
-
-
 def save_prompt(path: str | os.PathLike, prompt: SoftPrompt, model: Any, base: str | None,
                 save_base: Any = None) -> None:
     """Write ``prompt`` as a peft prompt-tuning adapter folder (``adapter_config.json`` + safetensors) for
@@ -72,6 +69,8 @@ def save_prompt(path: str | os.PathLike, prompt: SoftPrompt, model: Any, base: s
     recorded as that relative path."""
     from peft import PromptTuningConfig
     from safetensors.torch import save_file
+
+    from erasure.guard import record_base
 
     c = model.config
     config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=prompt.num_tokens,
@@ -83,24 +82,6 @@ def save_prompt(path: str | os.PathLike, prompt: SoftPrompt, model: Any, base: s
     config.save_pretrained(path)
     save_file({PROMPT_KEY: prompt.embeddings.detach().cpu().contiguous()}, path / ADAPTER_WEIGHTS,
               metadata={"format": "pt"})
-
-
-def record_base(path: Path, base: str | None, save_base: Any = None) -> str:
-    """Create the folder ``path`` of something that runs on a base model (a prompt, an ECO guard) and return how it
-    names that base: ``base`` itself, or ``base/`` after ``save_base(path / "base")`` writes a model that came from
-    no folder."""
-    path.mkdir(parents=True, exist_ok=True)
-    if base is not None:
-        return base
-    if save_base is None:
-        raise ValueError("the base model was loaded from no folder and cannot be written beside what runs on it")
-    save_base(path / BASE_FOLDER)
-    return BASE_FOLDER
-
-
-def resolve_base(path: Path, base: str) -> str:
-    """The base model named in the folder ``path``: a folder ``base/`` inside it, else the name as written."""
-    return str(path / BASE_FOLDER) if base == BASE_FOLDER else base
 
 
 def is_prompt_adapter(path: Path) -> bool:
@@ -122,6 +103,8 @@ def load_prompt(path: str | os.PathLike) -> tuple[torch.Tensor, str]:
         ValueError: naming the folder when it is not a prompt adapter, lacks its weights or names no base model.
     """
     from safetensors.torch import load_file
+
+    from erasure.guard import resolve_base
 
     path = Path(path)
     if not is_prompt_adapter(path):

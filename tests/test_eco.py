@@ -10,7 +10,7 @@ import torch
 
 from erasure import erase
 from llm.adapter import CausalLMAdapter
-from llm.eco import ECOConfig, ECOGuard, answer_prob, corrupt, fit_probe
+from erasure.guard import ECOConfig, PromptGuard, corrupt, fit_probe
 from llm.modality import LLM
 from tests.conftest import QA, make_trained_tiny_lm
 
@@ -36,7 +36,7 @@ def test_probe_separates_separable_features():
     g = torch.Generator().manual_seed(0)
     pos = torch.randn(20, 6, generator=g) + torch.tensor([3.0, 0, 0, 0, 0, 0])
     neg = torch.randn(40, 6, generator=g) - torch.tensor([3.0, 0, 0, 0, 0, 0])
-    guard = ECOGuard(6)
+    guard = PromptGuard(6)
     stats = fit_probe(guard, pos, neg)
     assert stats["true_positive_rate"] == 1.0 and stats["false_positive_rate"] == 0.0
     assert bool((guard.probability(pos) > 0.5).all()) and not bool((guard.probability(neg) > 0.5).any())
@@ -50,7 +50,7 @@ def test_guard_corrupts_flagged_prompts_only():
     with torch.no_grad():
         plain = adapter._logits(batch.input_ids, batch.attention_mask)
         width = adapter.model.config.hidden_size
-        adapter.guard = ECOGuard(width, "flip", strength=0.5)
+        adapter.guard = PromptGuard(width, "flip", strength=0.5)
         adapter.guard.bias.fill_(-20.0)  # flags nothing
         assert torch.equal(adapter._logits(batch.input_ids, batch.attention_mask, prompt_mask=prompt), plain)
         adapter.guard.bias.fill_(20.0)  # flags everything
@@ -60,7 +60,7 @@ def test_guard_corrupts_flagged_prompts_only():
     # the positions before the first answer token read corrupted prompt embeddings; the prompt-only mask means
     # the answer tokens' own embeddings are untouched (checked through the embedding function directly)
     emb = adapter.model.get_input_embeddings()(batch.input_ids)
-    applied = adapter.guard.apply(adapter.model, batch.input_ids, prompt, emb)
+    applied = adapter.guard.apply(adapter._pooled(batch.input_ids, prompt), emb, positions=prompt)
     assert torch.equal(applied[0, first_answer:], emb[0, first_answer:])
     assert not torch.equal(applied[0, :first_answer], emb[0, :first_answer])
 
@@ -70,20 +70,21 @@ def test_eco_moves_no_weight_and_pulls_forget_answers_to_the_target(tmp_path):
     adapter.model.eval()
     before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
     forget, retain = QA[:3], QA[3:]
-    start = answer_prob(adapter, forget)
+    start = adapter.answer_prob(forget)
     result = erase(adapter, method="eco", forget=forget, retain=retain, iterations=6, strength=0.1,
                    search_lr=2.0, epsilon=0.05, kind="noise")
     assert all(torch.equal(before[n], p) for n, p in adapter.model.named_parameters())
     solved = result.info["closed_form"]
-    target = solved["target_prob"]
+    target = adapter.eco_reference(forget)  # other rows' answers to the forget questions
     assert solved["probe"]["true_positive_rate"] == 1.0
-    after = answer_prob(adapter, forget)
+    after = adapter.answer_prob(forget)
     assert abs(math.log(after) - math.log(target)) < abs(math.log(start) - math.log(target))
+    assert solved["search"][-1]["distance"] < solved["distance_before"]
     out = result.save(tmp_path / "eco")
     assert (out / "eco.json").is_file() and (out / "base" / "config.json").is_file()
     again = LLM.load(out)
     assert again.guard.strength == adapter.guard.strength
-    assert answer_prob(again, forget) == pytest.approx(after, rel=1e-5)
+    assert again.answer_prob(forget) == pytest.approx(after, rel=1e-5)
     with pytest.raises(ValueError, match="ECO guard"):
         erase(again, method="ga", forget=forget, steps=1)
 
@@ -95,3 +96,34 @@ def test_eco_needs_retain_prompts_and_valid_options():
         ECOConfig(kind="blur")
     with pytest.raises(ValueError, match="threshold"):
         ECOConfig(threshold=1.0)
+
+
+def test_eco_on_a_text_to_image_model_flags_the_concept_and_saves_a_guard(tmp_path):
+    from diffusion.adapter import DiffusionAdapter
+    from erasure.registry import modality_for
+    from tests.conftest import make_tiny_pipeline
+
+    pipe = make_tiny_pipeline()
+    pipe.save(tmp_path / "base")
+    adapter = DiffusionAdapter.load(tmp_path / "base")
+    before = {n: p.detach().clone() for n, p in adapter.pipe.unet.named_parameters()}
+    result = erase(adapter, "Neon", method="eco", iterations=4, strength=0.1, epsilon=0.05, search_lr=0.05)
+    assert all(torch.equal(before[n], p) for n, p in adapter.pipe.unet.named_parameters())
+    solved = result.info["closed_form"]
+    assert solved["probe"]["true_positive_rate"] == 1.0 and solved["probe"]["false_positive_rate"] == 0.0
+    assert len(solved["search"]) == 5 and adapter.guard.strength > 0
+    assert solved["search"][-1]["distance"] < solved["distance_before"] == 1.0
+    neon, sketch = "a circle image in neon style .", "a circle image in sketch style ."
+    with torch.no_grad():
+        guarded = adapter.pipe.encode_prompts([neon, sketch])
+        adapter.guard.enable_adapters(False)
+        plain = adapter.pipe.encode_prompts([neon, sketch])
+        adapter.guard.enable_adapters(True)
+    assert not torch.equal(guarded[0], plain[0]) and torch.equal(guarded[1], plain[1])
+    out = result.save(tmp_path / "eco")
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".json", ".safetensors")) == [
+        "eco.json", "eco.safetensors", "erasure.json"]
+    assert modality_for(out).name == "diffusion"
+    again = modality_for(out).load(out)
+    with torch.no_grad():
+        assert torch.equal(again.pipe.encode_prompts([neon, sketch]), guarded)

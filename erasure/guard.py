@@ -1,31 +1,30 @@
 """ECO: unlearning through embedding-corrupted prompts (Liu et al. 2024, https://arxiv.org/abs/2406.07933).
 
-No weight changes. A prompt classifier flags forget-scope prompts; a flagged prompt's input embeddings are
-corrupted before the model reads them, with a strength chosen by zeroth-order search so the model's answers to the
-forget set fall to the level of a model that never learned them.
+No weight changes. A prompt classifier flags forget-scope prompts; a flagged prompt's embeddings are corrupted before
+the model reads them, with a strength chosen by zeroth-order search so the model's outputs on the forget set reach
+the level of a model that never learned them. This file holds what both modalities share; each adapter supplies the
+prompt features, where the corruption applies and the distance the search minimises:
 
-* Classifier: logistic regression on the frozen model's own mean-pooled last hidden states of the prompt
-  (standardised features, class-balanced), trained on the forget rows (questions and answer texts) against the
-  retain rows; flagged when its probability exceeds ``threshold``.
-* Corruption (the official code's functions, on every prompt token of a flagged prompt): ``noise`` adds N(0,
-  (s * rms)^2) to the first ``dims`` embedding dimensions (``rand_noise_first_n``; rms is the embedding table's
-  root mean square, so s is unit-free), ``zero`` zeroes the round(s * D) largest-magnitude dimensions
-  (``zero_out_top_k``), ``flip`` flips their signs (``flip_sign_top_k``). Noise is drawn from a fixed seed, so a
-  prompt is always corrupted the same way (scores stay deterministic).
-* Strength: f(s) = |log p(s) - log p*| with p(s) the forget answers' mean per-token probability under corruption
-  strength s and p* the unlearning target: by default the probability the uncorrupted model gives the forget
-  questions *other* rows' answers (a model that does not know a fact rates the true answer like a wrong one);
-  g = [f(s + e) - f(s - e)] / (2e), s <- max(s - lr * g, s_min), for ``iterations`` steps.
+* Classifier (``PromptGuard``, ``fit_probe``): logistic regression on standardised prompt features (an LLM: its own
+  mean-pooled last hidden states of the prompt; a text-to-image model: its text encoder's mean hidden state),
+  class-balanced, trained on the forget rows against the retain rows; flagged when its probability exceeds
+  ``threshold``.
+* Corruption (``corrupt``; the official code's functions, on every position of a flagged prompt): ``noise`` adds
+  N(0, (s * rms)^2) to the first ``dims`` dimensions (``rand_noise_first_n``; rms is the embeddings' root mean
+  square, so s is unit-free), ``zero`` zeroes the round(s * D) largest-magnitude dimensions (``zero_out_top_k``),
+  ``flip`` flips their signs (``flip_sign_top_k``). Noise comes from a fixed seed: a prompt is always corrupted the
+  same way.
+* Strength (``search_strength``): g = [f(s + e) - f(s - e)] / (2e), s <- max(s - lr * g, s_min) for ``iterations``
+  steps, with f the adapter's ``eco_distance`` to the unlearning target (``eco_reference``).
 
-The LLM adapter carries the result as its ``guard`` component; ``result.save(folder)`` writes ``eco.json`` and
-``eco.safetensors`` (the probe) and names the base model, which ``LLM.load(folder)`` loads with the guard on it.
+``result.save(folder)`` writes ``eco.json`` and ``eco.safetensors`` (the probe) and names the base model, which
+the modality's ``load(folder)`` loads with the guard on it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +33,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from erasure.registry import Method
-from erasure.selectors import Selector
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("noise", "zero", "flip")
 GUARD_CONFIG = "eco.json"
 GUARD_WEIGHTS = "eco.safetensors"
+BASE_FOLDER = "base"  # where a guard or a prompt keeps its base model when that came from no folder
 
 
 # ---------------------------------------------------------------------------------------------- corruption
@@ -79,11 +77,11 @@ def corrupt(emb: torch.Tensor, where: torch.Tensor, kind: str, strength: float, 
 
 
 # ---------------------------------------------------------------------------------------------- the guard
-class ECOGuard(nn.Module):
-    """A prompt classifier (a linear probe on pooled hidden states) and the corruption it triggers.
+class PromptGuard(nn.Module):
+    """A prompt classifier (a linear probe on pooled features) and the corruption it triggers.
 
     Args:
-        width: the model's hidden size D.
+        width: the features' size D.
         kind, strength, dims, threshold, seed: see ``ECOConfig``.
         rms: the embedding table's root mean square (the noise unit).
     """
@@ -113,39 +111,20 @@ class ECOGuard(nn.Module):
         z = (features.float() - self.mean) / self.scale
         return torch.sigmoid(z @ self.weight + self.bias)
 
-    @torch.no_grad()
-    def flags(self, model: Any, input_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-        """(B,) which prompts are forget-scope (features: ``pooled_features``)."""
-        return self.probability(pooled_features(model, input_ids, prompt_mask)) > self.threshold
+    def flags(self, features: torch.Tensor) -> torch.Tensor:
+        """(B,) which prompts are forget-scope, from their pooled features (B, D)."""
+        with torch.no_grad():
+            return self.probability(features) > self.threshold
 
-    def apply(self, model: Any, input_ids: torch.Tensor, prompt_mask: torch.Tensor,
-              emb: torch.Tensor) -> torch.Tensor:
-        """``emb`` (B, T, D) with every prompt position of the flagged prompts corrupted."""
-        where = prompt_mask.bool() & self.flags(model, input_ids, prompt_mask)[:, None]
+    def apply(self, features: torch.Tensor, emb: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``emb`` (B, T, D) with the ``positions`` (B, T; default all) of the flagged prompts corrupted."""
+        where = self.flags(features)[:, None].expand(emb.shape[:2])
+        if positions is not None:
+            where = where & positions.bool()
         return corrupt(emb, where, self.kind, self.strength, self.dims, self.rms, self.seed)
 
 
-@torch.no_grad()
-def pooled_features(model: Any, input_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
-    """(B, D) mean of the model's last hidden states over each row's prompt positions (causal: the answer tokens
-    after them do not change them)."""
-    out = model(input_ids=input_ids, attention_mask=(prompt_mask > 0).long(), output_hidden_states=True)
-    h = out.hidden_states[-1].float()  # (B, T, D)
-    m = prompt_mask.to(h.dtype)[..., None]
-    return (h * m).sum(1) / m.sum(1).clamp_min(1)
-
-
-def prompt_features(adapter: Any, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
-    """(N, D) pooled features of each text as a user prompt (the adapter's chat or plain template)."""
-    feats = []
-    for i in range(0, len(texts), batch_size):
-        rows = [{"question": t, "answer": "."} for t in texts[i:i + batch_size]]
-        b = adapter.collate(rows)
-        feats.append(pooled_features(adapter.model, b.input_ids, b.attention_mask * (1 - b.answer_mask)))
-    return torch.cat(feats)
-
-
-def fit_probe(guard: ECOGuard, pos: torch.Tensor, neg: torch.Tensor, steps: int = 300, lr: float = 0.05,
+def fit_probe(guard: PromptGuard, pos: torch.Tensor, neg: torch.Tensor, steps: int = 300, lr: float = 0.05,
               l2: float = 1e-3) -> dict:
     """Logistic regression of ``pos`` (N+, D) against ``neg`` (N-, D) into ``guard`` (class-balanced loss, L2);
     returns its training accuracy on each class."""
@@ -189,9 +168,11 @@ class ECOConfig:
         search_lr: its step size.
         epsilon: its finite-difference half-width e.
         min_strength: s_min.
-        target_prob: the forget answers' mean per-token probability to reach (None: the uncorrupted model's
-            probability of mismatched answers).
+        target: the level the adapter's distance aims at (an LLM: the forget answers' mean per-token
+            probability; None: the modality's never-learned proxy, see its ``eco_reference``).
         seed: seeds the noise.
+        concept: the erased concept (a text-to-image model's ECO aims its prompts at themselves without it; given
+            by ``erase``).
     """
 
     kind: str = "noise"
@@ -202,8 +183,9 @@ class ECOConfig:
     search_lr: float = 1.0
     epsilon: float = 0.1
     min_strength: float = 0.0
-    target_prob: float | None = None
+    target: float | None = None
     seed: int = 0
+    concept: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -214,82 +196,69 @@ class ECOConfig:
             raise ValueError("ECO needs strength >= 0, epsilon > 0 and iterations >= 0")
 
 
-def answer_prob(adapter: Any, rows: Sequence[dict], batch_size: int = 16) -> float:
-    """Mean over rows of exp(-mean answer-token NLL) under the adapter (its guard included)."""
-    probs = []
-    with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            nll, length = adapter.per_example_nll(adapter.collate(rows[i:i + batch_size]))
-            probs.append(torch.exp(-nll / length))
-    return float(torch.cat(probs).mean())
-
-
-def search_strength(adapter: Any, guard: ECOGuard, rows: Sequence[dict], target: float, c: ECOConfig) -> list[dict]:
-    """Zeroth-order search of ``guard.strength`` towards answer probability ``target`` on ``rows``; the trace."""
+def search_strength(adapter: Any, guard: PromptGuard, rows: Sequence[Any], reference: Any,
+                    c: ECOConfig) -> list[dict]:
+    """Zeroth-order search of ``guard.strength`` minimising ``adapter.eco_distance(rows, reference)``; the trace.
+    The guard keeps the best strength the search evaluated (the plain update can step past the minimum; the
+    official search keeps its last iterate)."""
     upper = None if c.kind == "noise" else 1.0
+    seen: list[tuple[float, float]] = []  # (distance, strength)
+
+    def clip(s: float) -> float:
+        s = max(s, c.min_strength, 0.0)
+        return s if upper is None else min(s, upper)
 
     def f(s: float) -> float:
-        guard.strength = max(0.0, s if upper is None else min(s, upper))
-        return abs(math.log(max(answer_prob(adapter, rows), 1e-12)) - math.log(target))
+        guard.strength = clip(s)
+        value = float(adapter.eco_distance(rows, reference))
+        seen.append((value, guard.strength))
+        return value
 
-    s, trace = c.strength, []
+    s, trace = clip(c.strength), []
     for i in range(c.iterations):
         g = (f(s + c.epsilon) - f(s - c.epsilon)) / (2 * c.epsilon)
-        s = max(s - c.search_lr * g, c.min_strength)
-        if upper is not None:
-            s = min(s, upper)
+        s = clip(s - c.search_lr * g)
         trace.append({"iteration": i + 1, "strength": round(s, 5), "gradient": round(g, 5)})
         logger.info("ECO strength search %d: s=%.4f g=%.4f", i + 1, s, g)
-    guard.strength = s
-    trace.append({"final_distance": round(f(s), 5), "prob": round(answer_prob(adapter, rows), 6), "target": target})
-    guard.strength = s
+    f(s)
+    best, guard.strength = min(seen)
+    trace.append({"strength": round(guard.strength, 5), "distance": round(best, 5)})
     return trace
 
 
-def _texts(rows: Sequence[Any]) -> list[str]:
-    """The prompts a row stands for: its question and its answer text (both can be what a user types)."""
-    out = []
-    for r in rows:
-        out += [r["question"], r["answer"]] if isinstance(r, dict) else [str(r)]
-    return [t for t in out if t and t.strip()]
-
-
-def solve_eco(adapter: Any, c: ECOConfig, *, forget: Sequence[dict], retain: Sequence[dict] | None,
-              selected: Selector) -> dict:
-    """Train the classifier, give ``adapter`` its guard and search the strength; returns what it did."""
+def solve_eco(adapter: Any, c: ECOConfig, *, forget: Sequence[Any], retain: Sequence[Any] | None,
+              selected: Any) -> dict:
+    """Train the classifier on the adapter's prompt features, give the adapter its guard and search the strength;
+    returns what it did (the probe's training rates, the distance before and after, the search)."""
     if not retain:
         raise ValueError("ECO trains its prompt classifier on forget against retain prompts: give a retain set")
     if getattr(adapter, "guard", None) is not None:
         raise ValueError("the model already carries an ECO guard; start from the base model")
-    model = adapter.model
-    model.eval()
-    table = model.get_input_embeddings().weight.detach()
-    guard = ECOGuard(table.shape[1], c.kind, c.strength, c.dims, c.threshold, c.seed,
-                     rms=float(table.float().pow(2).mean().sqrt())).to(table.device)
-    probe = fit_probe(guard, prompt_features(adapter, _texts(forget)), prompt_features(adapter, _texts(retain)))
-    rows = [r for r in forget if isinstance(r, dict)]
-    target = c.target_prob
-    if target is None:  # the true answers rated like other questions' answers: a model that never learned them
-        shifted = [{**r, "answer": rows[(i + 1) % len(rows)]["answer"]} for i, r in enumerate(rows)]
-        target = answer_prob(adapter, shifted) if len(rows) > 1 else 1e-3
-    before = answer_prob(adapter, rows)
+    for m in adapter.modules().values():
+        m.eval()
+    pos, neg = adapter.guard_features(forget), adapter.guard_features(retain)
+    guard = PromptGuard(pos.shape[1], c.kind, c.strength, c.dims, c.threshold, c.seed,
+                        rms=adapter.embedding_rms()).to(pos.device)
+    probe = fit_probe(guard, pos, neg)
+    reference = adapter.eco_reference(forget, c.target, **({"concept": c.concept} if c.concept else {}))
+    before = float(adapter.eco_distance(forget, reference))
     adapter.guard = guard
-    trace = search_strength(adapter, guard, rows, target, c) if c.iterations else []
-    return {"probe": probe, "forget_prob_before": round(before, 6), "target_prob": round(target, 6),
-            "strength": round(guard.strength, 5), "search": trace}
+    trace = search_strength(adapter, guard, forget, reference, c) if c.iterations else []
+    return {"probe": probe, "distance_before": round(before, 5), "strength": round(guard.strength, 5),
+            "search": trace}
 
 
-def eco_selector(adapter: Any, c: ECOConfig) -> Selector:
+def eco_selector(adapter: Any, c: ECOConfig) -> Any:
     """What ECO adds: the guard (the model's weights stay as they are)."""
+    from erasure.selectors import Selector
+
     return Selector(include=[r"^guard\."])
 
 
 # ---------------------------------------------------------------------------------------------- save / load
-def save_guard(path: str | os.PathLike, guard: ECOGuard, base: str | None, save_base: Any = None) -> None:
+def save_guard(path: str | os.PathLike, guard: PromptGuard, base: str | None, save_base: Any = None) -> None:
     """``eco.json`` (settings, base model) and ``eco.safetensors`` (the probe) in ``path``."""
     from safetensors.torch import save_file
-
-    from llm.prompt_tuning import record_base
 
     path = Path(path)
     base_name = record_base(path, base, save_base)
@@ -303,16 +272,25 @@ def is_guard_folder(path: Path) -> bool:
     return (Path(path) / GUARD_CONFIG).is_file()
 
 
-def load_guard(path: str | os.PathLike) -> tuple[ECOGuard, str]:
+def guard_base(path: Path) -> Path | None:
+    """The base model folder an ECO guard folder names (None when it names none that exists here)."""
+    from erasure.models import resolve_model_path
+
+    try:
+        base = json.loads((Path(path) / GUARD_CONFIG).read_text())["base_model_name_or_path"]
+        return resolve_model_path(resolve_base(Path(path), base))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def load_guard(path: str | os.PathLike) -> tuple[PromptGuard, str]:
     """(the guard, its base model's name or folder) from an ECO folder (safetensors only)."""
     from safetensors.torch import load_file
-
-    from llm.prompt_tuning import resolve_base
 
     path = Path(path)
     try:
         config = json.loads((path / GUARD_CONFIG).read_text())
-        guard = ECOGuard(config["width"], config["kind"], config["strength"], config["dims"], config["threshold"],
+        guard = PromptGuard(config["width"], config["kind"], config["strength"], config["dims"], config["threshold"],
                          config["seed"], config["rms"])
         base = config["base_model_name_or_path"]
     except (OSError, ValueError, KeyError) as err:
@@ -323,5 +301,19 @@ def load_guard(path: str | os.PathLike) -> tuple[ECOGuard, str]:
     return guard, resolve_base(path, base)
 
 
-ECO = Method("eco", "llm", ECOConfig, None, selector=eco_selector, solve=solve_eco,
-             paper="https://arxiv.org/abs/2406.07933")
+def record_base(path: Path, base: str | None, save_base: Any = None) -> str:
+    """Create the folder ``path`` of something that runs on a base model (an ECO guard, a soft prompt) and return
+    how it names that base: ``base`` itself, or ``base/`` after ``save_base(path / "base")`` writes a model that came
+    from no folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    if base is not None:
+        return base
+    if save_base is None:
+        raise ValueError("the base model was loaded from no folder and cannot be written beside what runs on it")
+    save_base(path / BASE_FOLDER)
+    return BASE_FOLDER
+
+
+def resolve_base(path: Path, base: str) -> str:
+    """The base model named in the folder ``path``: its ``base/`` subfolder, else the name as written."""
+    return str(path / BASE_FOLDER) if base == BASE_FOLDER else base
