@@ -112,6 +112,8 @@ class T2IPipeline:
         mods = {"unet": self.unet, "text_encoder": self.text_encoder}
         if self.vae is not None:
             mods["vae"] = self.vae
+        if self.guard is not None:  # part of what the model computes (evaluation caches key on it)
+            mods["guard"] = self.guard
         return mods
 
     # ------------------------------------------------------------------ text

@@ -102,6 +102,11 @@ class PromptGuard(nn.Module):
     def enable_adapters(self, enabled: bool) -> None:
         self.enabled = bool(enabled)
 
+    @property
+    def config(self) -> dict:
+        """Its settings (``evals.eval_cache.config_of`` keys cached evaluations on them)."""
+        return self.settings()
+
     def settings(self) -> dict:
         return {"kind": self.kind, "strength": self.strength, "dims": self.dims, "threshold": self.threshold,
                 "seed": self.seed, "rms": self.rms}

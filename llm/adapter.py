@@ -365,6 +365,16 @@ class CausalLMAdapter:
             feats.append(self._pooled(b.input_ids, b.attention_mask * (1 - b.answer_mask)))
         return torch.cat(feats)
 
+    def guard_flags(self, questions: Sequence[str], batch_size: int = 16) -> list[bool]:
+        """Whether the ECO guard flags each question (as a user turn); all False without a guard."""
+        if self.guard is None:
+            return [False] * len(questions)
+        out: list[bool] = []
+        for i in range(0, len(questions), batch_size):
+            b = self.collate([{"question": q, "answer": "."} for q in questions[i:i + batch_size]])
+            out += self.guard.flags(self._pooled(b.input_ids, b.attention_mask * (1 - b.answer_mask))).tolist()
+        return out
+
     def embedding_rms(self) -> float:
         """Root mean square of the token embedding table (ECO's noise unit)."""
         return float(self.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())

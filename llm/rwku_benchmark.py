@@ -116,6 +116,11 @@ class MiniRwkuBenchmark:
                        + answered(d["utility"], utility_answers, utility, "utility")),
             "seconds": round(time.time() - t0, 1),
         }
+        if getattr(adapter, "guard", None) is not None:  # ECO: how often its classifier flags each kind of probe
+            record["guard_flag_rate"] = {
+                name: (sum(flags) / len(flags) if flags else None)
+                for name, rows in (("forget", t["forget"]), ("neighbour", t["neighbours"]), ("utility", d["utility"]))
+                for flags in [adapter.guard_flags([r["question"] for r in rows])]}
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             (Path(out) / "eval.json").write_text(report_json(record))

@@ -127,3 +127,19 @@ def test_eco_on_a_text_to_image_model_flags_the_concept_and_saves_a_guard(tmp_pa
     again = modality_for(out).load(out)
     with torch.no_grad():
         assert torch.equal(again.pipe.encode_prompts([neon, sketch]), guarded)
+
+
+def test_cached_evaluations_tell_a_guarded_pipeline_apart():
+    from evals.eval_cache import config_of, eval_key
+    from tests.conftest import make_tiny_pipeline
+
+    pipe = make_tiny_pipeline()
+
+    def key():
+        return eval_key(pipe.modules(), configs={n: config_of(m) for n, m in pipe.modules().items()})
+
+    plain = key()
+    pipe.guard = PromptGuard(pipe.text_encoder.config.hidden_size, strength=1.0)
+    guarded = key()
+    pipe.guard.strength = 2.0
+    assert len({plain, guarded, key()}) == 3
