@@ -355,25 +355,25 @@ class CausalLMAdapter:
         m = prompt_mask.to(h.dtype)[..., None]
         return (h * m).sum(1) / m.sum(1).clamp_min(1)
 
-    def guard_features(self, rows: Sequence[dict], batch_size: int = 16) -> torch.Tensor:
-        """(N, D) classifier features of the prompts the rows stand for: each row's question and its answer text
-        (both are what a user might type), each as a user turn."""
-        texts = [t for r in rows for t in (r["question"], r["answer"]) if t and t.strip()]
+    def prompt_embeddings(self, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+        """(N, D) each text as a user turn, embedded as the pooled last hidden states of its prompt positions (what
+        the ECO classifier reads; what the LLM judge's in-context examples are chosen by)."""
         feats = []
         for i in range(0, len(texts), batch_size):
             b = self.collate([{"question": t, "answer": "."} for t in texts[i:i + batch_size]])
             feats.append(self._pooled(b.input_ids, b.attention_mask * (1 - b.answer_mask)))
         return torch.cat(feats)
 
-    def guard_flags(self, questions: Sequence[str], batch_size: int = 16) -> list[bool]:
+    def guard_features(self, rows: Sequence[dict]) -> torch.Tensor:
+        """(N, D) classifier features of the prompts the rows stand for: each row's question and its answer text
+        (both are what a user might type)."""
+        return self.prompt_embeddings([t for r in rows for t in (r["question"], r["answer"]) if t and t.strip()])
+
+    def guard_flags(self, questions: Sequence[str]) -> list[bool]:
         """Whether the ECO guard flags each question (as a user turn); all False without a guard."""
         if self.guard is None:
             return [False] * len(questions)
-        out: list[bool] = []
-        for i in range(0, len(questions), batch_size):
-            b = self.collate([{"question": q, "answer": "."} for q in questions[i:i + batch_size]])
-            out += self.guard.flags(self._pooled(b.input_ids, b.attention_mask * (1 - b.answer_mask))).tolist()
-        return out
+        return self.guard.flags(self.prompt_embeddings(questions)).tolist() if questions else []
 
     def embedding_rms(self) -> float:
         """Root mean square of the token embedding table (ECO's noise unit)."""

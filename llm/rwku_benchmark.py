@@ -25,6 +25,8 @@ from erasure.modality import AuditPlan, Option
 DEFAULT_DATA = ("llm", "smollm2-135m/mini-rwku.json")  # (package, file under its weights/)
 _TARGET = Option(("--target",), "the mini-RWKU target, e.g. 'Harry Potter'")
 _DATA = Option(("--data",), "a mini-RWKU data file (default: the one shipped for smollm2-135m)")
+_JUDGE = Option(("--judge",), "judge answers with this local causal LM (a name or folder, e.g. smollm2-135m; "
+                              "llm/judge.py) instead of answer matching")
 DIRECT_FORMS = ("qa", "fb")
 
 
@@ -57,7 +59,7 @@ class MiniRwkuBenchmark:
     summary_keys = ("target", "forget_qa", "forget_fb", "forget_adversarial", "neighbour", "utility", "fluency_ppl",
                     "mia_auc", "seconds")
     utility_keys = ("neighbour", "utility", "fluency_ppl")
-    options = {"erase": (_TARGET, _DATA), "eval": (_TARGET, _DATA), "audit": (_TARGET, _DATA)}
+    options = {"erase": (_TARGET, _DATA), "eval": (_TARGET, _DATA, _JUDGE), "audit": (_TARGET, _DATA, _JUDGE)}
 
     def erase_data(self, adapter: Any, *, target: str | None = None, data: str | None = None) -> tuple[list, list]:
         """(forget rows: the target's forget corpus, retain rows: the unrelated-topics corpus, the base model's
@@ -67,7 +69,7 @@ class MiniRwkuBenchmark:
         return _qa(_target(d, target)["corpus"]), _qa(d["retain_corpus"]) + _qa(d.get("retain_qa", [])) + _qa(others)
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, target: str | None = None,
-                 data: str | None = None) -> dict:
+                 data: str | None = None, judge: str | None = None) -> dict:
         """Forget accuracy per probe form, neighbour and utility accuracy, fluency and MIA for ``target``.
 
         Args:
@@ -77,6 +79,7 @@ class MiniRwkuBenchmark:
             seed: unused (greedy decoding and likelihoods are deterministic).
             target: the erased target.
             data: a mini-RWKU data file (default: the shipped one).
+            judge: a local causal LM that judges the answers (``llm.judge.default_judge``; None: answer matching).
         """
         from evals.muse import auc
         from evals.rwku import answer_match, perplexity
@@ -88,9 +91,18 @@ class MiniRwkuBenchmark:
         t = _target(d, target)
         adapter.model.eval()
 
+        llm_judge = None
+        if judge:
+            from llm.judge import default_judge
+
+            llm_judge = default_judge(judge, data)
+
         def accuracy(rows: list[dict]) -> tuple[dict, list[str]]:
             answers = adapter.generate(rows)
-            return answer_match(answers, [r["answers"] for r in rows]), answers
+            if llm_judge is None:
+                return answer_match(answers, [r["answers"] for r in rows]), answers
+            verdicts = [int(v) for v in llm_judge(answers, rows)]
+            return {"agg_value": sum(verdicts) / len(verdicts) if verdicts else None, "value_by_index": verdicts}, answers
 
         def answered(rows: list[dict], answers: list[str], scores: dict, form: str | None = None) -> list[dict]:
             return [{"form": form or r["form"], "question": r["question"], "answer": a, "answered": bool(v)}
@@ -105,7 +117,7 @@ class MiniRwkuBenchmark:
         members = min_k_scores(adapter, _qa(t["corpus"]), plus_plus=True)
         heldout = min_k_scores(adapter, _qa(d["holdout_corpus"]), plus_plus=True)
         record = {
-            "target": target, "model": model,
+            "target": target, "model": model, "judge": judge or "answer match",
             **{f"forget_{f}": (sum(v) / len(v) if v else None) for f, v in by_form.items()},
             "forget_adversarial": sum(adversarial) / len(adversarial) if adversarial else None,
             "neighbour": neighbour["agg_value"], "utility": utility["agg_value"], "fluency_ppl": ppl["agg_value"],
@@ -127,16 +139,22 @@ class MiniRwkuBenchmark:
         return record
 
     def prepare_audit(self, adapter: Any, *, original: Any = None, seed: int = 0, n: int | None = None,
-                      target: str | None = None, data: str | None = None) -> AuditPlan:
+                      target: str | None = None, data: str | None = None, judge: str | None = None) -> AuditPlan:
         """The target's direct probes (QA and fill-in-the-blank, first ``n``), with the base model's answers as the
-        text attacks optimise towards, judged by answer match."""
+        text attacks optimise towards, judged by answer match or by the local LM ``judge``."""
         from evals.judges import probe_matcher
 
         t = _target(load_data(data), target)
         rows = [{"question": r["question"], "answer": r["base_answer"], "answers": r["answers"]}
                 for r in t["forget"] if r["form"] in DIRECT_FORMS][: n or None]
-        return AuditPlan(rows=rows, judge=probe_matcher(), context={"target": target},
-                         eval_options={"target": target, "data": data})
+        if judge:
+            from llm.judge import default_judge
+
+            verdict = default_judge(judge, data)
+        else:
+            verdict = probe_matcher()
+        return AuditPlan(rows=rows, judge=verdict, context={"target": target, "judge": judge or "answer match"},
+                         eval_options={"target": target, "data": data, "judge": judge})
 
 
 MINI_RWKU = MiniRwkuBenchmark()
