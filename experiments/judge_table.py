@@ -1,0 +1,69 @@
+"""The LLM judge's accuracy on the labelled cases in every setting: in-context examples none / random / selected
+by similarity, times reasoning before the label (chain of thought) / label first.
+
+    make real-lm                                                  # once
+    python experiments/judge_table.py --out out/judge --readme README.md
+    python experiments/judge_table.py --limit 20 --out out/judge-try  # the first 20 test cases only
+
+The cases (``llm.judge.build_cases``: mini-RWKU probes answered four ways, labels by construction) are split by probe
+into an in-context pool (30%) and the test cases; every setting labels the same test cases with the same judge model
+(SmolLM2-135M-Instruct by default). Writes results.json (accuracy, per-label confusion, every raw output) and
+table.md, and the table into the README between its judge-table markers with --readme.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+SETTINGS = [(icl, cot) for icl in ("none", "random", "selected") for cot in (True, False)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="the judge model (a name or folder)")
+    p.add_argument("--out", default="out/judge")
+    p.add_argument("--limit", type=int, help="judge only the first N test cases")
+    p.add_argument("--k", type=int, default=4, help="in-context examples per judgment")
+    p.add_argument("--resume", action="store_true", help="keep the settings already in OUT/results.json")
+    p.add_argument("--readme", help="write the table into this README between its judge-table markers")
+    args = p.parse_args()
+
+    from evals.report import markdown_table, resumable_results, save_results, write_between_markers
+    from llm.judge import LABELS, LLMJudge, build_cases, judge_accuracy, split_cases
+    from llm.modality import LLM
+
+    out = Path(args.out)
+    results = resumable_results(out, args.resume)
+    pool, test = split_cases(build_cases())
+    test = test[: args.limit or None]
+    adapter = LLM.load(args.model)
+    for icl, cot in SETTINGS:
+        name = f"{icl} / {'reasoning first' if cot else 'label first'}"
+        if name in results:
+            continue
+        t0 = time.time()
+        acc = judge_accuracy(LLMJudge(adapter, cot=cot, icl=icl, pool=pool, k=args.k), test)
+        results[name] = {"accuracy": acc["agg_value"], "confusion": acc["confusion"], "outputs": acc["outputs"],
+                         "n": len(test), "seconds": round(time.time() - t0, 1)}
+        save_results(out, results)
+        print(name, round(acc["agg_value"], 3), flush=True)
+    heads = ["in-context examples", "order", "accuracy", *[f"{lab} recall" for lab in LABELS], "unknown", "n", "s"]
+    rows = []
+    for name, r in results.items():
+        icl, order = name.split(" / ")
+        recall = [r["confusion"][lab].get(lab, 0) / max(1, sum(r["confusion"][lab].values())) for lab in LABELS]
+        unknown = sum(c.get("unknown", 0) for c in r["confusion"].values())
+        rows.append([icl, order, round(r["accuracy"], 3), *(round(x, 2) for x in recall), unknown, r["n"],
+                     r["seconds"]])
+    table = markdown_table(heads, rows)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+    if args.readme:
+        write_between_markers(Path(args.readme), "judge-table", table + f"\n\nJudge: {args.model}; `python "
+                      f"experiments/judge_table.py{' --limit ' + str(args.limit) if args.limit else ''}`.")
+
+
+if __name__ == "__main__":
+    main()
