@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl")
+METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl", "spul", "eco")
 KEYS = ("forget_qa", "forget_fb", "forget_adversarial", "neighbour", "utility", "fluency_ppl", "mia_auc")
 
 
@@ -52,8 +52,9 @@ def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int
             result = erase(LLM.load(model), method=method, forget=forget, retain=retain, seed=seed, **given)
             minutes = (time.time() - t0) / 60
             rec = MINI_RWKU.evaluate(result.adapter, model=f"{model} + {method}", target=target, data=data)
-            rec.update(erase_minutes=round(minutes, 1), steps=result.train_config["steps"],
-                       lr=result.train_config["lr"])
+            rec.update(erase_minutes=round(minutes, 1), steps=result.loop.steps)
+            if result.loop.steps:  # a closed-form method (ECO) has no learning rate
+                rec["lr"] = result.train_config["lr"]
             results[target][method] = rec
             out.mkdir(parents=True, exist_ok=True)
             (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -88,7 +89,13 @@ def table(results: dict, methods: list[str]) -> str:
                       avg(lambda r, b: b["forget_adversarial"] - r["forget_adversarial"]),
                       avg(lambda r, b: r["neighbour"] / b["neighbour"]), avg(lambda r, b: r["utility"] / b["utility"]),
                       avg(lambda r, b: r["fluency_ppl"] / b["fluency_ppl"]), avg(lambda r, b: r["erase_minutes"])])
-    return markdown_table(heads, rows) + "\n\nMean over the targets:\n\n" + markdown_table(mean_heads, means)
+    text = markdown_table(heads, rows) + "\n\nMean over the targets:\n\n" + markdown_table(mean_heads, means)
+    flagged = [[target, name, *(r["guard_flag_rate"][k] for k in ("forget", "neighbour", "utility"))]
+               for target, by_model in results.items() for name, r in by_model.items() if "guard_flag_rate" in r]
+    if flagged:  # ECO: how often its prompt classifier fires on each kind of probe
+        text += "\n\nShare of probes the ECO classifier flags:\n\n" + markdown_table(
+            ["target", "model", "forget probes", "neighbour probes", "utility probes"], flagged)
+    return text
 
 
 def write_readme(path: Path, block: str) -> None:

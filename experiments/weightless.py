@@ -1,0 +1,118 @@
+"""Unlearning without changing weights, side by side with the model it runs on: SPUL on mini-sentiment (the paper's
+classification setting) and ECO on mini-canvas concepts (its text-to-image variant). The mini-RWKU rows of both are
+in ``experiments/rwku_table.py --methods spul eco``.
+
+    make real-lm                                                     # once (the sentiment classifier)
+    python experiments/weightless.py --out out/weightless --readme README.md
+    python experiments/weightless.py --parts eco-canvas --concepts Neon Star --out out/eco-try
+
+Each part erases with the model folder's recommended settings (``--settings`` JSON replaces them) and evaluates
+the result with its benchmark next to the unerased model: forget / retain / test accuracy and chance for SPUL; UA,
+IRA, CRA for ECO, with the share of forget and retain prompts its classifier flags. Writes results.json and
+table.md (and the table into the README between its weightless-table markers with --readme).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+PARTS = ("spul-sentiment", "eco-canvas")
+
+
+def spul_sentiment(model: str, settings: dict | None) -> dict:
+    """The classifier and its SPUL prompt on mini-sentiment: {"classifier": record, "spul": record}."""
+    from erasure import erase
+    from llm.modality import LLM
+    from llm.sentiment import MINI_SENTIMENT
+
+    rows = {"classifier": MINI_SENTIMENT.evaluate(LLM.load(model), model=model)}
+    forget, retain = MINI_SENTIMENT.erase_data(None)
+    t0 = time.time()
+    result = erase(LLM.load(model), method="spul", forget=forget, retain=retain, **(settings or {}))
+    minutes = round((time.time() - t0) / 60, 1)
+    rows["spul"] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + spul"), "erase_minutes": minutes,
+                    "steps": result.loop.steps, "lr": result.train_config["lr"]}
+    return rows
+
+
+def eco_canvas(model: str, concept: str, settings: dict | None) -> dict:
+    """{"base": record, "eco": record} for one mini-canvas concept, the ECO row with its classifier's flag rates."""
+    import torch
+
+    from canvas_data.benchmark import UNLEARNCANVAS
+    from diffusion.modality import DIFFUSION
+    from erasure import erase
+
+    base = UNLEARNCANVAS.evaluate(DIFFUSION.load(model), model=model, concept=concept)
+    adapter = DIFFUSION.load(model)
+    forget, retain = DIFFUSION.erase_data(adapter, concept=concept)
+    t0 = time.time()
+    result = erase(adapter, concept, method="eco", **(settings or {}))
+    seconds = round(time.time() - t0, 1)
+    with torch.no_grad():
+        flags = {name: float(adapter.guard.flags(adapter.guard_features(rows)).float().mean())
+                 for name, rows in (("forget", forget), ("retain", retain))}
+    rec = UNLEARNCANVAS.evaluate(adapter, model=f"{model} + eco", concept=concept)
+    rec.update(erase_seconds=seconds, strength=result.info["closed_form"]["strength"], flag_rate=flags)
+    return {"base": base, "eco": rec}
+
+
+def table(results: dict) -> str:
+    from evals.report import markdown_table
+
+    parts = []
+    if "spul-sentiment" in results:
+        r = results["spul-sentiment"]
+        parts.append("SPUL on mini-sentiment (forget: 10% of the training reviews):\n\n" + markdown_table(
+            ["model", "forget acc", "retain acc", "test acc", "chance", "steps", "lr", "erase min"],
+            [[name, x["forget_acc"], x["retain_acc"], x["test_acc"], x["chance"], x.get("steps", ""),
+              x.get("lr", ""), x.get("erase_minutes", "")] for name, x in r.items()]))
+    if "eco-canvas" in results:
+        rows = []
+        for concept, r in results["eco-canvas"].items():
+            for name, x in r.items():
+                f = x.get("flag_rate", {})
+                rows.append([concept, name, x["ua"], x["ira"], x["cra"], f.get("forget", ""), f.get("retain", ""),
+                             x.get("strength", ""), x.get("erase_seconds", "")])
+        parts.append("ECO on mini-canvas (UA: the concept no longer recognised; IRA, CRA: the other concepts):\n\n"
+                     + markdown_table(["concept", "model", "UA", "IRA", "CRA", "flags forget prompts",
+                                       "flags retain prompts", "strength", "erase s"], rows))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    from evals.report import resumable_results, save_results, write_between_markers
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS)
+    p.add_argument("--classifier", default="smollm2-135m-sentiment", help="SPUL's classifier model")
+    p.add_argument("--canvas", default="mini-canvas", help="ECO's text-to-image model")
+    p.add_argument("--concepts", nargs="*", default=["Neon", "Star"])
+    p.add_argument("--settings", type=json.loads, help="JSON erase settings instead of the recommended ones")
+    p.add_argument("--out", default="out/weightless")
+    p.add_argument("--resume", action="store_true", help="keep the parts (and concepts) already in the results")
+    p.add_argument("--readme", help="write the table into this README between its weightless-table markers")
+    args = p.parse_args()
+    out = Path(args.out)
+    results = resumable_results(out, args.resume)
+    t0 = time.time()
+    if "spul-sentiment" in args.parts and "spul-sentiment" not in results:
+        results["spul-sentiment"] = spul_sentiment(args.classifier, args.settings)
+        save_results(out, results)
+    if "eco-canvas" in args.parts:
+        for concept in args.concepts:
+            if concept not in results.setdefault("eco-canvas", {}):
+                results["eco-canvas"][concept] = eco_canvas(args.canvas, concept, args.settings)
+                save_results(out, results)
+    block = table(results) + f"\n\n`python experiments/weightless.py` ({(time.time() - t0) / 60:.0f} min here)."
+    (out / "table.md").write_text(block + "\n")
+    if args.readme:
+        write_between_markers(Path(args.readme), "weightless-table", block)
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
