@@ -244,41 +244,13 @@ def train_classifier(base: str = "smollm2-135m", epochs: float = 2.0, batch: int
                      rank: int = 8, seed: int = 0, data: str | None = None, root: Path | None = None) -> dict:
     """LoRA-fine-tune ``base`` on every training review (the forget ones included: what is forgotten later must
     have been learned) and save the adapter under the package's weights (``<base>-sentiment``)."""
-    import math
+    from erasure.models import package_weights
+    from llm.tofu_finetune import train_adapter
 
-    from peft import LoraConfig, get_peft_model
-
-    from erasure.files import atomic_dir
-    from erasure.models import RECOMMENDED_FILE, package_weights
-    from llm.modality import LLM
-    from llm.train_tiny import fit
-
-    import torch
-
-    rows = as_rows(load_data(data)["train"])
-    adapter = LLM.load(base)
-    torch.manual_seed(seed)
-    adapter.model = get_peft_model(adapter.model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
-                                                             task_type="CAUSAL_LM"))
-    steps = math.ceil(epochs * len(rows) / batch)
-    t0 = time.time()
-    final = fit(adapter, rows, steps, batch, lr, seed, desc="LoRA sentiment", warmup=max(1, steps // 10))
-    for p in adapter.model.parameters():  # ship half the bytes; merge casts back to the base dtype
-        if p.requires_grad:
-            p.data = p.data.half()
     out = (Path(root) if root else package_weights("llm")) / f"{base}-sentiment"
-    with atomic_dir(out, overwrite=True, carry=[RECOMMENDED_FILE]) as tmp:
-        adapter.model.save_pretrained(tmp, safe_serialization=True)
-        cfg = json.loads((tmp / "adapter_config.json").read_text())
-        cfg["base_model_name_or_path"] = base
-        (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        report = {"base": base, "rows": len(rows), "epochs": epochs, "steps": steps, "batch": batch, "lr": lr,
-                  "rank": rank, "seed": seed, "final_loss": round(final, 4), "seconds": round(time.time() - t0, 1),
-                  "command": f"python -m llm.sentiment train --model {base} --epochs {epochs:g} --batch {batch} "
-                             f"--lr {lr:g} --rank {rank} --seed {seed}"}
-        (tmp / "train_report.json").write_text(json.dumps(report, indent=2))
-        (tmp / "README.md").unlink(missing_ok=True)
-    return report
+    command = (f"python -m llm.sentiment train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
+               f"--rank {rank} --seed {seed}")
+    return train_adapter(base, as_rows(load_data(data)["train"]), out, epochs, batch, lr, rank, seed, command=command)
 
 
 def merge_classifier(base: str = "smollm2-135m", force: bool = False) -> Path:
@@ -293,22 +265,12 @@ def merge_classifier(base: str = "smollm2-135m", force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m llm.sentiment", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    from llm.tofu_finetune import lora_commands
+
+    p, sub = lora_commands("python -m llm.sentiment", __doc__, epochs=2.0, lr=5e-4, rank=8)
     b = sub.add_parser("build", help="write the generated review set")
     b.add_argument("--out", required=True)
     b.add_argument("--seed", type=int, default=0)
-    t = sub.add_parser("train", help="LoRA-fine-tune the classifier and save its adapter, then merge it")
-    t.add_argument("--model", default="smollm2-135m")
-    t.add_argument("--epochs", type=float, default=2.0)
-    t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--rank", type=int, default=8)
-    t.add_argument("--seed", type=int, default=0)
-    m = sub.add_parser("merge", help="add the shipped classifier adapter to the base model, once, into the cache")
-    m.add_argument("--model", default="smollm2-135m")
-    m.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "build":

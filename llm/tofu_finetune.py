@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 from erasure.files import atomic_dir
 from erasure.models import RECOMMENDED_FILE
@@ -58,45 +59,73 @@ def train(base: str = "smollm2-135m", epochs: float = 6.0, batch: int = 16, lr: 
     Returns:
         {model name: training report}.
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from llm.modality import LLM
     from llm.tofu_data import build_mini_tofu
-    from llm.train_tiny import fit, with_paraphrases
+    from llm.train_tiny import with_paraphrases
 
     data = build_mini_tofu(seed=0)
     reports = {}
     for name, split in tofu_model_names(base).items():
         rows = [{"question": r["question"], "answer": r["answer"]} for r in with_paraphrases(data[split].to_list())]
-        adapter = LLM.load(base)
-        torch.manual_seed(seed)
-        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
-                            task_type="CAUSAL_LM")
-        adapter.model = get_peft_model(adapter.model, config)
-        steps = math.ceil(epochs * len(rows) / batch)
-        t0 = time.time()
-        final = fit(adapter, rows, steps, batch, lr, seed, desc=f"LoRA {name}", warmup=max(1, steps // 10))
-        for p in adapter.model.parameters():  # ship half the bytes; merge casts back to the base dtype
-            if p.requires_grad:
-                p.data = p.data.half()
-        out = _adapter_dir(name, root)
-        # the folder is replaced whole (its recommended.json, written by hand, carried over)
-        with atomic_dir(out, overwrite=True, carry=[RECOMMENDED_FILE]) as tmp:
-            adapter.model.save_pretrained(tmp, safe_serialization=True)
-            cfg = json.loads((tmp / "adapter_config.json").read_text())
-            cfg["base_model_name_or_path"] = base
-            (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-            report = {"base": base, "split": split, "rows": len(rows), "epochs": epochs, "steps": steps,
-                      "batch": batch, "lr": lr, "rank": rank, "seed": seed, "final_loss": round(final, 4),
-                      "seconds": round(time.time() - t0, 1),
-                      "command": f"python -m llm.tofu_finetune train --model {base} --epochs {epochs:g} "
-                                 f"--batch {batch} --lr {lr:g} --rank {rank} --seed {seed}"}
-            (tmp / "train_report.json").write_text(json.dumps(report, indent=2))
-            (tmp / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing in it
-        reports[name] = report
-        logger.info("%s: %s", name, report)
+        command = (f"python -m llm.tofu_finetune train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
+                   f"--rank {rank} --seed {seed}")
+        reports[name] = train_adapter(base, rows, _adapter_dir(name, root), epochs, batch, lr, rank, seed,
+                                      command=command, split=split)
     return reports
+
+
+def train_adapter(base: str, rows: list[dict], out: Path, epochs: float, batch: int, lr: float, rank: int,
+                  seed: int, command: str, **report: object) -> dict:
+    """LoRA-fine-tune ``base`` on the answer tokens of QA ``rows`` (rank ``rank``, alpha 2 * rank, every linear layer
+    of the blocks; ``llm.train_tiny.fit``'s warm-up and cosine decay) and write the adapter (fp16 safetensors,
+    ``base_model_name_or_path`` = ``base``) with its ``train_report.json`` to ``out``, replaced whole (a
+    hand-written ``recommended.json`` there is kept). Returns the report (``report`` entries added)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llm.modality import LLM
+    from llm.train_tiny import fit
+
+    adapter = LLM.load(base)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                        task_type="CAUSAL_LM")
+    adapter.model = get_peft_model(adapter.model, config)
+    steps = math.ceil(epochs * len(rows) / batch)
+    t0 = time.time()
+    final = fit(adapter, rows, steps, batch, lr, seed, desc=f"LoRA {out.name}", warmup=max(1, steps // 10))
+    for p in adapter.model.parameters():  # ship half the bytes; merge casts back to the base dtype
+        if p.requires_grad:
+            p.data = p.data.half()
+    with atomic_dir(out, overwrite=True, carry=[RECOMMENDED_FILE]) as tmp:
+        adapter.model.save_pretrained(tmp, safe_serialization=True)
+        cfg = json.loads((tmp / "adapter_config.json").read_text())
+        cfg["base_model_name_or_path"] = base
+        (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        full = {"base": base, **report, "rows": len(rows), "epochs": epochs, "steps": steps, "batch": batch, "lr": lr,
+                "rank": rank, "seed": seed, "final_loss": round(final, 4), "seconds": round(time.time() - t0, 1),
+                "command": command}
+        (tmp / "train_report.json").write_text(json.dumps(full, indent=2))
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's model card template: nothing in it
+    logger.info("%s: %s", out.name, full)
+    return full
+
+
+def lora_commands(prog: str, doc: str, epochs: float, lr: float, rank: int) -> tuple[argparse.ArgumentParser, Any]:
+    """The ``train`` / ``merge`` command line of a module that ships LoRA adapters for a base model: (the parser,
+    its subcommands, for more)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fine-tune and save the LoRA adapter(s), then merge them")
+    t.add_argument("--model", default="smollm2-135m")
+    t.add_argument("--epochs", type=float, default=epochs)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=lr)
+    t.add_argument("--rank", type=int, default=rank)
+    t.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("merge", help="add the shipped adapter(s) to the base model, once, into the cache")
+    m.add_argument("--model", default="smollm2-135m")
+    m.add_argument("--force", action="store_true", help="merge again even when up to date")
+    return p, sub
 
 
 def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = None) -> dict[str, Path]:
@@ -148,19 +177,7 @@ def merge_adapter(base: str, name: str, src: Path, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m llm.tofu_finetune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="fine-tune and save the LoRA adapters (full and retain90)")
-    t.add_argument("--model", default="smollm2-135m")
-    t.add_argument("--epochs", type=float, default=6.0)
-    t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--rank", type=int, default=16)
-    t.add_argument("--seed", type=int, default=0)
-    m = sub.add_parser("merge", help="add the shipped adapters to the base model, once, into the cache")
-    m.add_argument("--model", default="smollm2-135m")
-    m.add_argument("--force", action="store_true", help="merge again even when up to date")
+    p, _ = lora_commands("python -m llm.tofu_finetune", __doc__, epochs=6.0, lr=1e-3, rank=16)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "train":
