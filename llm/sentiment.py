@@ -17,7 +17,6 @@ model gives the lower NLL. The forget set is a seeded random ``forget_ratio`` of
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
