@@ -375,6 +375,11 @@ class CausalLMAdapter:
             return [False] * len(questions)
         return self.guard.flags(self.prompt_embeddings(questions)).tolist() if questions else []
 
+    def guard_flag_rates(self, groups: dict[str, Sequence[str]]) -> dict[str, float | None]:
+        """{group: share of its questions the ECO guard flags} (a benchmark reports them for a guarded model)."""
+        return {name: (sum(f) / len(f) if f else None)
+                for name, questions in groups.items() for f in [self.guard_flags(list(questions))]}
+
     def embedding_rms(self) -> float:
         """Root mean square of the token embedding table (ECO's noise unit)."""
         return float(self.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())

@@ -129,10 +129,9 @@ class MiniRwkuBenchmark:
             "seconds": round(time.time() - t0, 1),
         }
         if getattr(adapter, "guard", None) is not None:  # ECO: how often its classifier flags each kind of probe
-            record["guard_flag_rate"] = {
-                name: (sum(flags) / len(flags) if flags else None)
-                for name, rows in (("forget", t["forget"]), ("neighbour", t["neighbours"]), ("utility", d["utility"]))
-                for flags in [adapter.guard_flags([r["question"] for r in rows])]}
+            record["guard_flag_rate"] = adapter.guard_flag_rates(
+                {name: [r["question"] for r in rows]
+                 for name, rows in (("forget", t["forget"]), ("neighbour", t["neighbours"]), ("utility", d["utility"]))})
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             (Path(out) / "eval.json").write_text(report_json(record))

@@ -103,6 +103,12 @@ class MiniTofuBenchmark:
             retain_adapter = LLM.load(retain_model or self.reference_for(adapter, model, forget))
         record = evaluate_tofu(adapter, data, forget, retain_adapter=retain_adapter, retain_reference=retain_reference)
         record["model"] = model
+        if getattr(adapter, "guard", None) is not None:  # ECO: how often its classifier flags each split's questions
+            from evals.tofu import retain_split_for
+
+            record["guard_flag_rate"] = adapter.guard_flag_rates(
+                {split: data[split]["question"] for split in (forget, retain_split_for(forget), "real_authors",
+                                                              "world_facts") if split in data})
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             (Path(out) / "eval.json").write_text(report_json({k: v for k, v in record.items()

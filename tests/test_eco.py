@@ -143,3 +143,14 @@ def test_cached_evaluations_tell_a_guarded_pipeline_apart():
     guarded = key()
     pipe.guard.strength = 2.0
     assert len({plain, guarded, key()}) == 3
+
+
+def test_flag_rates_count_the_questions_the_guard_flags():
+    adapter = CausalLMAdapter(*make_trained_tiny_lm())
+    questions = [r["question"] for r in QA]
+    assert adapter.guard_flag_rates({"all": questions}) == {"all": 0.0}  # no guard: nothing flagged
+    adapter.guard = PromptGuard(adapter.model.config.hidden_size)
+    adapter.guard.weight[0] = 1.0  # flags a question when its first standardised feature is positive
+    feats = adapter.prompt_embeddings(questions)
+    expected = float((feats[:, 0] > 0).float().mean())
+    assert adapter.guard_flag_rates({"all": questions, "none": []}) == {"all": expected, "none": None}
