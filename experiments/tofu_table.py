@@ -23,7 +23,7 @@ from evals.tofu import retain_split_for
 from llm.modality import LLM
 from llm.tofu_benchmark import MINI_TOFU, TABLE_KEYS, mini_tofu_data, retain_model_name
 
-METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl")
+METHODS = ("ga", "graddiff", "npo", "simnpo", "idkpo", "rmu", "ugradsl", "spul", "eco")
 
 
 def main() -> None:
@@ -88,7 +88,9 @@ def main() -> None:
         seconds = round(time.time() - t0, 1)
         rec = MINI_TOFU.evaluate(result.adapter, model=method, forget=args.forget, retain_reference=ref, data=data)
         rec.pop("retain_reference")
-        rec.update(erase_seconds=seconds, steps=result.train_config["steps"], lr=result.train_config["lr"])
+        rec.update(erase_seconds=seconds, steps=result.loop.steps)
+        if result.loop.steps:  # a closed-form method (ECO) has no learning rate
+            rec["lr"] = result.train_config["lr"]
         rows[name] = rec
         save()
     original = rows["original (fine-tuned)"]
