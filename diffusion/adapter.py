@@ -122,11 +122,12 @@ class DiffusionAdapter:
             return float(self.pipe.encode_ids(self.pipe.tokenize([""])).float().pow(2).mean().sqrt())
 
     def eco_reference(self, rows: Sequence[Any], target: float | None = None, concept: str | None = None,
-                      draws: int = 4, seed: int = 0) -> dict:
+                      retain: Sequence[Any] | None = None, draws: int = 4, seed: int = 0) -> dict:
         """What ECO aims the forget prompts at, at ``draws`` fixed (x_t, t) per prompt: the model's noise
         prediction for each prompt should move away from its own by as much as the prompt without the concept's
         words (``concept``; else the empty prompt) moves it: a model that never learned the concept draws the
-        concept's prompt as it draws the prompt without it. ``target`` overrides that squared distance."""
+        concept's prompt as it draws the prompt without it. ``target`` overrides that squared distance; ``retain``
+        is not needed."""
         from erasure.data import replace_concept
 
         prompts = [prompt_of(r) for r in rows]

@@ -245,7 +245,8 @@ def solve_eco(adapter: Any, c: ECOConfig, *, forget: Sequence[Any], retain: Sequ
     guard = PromptGuard(pos.shape[1], c.kind, c.strength, c.dims, c.threshold, c.seed,
                         rms=adapter.embedding_rms()).to(pos.device)
     probe = fit_probe(guard, pos, neg)
-    reference = adapter.eco_reference(forget, c.target, **({"concept": c.concept} if c.concept else {}))
+    reference = adapter.eco_reference(forget, c.target, retain=retain,
+                                      **({"concept": c.concept} if c.concept else {}))
     before = float(adapter.eco_distance(forget, reference))
     adapter.guard = guard
     trace = search_strength(adapter, guard, forget, reference, c) if c.iterations else []

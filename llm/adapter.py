@@ -393,16 +393,18 @@ class CausalLMAdapter:
                 probs.append(torch.exp(-nll / length))
         return float(torch.cat(probs).mean())
 
-    def eco_reference(self, rows: Sequence[dict], target: float | None = None) -> float:
+    def eco_reference(self, rows: Sequence[dict], target: float | None = None,
+                      retain: Sequence[dict] | None = None) -> float:
         """The answer probability ECO aims the forget rows at: ``target``, else the probability this model gives
-        the forget questions *other* rows' answers (a model that never learned a fact rates the true answer like
-        a wrong one)."""
+        the forget questions the *retain* rows' answers, in turn (a model that never learned the forget facts rates
+        their answers like unrelated ones; forget rows about one subject would still rate each other's answers as
+        likely)."""
         if target is not None:
             return target
-        if len(rows) < 2:
-            raise ValueError("ECO's default target pairs each forget question with another row's answer: give at "
-                             "least two forget rows, or a target")
-        return self.answer_prob([{**r, "answer": rows[(i + 1) % len(rows)]["answer"]} for i, r in enumerate(rows)])
+        if not retain:
+            raise ValueError("ECO's default target pairs each forget question with a retain row's answer: give a "
+                             "retain set, or a target")
+        return self.answer_prob([{**r, "answer": retain[i % len(retain)]["answer"]} for i, r in enumerate(rows)])
 
     def eco_distance(self, rows: Sequence[dict], reference: float) -> float:
         """|log p - log p*|: how far the forget answers' probability p (under the guard) is from the target p*."""

@@ -75,7 +75,7 @@ def test_eco_moves_no_weight_and_pulls_forget_answers_to_the_target(tmp_path):
                    search_lr=2.0, epsilon=0.05, kind="noise")
     assert all(torch.equal(before[n], p) for n, p in adapter.model.named_parameters())
     solved = result.info["closed_form"]
-    target = adapter.eco_reference(forget)  # other rows' answers to the forget questions
+    target = adapter.eco_reference(forget, retain=retain)  # retain rows' answers to the forget questions
     assert solved["probe"]["true_positive_rate"] == 1.0
     after = adapter.answer_prob(forget)
     assert abs(math.log(after) - math.log(target)) < abs(math.log(start) - math.log(target))
