@@ -197,7 +197,7 @@ def erase(
         if ignored:
             logger.warning("%s is a closed-form edit: %s do not apply and are ignored", method, ", ".join(ignored))
         loop, solved = _solve(spec, adapter, method_cfg, sel, concept, forget, retain)
-        inner = None
+        inner = second = None
     else:
         objective = spec.build(method_cfg, adapter)
         if "retain" not in objective.splits:
@@ -213,9 +213,15 @@ def erase(
         fingerprint = {"method": method, "concept": concept, "method_options": asdict(method_cfg),
                        "selector": [sel.include, sel.exclude, asdict(sel.lora) if sel.lora else None],
                        "adversary": getattr(inner, "name", None)}
+        start = {}
+        if spec.after is not None and sel.lora is None:  # the second stage needs the weights training started from
+            from erasure.adapter import named_parameters
+
+            start = {n: p.detach().clone() for n, p in named_parameters(adapter.modules()).items() if sel.matches(n)}
         loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner,
                          fingerprint=fingerprint, mask=weight_mask).run()
         solved = None
+        second = spec.after(adapter, method_cfg, start) if spec.after is not None else None
     lora_state = None
     if sel.lora is not None:
         from erasure.selectors import export_lora, merge_lora
@@ -229,7 +235,8 @@ def erase(
             "mask": {**weight_mask.info, "digest": weight_mask.digest()} if weight_mask is not None else None,
             "recommended": str(file) if file else None,
             "recommended_settings": recommended_settings(str(source), method, concept) if file else None,
-            **({"closed_form": solved} if solved is not None else {})}
+            **({"closed_form": solved} if solved is not None else {}),
+            **({"second_stage": second} if second is not None else {})}
     result = ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),
                            train_config=asdict(train_cfg), loop=loop, info=info, lora=lora_state)
     if out is not None:

@@ -41,6 +41,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "rmu": "llm.methods:RMU",
     "ugradsl": "llm.methods:UGRADSL",
     "spul": "llm.spul:SPUL",
+    "sku": "llm.sku:SKU",
 }
 
 # name -> "module:attribute" of an attack class (a dataclass implementing ``erasure.adversary.Adversary``; its
@@ -137,6 +138,9 @@ class Method:
             edits the weights the selector picks in place and returns what it did (UCE).
         mask: ``(config) -> {"kind", "ratio", ...}``: the weight mask the method computes before training when
             ``erase`` is given none (``erasure.masks.compute`` options; SalUn's saliency mask).
+        after: ``(adapter, config, start) -> dict`` run once training has succeeded, before LoRA adapters are
+            merged: a second stage on the trained weights (SKU's negation); ``start`` holds the selected tensors'
+            values before training ({} when LoRA trained); returns what it did.
 
     A config with a ``concept`` field gets the erased concept from ``erase()`` (methods that edit the concept's
     words inside the prompts: UCE, CA).
@@ -152,6 +156,7 @@ class Method:
     adversary: Callable[[Any], Any] | None = None
     solve: Callable[..., dict] | None = None
     mask: Callable[[Any], dict] | None = None
+    after: Callable[[Any, Any, dict], dict] | None = None
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.solve is None):

@@ -1,0 +1,110 @@
+"""SKU: selective knowledge negation unlearning (Liu et al. 2024, https://arxiv.org/abs/2402.10058).
+
+Two stages, as the official code runs them:
+
+1. Harmful knowledge acquisition: a LoRA copy of the model *learns* the forget (harmful) rows with
+   ``gd_weight`` (0.5) x the answers' NLL (guided distortion) + ``rd_weight`` (1) x the NLL of ``k`` (5) other forget
+   rows' answers to each forget question (random disassociation) - ``pd_weight`` (1) x KL(original || model) on the
+   retain (normal) rows (preservation divergence: the acquired knowledge should not hold normal knowledge, so the
+   KL is maximised). The reference is the model with the LoRA adapters off (the original).
+2. Knowledge negation: the acquired task vector is subtracted, theta = theta_0 - scale * (theta_1 - theta_0): with
+   LoRA, the adapters' B matrices are multiplied by -scale before they are merged (the LoRA delta is linear in B),
+   so the saved peft adapter is the negation itself.
+
+*Differences from the official code:* the k random answers are fixed per question (a hash picks them) rather than
+redrawn every step, so a resumed run repeats; the KL counts answer tokens only (the code averages over every position,
+padding included); LoRA wraps every linear layer of the blocks (the code: q_proj and v_proj of Llama, rank 32, alpha
+16), with ``lora_targets`` to narrow it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from erasure.objectives import KL, NLL, Objective, Relabel
+from erasure.registry import Method
+from erasure.selectors import LoraSpec, Selector
+
+
+@dataclass
+class SKUConfig:
+    """SKU options (the official script's defaults).
+
+    Args:
+        gd_weight: guided distortion (NLL of the harmful answers), e1 = 0.5.
+        rd_weight: random disassociation (NLL of other harmful answers), e2 = 1.
+        pd_weight: preservation divergence (KL on normal rows, maximised), e3 = 1.
+        k: random answers per forget question (5).
+        scale: how much of the acquired task vector is subtracted (1).
+        lora_rank, lora_alpha: the acquisition copy's LoRA (32, 16).
+        lora_targets: module-name suffixes LoRA wraps (None: every linear layer of the blocks).
+    """
+
+    gd_weight: float = 0.5
+    rd_weight: float = 1.0
+    pd_weight: float = 1.0
+    k: int = 5
+    scale: float = 1.0
+    lora_rank: int = 32
+    lora_alpha: float = 16.0
+    lora_targets: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.scale <= 0:
+            raise ValueError(f"SKU needs k >= 1 and scale > 0, got k={self.k}, scale={self.scale}")
+
+
+def random_answers(k: int):
+    """Rows -> each forget question answered by ``k`` other rows' answers (fixed per question by a hash)."""
+
+    def transform(rows: Sequence[dict]) -> list[dict]:
+        answers = [r["answer"] for r in rows]
+        out = []
+        for r in rows:
+            others = [a for a in answers if a != r["answer"]] or answers
+            h = zlib.crc32(r["question"].encode())
+            out += [{**r, "answer": others[(h + j) % len(others)]} for j in range(k)]
+        return out
+
+    return transform
+
+
+def build_sku(c: SKUConfig, adapter: Any = None) -> Objective:
+    """Stage 1: learn the forget rows (GD + RD) while moving away from the original on retain (PD)."""
+    return Objective([(c.gd_weight, NLL(split="forget", name="sku_gd")),
+                      (c.rd_weight, Relabel(random_answers(c.k), name="sku_rd")),
+                      (-c.pd_weight, KL(name="sku_pd"))])
+
+
+def sku_selector(adapter: Any, c: SKUConfig) -> Selector:
+    """Every weight, through LoRA (the acquisition copy; its reference is the model with the adapters off)."""
+    return Selector(lora=LoraSpec(rank=c.lora_rank, alpha=c.lora_alpha, target_modules=c.lora_targets))
+
+
+def negate(adapter: Any, c: SKUConfig, start: dict[str, torch.Tensor]) -> dict:
+    """Stage 2: theta_0 - scale * (theta_1 - theta_0) on what trained: LoRA's B matrices times -scale (before they
+    are merged), or the trained tensors against their values in ``start``."""
+    from erasure.adapter import named_parameters
+
+    live = named_parameters(adapter.modules())
+    with torch.no_grad():
+        if not start:  # LoRA: delta = (alpha / r) * B @ A, linear in B
+            b_matrices = [p for n, p in live.items() if ".lora_B." in n]
+            if not b_matrices:
+                raise ValueError("SKU's negation found no LoRA adapter to negate")
+            for p in b_matrices:
+                p.mul_(-c.scale)
+            return {"negated": "lora", "tensors": len(b_matrices), "scale": c.scale}
+        for n, theta0 in start.items():
+            p = live[n]
+            p.copy_(theta0 - c.scale * (p - theta0))
+    return {"negated": "weights", "tensors": len(start), "scale": c.scale}
+
+
+SKU = Method("sku", "llm", SKUConfig, build_sku, selector=sku_selector, after=negate,
+             train_defaults={"lr": 2e-5, "schedule": "linear", "optimizer": "adamw", "batch_size": 2},
+             paper="https://arxiv.org/abs/2402.10058")
