@@ -43,6 +43,7 @@ real-lm: venv
 	$(PY) -m pip install -q "gguf>=0.10"
 	$(PY) -m llm.real_models fetch smollm2-135m
 	$(PY) -m llm.tofu_finetune merge --model smollm2-135m
+	$(PY) -m llm.sentiment merge --model smollm2-135m
 
 test-real: venv
 	$(PY) -m pytest -q -m real
