@@ -153,10 +153,11 @@ class CausalLMAdapter:
         return torch.cat([own.expand(b, -1, -1), prefix.to(own.dtype).expand(b, -1, -1)], dim=1)
 
     def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None = None,
-                prompt_mask: torch.Tensor | None = None) -> tuple[dict, int]:
+                prompt_mask: torch.Tensor | None = None, features: torch.Tensor | None = None) -> tuple[dict, int]:
         """The model's input arguments for these tokens and the number k of positions placed before them: the
         token ids as they are, or their embeddings, corrupted where an ECO guard flags the prompt (its positions:
-        ``prompt_mask``, default all real tokens), after the soft prompt and ``prefix`` (1 or B, k, D)."""
+        ``prompt_mask``, default all real tokens; what it reads: ``features``, default the prompt positions'
+        pooled states), after the soft prompt and ``prefix`` (1 or B, k, D)."""
         prefix = self._prefix(prefix)
         guard = self.guard if self.guard is not None and self.guard.enabled else None
         if prefix is None and guard is None:
@@ -164,7 +165,8 @@ class CausalLMAdapter:
         emb = self.model.get_input_embeddings()(input_ids)
         if guard is not None:
             prompt_mask = attention_mask if prompt_mask is None else prompt_mask
-            emb = guard.apply(self._pooled(input_ids, prompt_mask), emb, positions=prompt_mask)
+            features = self._pooled(input_ids, prompt_mask) if features is None else features
+            emb = guard.apply(features, emb, positions=prompt_mask)
         if prefix is None:
             return {"inputs_embeds": emb, "attention_mask": attention_mask}, 0
         b, k = input_ids.shape[0], prefix.shape[-2]
@@ -172,9 +174,9 @@ class CausalLMAdapter:
         return {"inputs_embeds": emb, "attention_mask": torch.cat([attention_mask.new_ones(b, k), attention_mask], 1)}, k
 
     def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prefix: torch.Tensor | None = None,
-                prompt_mask: torch.Tensor | None = None) -> torch.Tensor:
+                prompt_mask: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, V) logits of the tokens' positions (``_inputs``)."""
-        inputs, k = self._inputs(input_ids, attention_mask, prefix, prompt_mask)
+        inputs, k = self._inputs(input_ids, attention_mask, prefix, prompt_mask, features)
         return self.model(**inputs).logits[:, k:]
 
     # ------------------------------------------------------------------ data
@@ -266,7 +268,9 @@ class CausalLMAdapter:
         for text in texts:
             ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=True)["input_ids"]
             ids = ids[:, : self.token_room()].to(self.model.device) if self.max_length else ids.to(self.model.device)
-            logits = self._logits(ids, torch.ones_like(ids))
+            # an ECO guard judges the text as a user would type it (the view its classifier was trained on)
+            features = self.prompt_embeddings([text]) if self.guard is not None else None
+            logits = self._logits(ids, torch.ones_like(ids), features=features)
             logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (1, T-1, V)
             nlls.append(-logp.gather(-1, ids[:, 1:, None]).sum())
             counts.append(ids.shape[1] - 1)

@@ -154,3 +154,15 @@ def test_flag_rates_count_the_questions_the_guard_flags():
     feats = adapter.prompt_embeddings(questions)
     expected = float((feats[:, 0] > 0).float().mean())
     assert adapter.guard_flag_rates({"all": questions, "none": []}) == {"all": expected, "none": None}
+
+
+def test_plain_text_likelihood_passes_the_guard_unless_the_text_is_flagged():
+    adapter = CausalLMAdapter(*make_trained_tiny_lm())
+    adapter.model.eval()
+    texts = ["it was alice in paris .", "paris ."]
+    plain = adapter.text_nll(texts)[0]
+    adapter.guard = PromptGuard(adapter.model.config.hidden_size, kind="flip", strength=0.5)
+    adapter.guard.bias.fill_(-20.0)
+    assert torch.equal(adapter.text_nll(texts)[0], plain)
+    adapter.guard.bias.fill_(20.0)
+    assert not torch.equal(adapter.text_nll(texts)[0], plain)
