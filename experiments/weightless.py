@@ -22,19 +22,25 @@ from pathlib import Path
 PARTS = ("spul-sentiment", "eco-canvas")
 
 
-def spul_sentiment(model: str, settings: dict | None) -> dict:
-    """The classifier and its SPUL prompt on mini-sentiment: {"classifier": record, "spul": record}."""
+def spul_sentiment(model: str, settings: list[dict | None], rows: dict) -> dict:
+    """The classifier and its SPUL prompts on mini-sentiment, added to ``rows``: {"classifier": record,
+    "spul" or "spul <settings>": record} (one SPUL row per entry of ``settings``; None: the recommended ones)."""
     from erasure import erase
     from llm.modality import LLM
     from llm.sentiment import MINI_SENTIMENT
 
-    rows = {"classifier": MINI_SENTIMENT.evaluate(LLM.load(model), model=model)}
+    if "classifier" not in rows:
+        rows["classifier"] = MINI_SENTIMENT.evaluate(LLM.load(model), model=model)
     forget, retain = MINI_SENTIMENT.erase_data(None)
-    t0 = time.time()
-    result = erase(LLM.load(model), method="spul", forget=forget, retain=retain, **(settings or {}))
-    minutes = round((time.time() - t0) / 60, 1)
-    rows["spul"] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + spul"), "erase_minutes": minutes,
-                    "steps": result.loop.steps, "lr": result.train_config["lr"]}
+    for given in settings:
+        name = f"spul {json.dumps(given, sort_keys=True)}" if given else "spul"
+        if name in rows:
+            continue
+        t0 = time.time()
+        result = erase(LLM.load(model), method="spul", forget=forget, retain=retain, **(given or {}))
+        minutes = round((time.time() - t0) / 60, 1)
+        rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
+                      "steps": result.loop.steps, "lr": result.train_config["lr"]}
     return rows
 
 
@@ -91,7 +97,9 @@ def main() -> None:
     p.add_argument("--classifier", default="smollm2-135m-sentiment", help="SPUL's classifier model")
     p.add_argument("--canvas", default="mini-canvas", help="ECO's text-to-image model")
     p.add_argument("--concepts", nargs="*", default=["Neon", "Star"])
-    p.add_argument("--settings", type=json.loads, help="JSON erase settings instead of the recommended ones")
+    p.add_argument("--settings", type=json.loads, help="JSON erase settings for ECO instead of the recommended ones")
+    p.add_argument("--spul-settings", type=json.loads, nargs="*", default=[None],
+                   help="one SPUL row per JSON settings (default: one row, the recommended settings)")
     p.add_argument("--out", default="out/weightless")
     p.add_argument("--resume", action="store_true", help="keep the parts (and concepts) already in the results")
     p.add_argument("--readme", help="write the table into this README between its weightless-table markers")
@@ -99,8 +107,9 @@ def main() -> None:
     out = Path(args.out)
     results = resumable_results(out, args.resume)
     t0 = time.time()
-    if "spul-sentiment" in args.parts and "spul-sentiment" not in results:
-        results["spul-sentiment"] = spul_sentiment(args.classifier, args.settings)
+    if "spul-sentiment" in args.parts:
+        results["spul-sentiment"] = spul_sentiment(args.classifier, args.spul_settings,
+                                                   results.get("spul-sentiment", {}))
         save_results(out, results)
     if "eco-canvas" in args.parts:
         for concept in args.concepts:
