@@ -166,7 +166,8 @@ class T2IPipeline:
         """Text-encoder hidden states (B, L, D) for ``prompts`` (gradients flow if the encoder trains).
 
         ``prefix`` (B or 1, k, D) are token embeddings inserted right after BOS (adversarial prompts). An ECO
-        ``guard`` corrupts the states of the prompts it flags (its features: ``prompt_features`` of these states).
+        ``guard`` corrupts the states of the prompts it flags (its features: ``prompt_features`` of these states),
+        never the empty prompt: classifier-free guidance's unconditional branch is no user prompt.
         """
         if prefix is None:
             h = self.encode_ids(self.tokenize(prompts))
@@ -176,8 +177,10 @@ class T2IPipeline:
             emb = self.text_encoder.get_input_embeddings()(ids)  # (B, L, D)
             pre = prefix.to(emb.dtype).expand(emb.shape[0], -1, -1)
             h = self.encode_embeddings(torch.cat([emb[:, :1], pre, emb[:, 1 : emb.shape[1] - k]], dim=1))
-        if self.guard is not None and self.guard.enabled:
-            h = self.guard.apply(self.prompt_features(h), h)
+        if self.guard is not None and self.guard.enabled:  # the empty prompt (guidance's unconditional) passes
+            texts = [prompts] if isinstance(prompts, str) else list(prompts)
+            user = torch.tensor([bool(p.strip()) for p in texts], device=h.device)[:, None].expand(h.shape[:2])
+            h = self.guard.apply(self.prompt_features(h), h, positions=user)
         return h
 
     @staticmethod

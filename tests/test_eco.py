@@ -166,3 +166,15 @@ def test_plain_text_likelihood_passes_the_guard_unless_the_text_is_flagged():
     assert torch.equal(adapter.text_nll(texts)[0], plain)
     adapter.guard.bias.fill_(20.0)
     assert not torch.equal(adapter.text_nll(texts)[0], plain)
+
+
+def test_the_empty_prompt_is_never_corrupted():
+    from tests.conftest import make_tiny_pipeline
+
+    pipe = make_tiny_pipeline()
+    with torch.no_grad():
+        plain = pipe.encode_prompts(["", "a circle image in neon style ."])
+        pipe.guard = PromptGuard(pipe.text_encoder.config.hidden_size, kind="flip", strength=0.5)
+        pipe.guard.bias.fill_(20.0)  # flags every prompt
+        guarded = pipe.encode_prompts(["", "a circle image in neon style ."])
+    assert torch.equal(guarded[0], plain[0]) and not torch.equal(guarded[1], plain[1])
