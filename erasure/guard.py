@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 KINDS = ("noise", "zero", "flip")
 GUARD_CONFIG = "eco.json"
 GUARD_WEIGHTS = "eco.safetensors"
+GUARD_VERSION = 2  # bump when what a guard does to a prompt changes (cached evaluations of guarded models expire)
 BASE_FOLDER = "base"  # where a guard or a prompt keeps its base model when that came from no folder
 
 
@@ -104,8 +105,8 @@ class PromptGuard(nn.Module):
 
     @property
     def config(self) -> dict:
-        """Its settings (``evals.eval_cache.config_of`` keys cached evaluations on them)."""
-        return self.settings()
+        """Its settings and how it applies them (``evals.eval_cache.config_of`` keys cached evaluations on them)."""
+        return {**self.settings(), "version": GUARD_VERSION}
 
     def settings(self) -> dict:
         return {"kind": self.kind, "strength": self.strength, "dims": self.dims, "threshold": self.threshold,
