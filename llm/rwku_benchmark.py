@@ -130,8 +130,9 @@ class MiniRwkuBenchmark:
         }
         if getattr(adapter, "guard", None) is not None:  # ECO: how often its classifier flags each kind of probe
             record["guard_flag_rate"] = adapter.guard_flag_rates(
-                {name: [r["question"] for r in rows]
-                 for name, rows in (("forget", t["forget"]), ("neighbour", t["neighbours"]), ("utility", d["utility"]))})
+                {**{name: [r["question"] for r in rows]
+                    for name, rows in (("forget", t["forget"]), ("neighbour", t["neighbours"]), ("utility", d["utility"]))},
+                 "fluency": list(d["fluency"])})
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             (Path(out) / "eval.json").write_text(report_json(record))
