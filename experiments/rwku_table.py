@@ -90,11 +90,11 @@ def table(results: dict, methods: list[str]) -> str:
                       avg(lambda r, b: r["neighbour"] / b["neighbour"]), avg(lambda r, b: r["utility"] / b["utility"]),
                       avg(lambda r, b: r["fluency_ppl"] / b["fluency_ppl"]), avg(lambda r, b: r["erase_minutes"])])
     text = markdown_table(heads, rows) + "\n\nMean over the targets:\n\n" + markdown_table(mean_heads, means)
-    flagged = [[target, name, *(r["guard_flag_rate"][k] for k in ("forget", "neighbour", "utility"))]
+    flagged = [[target, name, *(r["guard_flag_rate"].get(k, "") for k in ("forget", "neighbour", "utility", "fluency"))]
                for target, by_model in results.items() for name, r in by_model.items() if "guard_flag_rate" in r]
     if flagged:  # ECO: how often its prompt classifier fires on each kind of probe
         text += "\n\nShare of probes the ECO classifier flags:\n\n" + markdown_table(
-            ["target", "model", "forget probes", "neighbour probes", "utility probes"], flagged)
+            ["target", "model", "forget probes", "neighbour probes", "utility probes", "fluency texts"], flagged)
     return text
 
 
