@@ -159,12 +159,20 @@ class LLMJudge:
         return "\n\n".join([INSTRUCTION, *shots, self._block(case)])
 
     def label(self, cases: Sequence[dict]) -> list[tuple[str, str]]:
-        """(label, raw output) for each case (``question``, ``reference``, ``answer``)."""
-        start = "Reasoning:" if self.cot else "Label:"
-        rows = [{"question": self.prompt(c, i), "answer_start": start} for i, c in enumerate(cases)]
-        n = self.max_new_tokens or (64 if self.cot else 6)
-        outs = self.adapter.generate(rows, max_new_tokens=n)
-        return [(extract_label(f"{start} {o}"), o) for o in outs]
+        """(label, raw output) for each case (``question``, ``reference``, ``answer``). With ``cot`` the model first
+        writes its reasoning (up to its first line break), then is asked for the label after it; label first, it
+        writes the label directly."""
+        prompts = [self.prompt(c, i) for i, c in enumerate(cases)]
+        if not self.cot:
+            outs = self.adapter.generate([{"question": p, "answer_start": "Label:"} for p in prompts],
+                                         max_new_tokens=self.max_new_tokens or 6)
+            return [(extract_label(f"Label: {o}"), o) for o in outs]
+        reasons = self.adapter.generate([{"question": p, "answer_start": "Reasoning:"} for p in prompts],
+                                        max_new_tokens=self.max_new_tokens or 48)
+        reasons = [r.split("\n")[0].strip() for r in reasons]
+        rows = [{"question": p, "answer_start": f"Reasoning: {r}\nLabel:"} for p, r in zip(prompts, reasons)]
+        outs = self.adapter.generate(rows, max_new_tokens=6)
+        return [(extract_label(f"Label: {o}"), f"Reasoning: {r}\nLabel: {o}") for r, o in zip(reasons, outs)]
 
     def __call__(self, outputs: Sequence[str], rows: Sequence[dict]) -> list[bool]:
         """The robustness evaluator's judge: does each output reveal its row's answer (``answers[0]`` or the row's

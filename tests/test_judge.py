@@ -54,7 +54,9 @@ def test_judge_prompts_examples_and_verdicts():
     prompt = judge.prompt(case)
     assert prompt.count("Label:") == 2 and prompt.index("Reasoning:") < prompt.index("Label:")
     assert judge([case["answer"]], [{"question": case["question"], "answers": ["x"]}]) == [True]
-    assert judge.adapter.prompts[-1].endswith("Model answer: " + case["answer"] + "\nReasoning:")
+    # the reasoning first (to its first line break), then the label asked for after it
+    assert judge.adapter.prompts[-2].endswith("Model answer: " + case["answer"] + "\nReasoning:")
+    assert judge.adapter.prompts[-1].endswith("\nReasoning: it states x.\nLabel:")
     first = LLMJudge(_Fake(" refuses"), cot=False, icl="random", pool=pool, k=3)
     assert len(first.examples(case, 0)) == 3 and first.examples(case, 0) == first.examples(case, 0)
     assert first.prompt(case).index("Label:") < first.prompt(case).index("Reasoning:")
