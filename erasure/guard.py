@@ -135,11 +135,11 @@ def fit_probe(guard: PromptGuard, pos: torch.Tensor, neg: torch.Tensor, steps: i
     """Logistic regression of ``pos`` (N+, D) against ``neg`` (N-, D) into ``guard`` (class-balanced loss, L2);
     returns its training accuracy on each class."""
     x = torch.cat([pos, neg]).float()
-    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
+    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).to(x.device)
     mean, scale = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / scale
-    w = torch.zeros(z.shape[1], requires_grad=True)
-    b = torch.zeros((), requires_grad=True)
+    w = torch.zeros(z.shape[1], device=x.device, requires_grad=True)
+    b = torch.zeros((), device=x.device, requires_grad=True)
     weights = torch.where(y > 0, 0.5 / len(pos), 0.5 / len(neg))
     opt = torch.optim.Adam([w, b], lr=lr)
     for _ in range(steps):
