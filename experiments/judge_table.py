@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=4, help="in-context examples per judgment")
     p.add_argument("--resume", action="store_true", help="keep the settings already in OUT/results.json")
     p.add_argument("--readme", help="write the table into this README between its judge-table markers")
+    p.add_argument("--table-only", action="store_true", help="run nothing: the table of OUT/results.json as it is")
     args = p.parse_args()
 
     from evals.report import markdown_table, resumable_results, save_results, write_between_markers
@@ -35,11 +36,11 @@ def main() -> None:
     from llm.modality import LLM
 
     out = Path(args.out)
-    results = resumable_results(out, args.resume)
+    results = resumable_results(out, args.resume or args.table_only)
     pool, test = split_cases(build_cases())
     test = test[: args.limit or None]
-    adapter = LLM.load(args.model)
-    for icl, cot in SETTINGS:
+    adapter = None if args.table_only else LLM.load(args.model)
+    for icl, cot in [] if args.table_only else SETTINGS:
         name = f"{icl} / {'reasoning first' if cot else 'label first'}"
         if name in results:
             continue
