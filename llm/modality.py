@@ -89,30 +89,25 @@ class LLMModality:
         prompt (guard) on it."""
         import torch
 
+        from erasure.guard import is_guard_folder, load_guard
         from erasure.models import resolve_model_path
         from llm.adapter import CausalLMAdapter
-        from erasure.guard import is_guard_folder, load_guard
         from llm.prompt_tuning import SoftPrompt, is_prompt_adapter, load_prompt
 
         path = resolve_model_path(str(model))
         if is_guard_folder(path):
             guard, base = load_guard(path)
-            adapter = CausalLMAdapter(*load_lm(base))
-            if guard.weight.shape[0] != adapter.model.config.hidden_size:
-                raise ValueError(f"the ECO guard in {path} reads {guard.weight.shape[0]}-wide features but its base "
-                                 f"model {base} has hidden size {adapter.model.config.hidden_size}")
+            adapter, width, what = CausalLMAdapter(*load_lm(base)), guard.weight.shape[0], "ECO guard"
             adapter.guard = guard
-            return adapter
-        if not is_prompt_adapter(path):
+        elif is_prompt_adapter(path):
+            embeddings, base = load_prompt(path)
+            adapter, width, what = CausalLMAdapter(*load_lm(base)), embeddings.shape[1], "prompt"
+            adapter.prompt = SoftPrompt(embeddings.to(torch.get_default_dtype())).requires_grad_(False)
+        else:
             return CausalLMAdapter(*load_lm(path))
-        embeddings, base = load_prompt(path)
-        adapter = CausalLMAdapter(*load_lm(base))
-        width = adapter.model.get_input_embeddings().weight.shape[1]
-        if embeddings.shape[1] != width:
-            raise ValueError(f"the prompt in {path} has width {embeddings.shape[1]} but its base model {base} embeds "
-                             f"tokens in {width} dimensions")
-        adapter.prompt = SoftPrompt(embeddings.to(torch.get_default_dtype()))
-        adapter.prompt.requires_grad_(False)
+        if width != adapter.model.config.hidden_size:
+            raise ValueError(f"the {what} in {path} is {width} wide but its base model {base} has hidden size "
+                             f"{adapter.model.config.hidden_size}")
         return adapter
 
     # ------------------------------------------------------------------ data

@@ -46,6 +46,17 @@ def _target(data: dict, target: str | None) -> dict:
     return data["targets"][target]
 
 
+def _verdict(judge: str | None, data: str | None) -> Any:
+    """``(answers, rows) -> [answered?]``: mini-RWKU's answer match, or the local LM ``judge`` (``llm/judge.py``)."""
+    if not judge:
+        from evals.judges import probe_matcher
+
+        return probe_matcher()
+    from llm.judge import default_judge
+
+    return default_judge(judge, data)
+
+
 def _qa(rows: list[dict]) -> list[dict]:
     return [{"question": r["question"], "answer": r["answer"]} for r in rows]
 
@@ -82,7 +93,7 @@ class MiniRwkuBenchmark:
             judge: a local causal LM that judges the answers (``llm.judge.default_judge``; None: answer matching).
         """
         from evals.muse import auc
-        from evals.rwku import answer_match, perplexity
+        from evals.rwku import perplexity
         from evals.tofu_run import min_k_scores
         from llm.rwku_data import ADVERSARIAL_FORMS, FORGET_FORMS
 
@@ -91,18 +102,12 @@ class MiniRwkuBenchmark:
         t = _target(d, target)
         adapter.model.eval()
 
-        llm_judge = None
-        if judge:
-            from llm.judge import default_judge
-
-            llm_judge = default_judge(judge, data)
+        verdict = _verdict(judge, data)
 
         def accuracy(rows: list[dict]) -> tuple[dict, list[str]]:
             answers = adapter.generate(rows)
-            if llm_judge is None:
-                return answer_match(answers, [r["answers"] for r in rows]), answers
-            verdicts = [int(v) for v in llm_judge(answers, rows)]
-            return {"agg_value": sum(verdicts) / len(verdicts) if verdicts else None, "value_by_index": verdicts}, answers
+            values = [float(v) for v in verdict(answers, rows)]
+            return {"agg_value": sum(values) / len(values), "value_by_index": values}, answers
 
         def answered(rows: list[dict], answers: list[str], scores: dict, form: str | None = None) -> list[dict]:
             return [{"form": form or r["form"], "question": r["question"], "answer": a, "answered": bool(v)}
@@ -142,18 +147,10 @@ class MiniRwkuBenchmark:
                       target: str | None = None, data: str | None = None, judge: str | None = None) -> AuditPlan:
         """The target's direct probes (QA and fill-in-the-blank, first ``n``), with the base model's answers as the
         text attacks optimise towards, judged by answer match or by the local LM ``judge``."""
-        from evals.judges import probe_matcher
-
         t = _target(load_data(data), target)
         rows = [{"question": r["question"], "answer": r["base_answer"], "answers": r["answers"]}
                 for r in t["forget"] if r["form"] in DIRECT_FORMS][: n or None]
-        if judge:
-            from llm.judge import default_judge
-
-            verdict = default_judge(judge, data)
-        else:
-            verdict = probe_matcher()
-        return AuditPlan(rows=rows, judge=verdict, context={"target": target, "judge": judge or "answer match"},
+        return AuditPlan(rows=rows, judge=_verdict(judge, data), context={"target": target, "judge": judge or "answer match"},
                          eval_options={"target": target, "data": data, "judge": judge})
 
 
