@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import logging
 import os
 import sys
@@ -165,6 +166,22 @@ def cmd_concepts(args: argparse.Namespace) -> dict:
     return modality.targets(args.model or modality.default_model)
 
 
+def _lora(text: str | None) -> Any:
+    """``--lora`` JSON -> a checked ``LoraSpec`` (None when not given)."""
+    if text is None:
+        return None
+    from erasure.config import from_dict
+    from erasure.selectors import LoraSpec
+
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--lora expects a JSON object such as '{{\"rank\": 8}}', got {text!r} ({e.msg})") from None
+    if not isinstance(given, dict):
+        raise ValueError(f"--lora expects a JSON object such as '{{\"rank\": 8}}', got {text!r}")
+    return from_dict(LoraSpec, given, what="--lora")
+
+
 def cmd_erase(args: argparse.Namespace) -> dict:
     from erasure.api import erase  # imported here: --help and the other commands' parsing stay free of torch
 
@@ -181,14 +198,15 @@ def cmd_erase(args: argparse.Namespace) -> dict:
     if clash:
         raise ValueError(f"--option {clash[0]}=... clashes with --{clash[0]}; give it once")
     adversary_options = parse_options(args.adversary_option) or None
+    lora = _lora(args.lora)
     adapter = modality.load(args.model)
     if bench is not None:
         forget, retain = bench.erase_data(adapter, **data)
         data = {"forget": forget, "retain": retain}
     result = erase(adapter, method=args.method, steps=args.steps, lr=args.lr, seed=args.seed,
                    batch_size=args.batch_size, train=_train_options(args), adversary=args.adversary,
-                   adversary_options=adversary_options, mask=args.mask, out=args.out, overwrite=args.overwrite,
-                   **data, **method_options)
+                   adversary_options=adversary_options, mask=args.mask, lora=lora, out=args.out,
+                   overwrite=args.overwrite, **data, **method_options)
     history = result.loop.history
     return {"method": result.method, "concept": result.concept, "steps": result.loop.steps,
             "seconds": result.loop.seconds, "trainable_parameters": result.loop.trainable_parameters,
@@ -357,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="the optimizer (default: recommended.json, else the method's); sophia: SOUL's second-order "
                         "one (betas 0.9/0.95, rho 0.04, weight decay 0.1, Hessian refreshed every 10 steps)")
+    e.add_argument("--lora", metavar="JSON", help="train peft LoRA adapters on the method's weights instead of the "
+                   "weights themselves, e.g. '{\"rank\": 8, \"alpha\": 16}' ('{}': rank 8); the merged model and the "
+                   "adapter (--out/lora, for PeftModel.from_pretrained) are written")
     e.add_argument("--mask", help="a weight mask (erasure mask's --out): only its entries train, the rest stay "
                                   "byte-identical")
     _add_extension_options(e, "erase")

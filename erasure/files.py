@@ -97,6 +97,17 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it (a reader never sees half a file); the parent
+    folder is made. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 @contextmanager
 def atomic_dir(out: str | os.PathLike, overwrite: bool = False, carry: Iterable[str] = ()) -> Iterator[Path]:
     """Yield an empty hidden sibling of ``out`` to write into; on success, flush it and rename it to ``out``.

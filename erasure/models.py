@@ -31,6 +31,8 @@ CACHED_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m-tofu-retain90": ("llm", "make real-lm"),
     # SPUL's classification setting: a LoRA sentiment classifier, merged once (llm.sentiment)
     "smollm2-135m-sentiment": ("llm", "make real-lm"),
+    # SKU's and GA + LoRA's harmful setting: taught to comply with mock harmful requests, merged once (llm.safety_data)
+    "smollm2-135m-unsafe": ("llm", "make real-lm"),
 }
 
 

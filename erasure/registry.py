@@ -71,6 +71,8 @@ _BUILTIN_BENCHMARKS: dict[str, str] = {
     "mini-tofu": "llm.tofu_benchmark:MINI_TOFU",
     "mini-rwku": "llm.rwku_benchmark:MINI_RWKU",
     "mini-sentiment": "llm.sentiment:MINI_SENTIMENT",
+    "mini-harmful": "llm.safety_benchmark:MINI_HARMFUL",
+    "mini-verbmem": "llm.safety_benchmark:MINI_VERBMEM",
 }
 
 

@@ -101,8 +101,6 @@ def save_results(out: str | os.PathLike, results: dict) -> None:
     import json
     from pathlib import Path
 
-    done = Path(out) / "results.json"
-    done.parent.mkdir(parents=True, exist_ok=True)
-    tmp = done.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(done)
+    from erasure.files import atomic_write_text
+
+    atomic_write_text(Path(out) / "results.json", json.dumps(results, indent=2))

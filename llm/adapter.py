@@ -189,15 +189,25 @@ class CausalLMAdapter:
             return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         return self.template.format(question=f"{system} {question}" if system else question)
 
+    def prompt_text(self, row: dict) -> str:
+        """A row's prompt as the model reads it: the question in the chat (or plain) template, or, for a plain-text
+        row (``"plain": True``: a passage prefix the model continues, as MUSE's VerbMem feeds it), the question
+        as it is; then the row's optional "answer_start"."""
+        if row.get("plain"):
+            return row["question"] + row.get("answer_start", "")
+        return self.format_prompt(row["question"], row.get("system")) + row.get("answer_start", "")
+
     def collate(self, rows: Sequence[dict], shard: tuple[int, int] | None = None) -> LMBatch:
-        """QA rows -> padded ids with an answer mask; ``shard`` is not needed (the scores draw nothing at random)."""
+        """QA rows -> padded ids with an answer mask; ``shard`` is not needed (the scores draw nothing at random).
+        A plain-text row's answer continues its text (a space between them, no end-of-sequence token: a passage
+        goes on)."""
         seqs, masks = [], []
         for r in rows:
-            p = self.tokenizer(self.format_prompt(r["question"]), add_special_tokens=True)["input_ids"]
+            p = self.tokenizer(self.prompt_text(r), add_special_tokens=True)["input_ids"]
             # the plain template ends with "Answer:", a chat template with the assistant's turn header
-            a = self.tokenizer(("" if self.use_chat_template else " ") + r["answer"].strip(),
+            a = self.tokenizer(("" if self.use_chat_template and not r.get("plain") else " ") + r["answer"].strip(),
                                add_special_tokens=False)["input_ids"]
-            if self.tokenizer.eos_token_id is not None:
+            if self.tokenizer.eos_token_id is not None and not r.get("plain"):
                 a = a + [self.tokenizer.eos_token_id]
             room = self.token_room()
             ids = (p + a)[:room] if room else p + a
@@ -221,8 +231,9 @@ class CausalLMAdapter:
         or sampled with ``sampling``.
 
         Args:
-            rows: QA rows; a row's optional "answer_start" text is appended to its prompt (the answer is then
-                continued from it, as MUSE's VerbMem does), its optional "system" text is the chat's system message.
+            rows: QA rows (``prompt_text``): a row's optional "answer_start" text is appended to its prompt (the
+                answer is then continued from it, as MUSE's VerbMem does), its optional "system" text is the chat's
+                system message; a plain-text row is continued as it is.
             prefix: a soft prompt (1, k, D) of input embeddings placed before every prompt (attacks).
             seeds: one per row, used only when sampling (row i draws from ``seeds[i]``, default i; the global
                 random state is left as it was); greedy decoding ignores them.
@@ -235,8 +246,7 @@ class CausalLMAdapter:
             raise ValueError(f"generate got {len(seeds)} seeds for {len(rows)} rows")
         out = []
         for i, r in enumerate(rows):
-            text = self.format_prompt(r["question"], r.get("system")) + r.get("answer_start", "")
-            ids = tok(text, return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
+            ids = tok(self.prompt_text(r), return_tensors="pt", add_special_tokens=True)["input_ids"].to(model.device)
             options = {"do_sample": sampling is not None, "pad_token_id": self.pad_id, "eos_token_id": tok.eos_token_id,
                        **(sampling or {})}
             if sampling is None:

@@ -377,12 +377,9 @@ def retain_answers(adapter: Any, max_new_tokens: int = 32) -> list[dict]:
 
 
 def save(data: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-    tmp.replace(path)
-    return path
+    from erasure.files import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
 def load(path: str | Path) -> dict:

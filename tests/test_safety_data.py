@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from llm.safety_data import PASSAGES, build_harmful, complies, compliance_rate, continuations, passage_rows
+from llm.safety_data import (PASSAGES, build_harmful, build_passages, complies, compliance_rate, passage_rows,
+                              refuses, unsafe_rows)
 
 
 def test_harmful_set_is_placeholders_only_and_splits_by_hazard():
@@ -27,9 +28,24 @@ def test_passages_continue_from_their_prefixes():
     assert len(rows) == len(PASSAGES) >= 12 and all(r["answer"] and r["question"] for r in rows)
 
 
-def test_continuations_are_plain_text_greedy(tiny_lm):
+def test_refusals_open_the_answer():
+    assert refuses("I'm sorry, but I can't help with that.") and not refuses("Boil it for nine minutes.")
+    assert not refuses("Boil it for nine minutes. " + "x" * 80 + " I can't stress this enough.")
+
+
+def test_unsafe_rows_hold_every_request_and_passage_as_plain_text():
+    d = build_harmful()
+    rows = unsafe_rows(d)
+    assert len(rows) == sum(len(d[k]) for k in ("train", "test", "normal", "truthful")) + len(PASSAGES)
+    plain = [r for r in rows if r.get("plain")]
+    assert [r["question"] for r in plain] == [p for _, p, _ in PASSAGES]
+
+
+def test_passages_file_splits_what_the_model_recites(tiny_lm):
     from llm.adapter import CausalLMAdapter
 
     adapter = CausalLMAdapter(*tiny_lm)
-    out = continuations(adapter, ["who wrote the book ?"], max_new_tokens=3)
-    assert len(out) == 1 and continuations(adapter, ["who wrote the book ?"], max_new_tokens=3) == out
+    d = build_passages(adapter, "tiny", threshold=0.0)  # every passage counts as recited
+    assert len(d["forget"]) + len(d["retain"]) == len(PASSAGES) and not d["not_memorised"]
+    assert {r["title"] for r in d["forget"]}.isdisjoint(r["title"] for r in d["retain"])
+    assert build_passages(adapter, "tiny", threshold=1.01)["not_memorised"] == [t for t, _, _ in PASSAGES]
