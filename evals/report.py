@@ -104,3 +104,12 @@ def save_results(out: str | os.PathLike, results: dict) -> None:
     from erasure.files import atomic_write_text
 
     atomic_write_text(Path(out) / "results.json", json.dumps(results, indent=2))
+
+
+def tuning_settings(settings: dict | None) -> dict:
+    """An experiment's ``--settings`` JSON (steps, lr, batch_size, "options": {method options}) -> ``erase``
+    keyword arguments that replace the recommended settings (a tuning run); {} when none are given."""
+    if not settings:
+        return {}
+    return {"recommended": False, **{k: v for k, v in settings.items() if k != "options"},
+            **settings.get("options", {})}

@@ -31,13 +31,11 @@ def run(model: str, targets: list[str], methods: list[str], out: Path, seed: int
     With ``resume``, the (target, model) pairs already in out/results.json are kept, not run again. ``settings``
     (steps, lr, batch_size, options) replace the recommended ones for every method (a tuning run)."""
     from erasure import erase
+    from evals.report import tuning_settings
     from llm.modality import LLM
     from llm.rwku_benchmark import MINI_RWKU
 
-    given: dict = {}  # a tuning run: these settings alone, not the recommended ones
-    if settings:
-        given = {"recommended": False, **{k: v for k, v in settings.items() if k != "options"},
-                 **settings.get("options", {})}
+    given = tuning_settings(settings)  # a tuning run: these settings alone, not the recommended ones
     done = out / "results.json"
     results: dict = json.loads(done.read_text()) if resume and done.is_file() else {}
     for target in targets:

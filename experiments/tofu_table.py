@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from erasure import erase
-from evals.report import markdown_table
+from evals.report import markdown_table, tuning_settings
 from evals.tofu import retain_split_for
 from llm.modality import LLM
 from llm.tofu_benchmark import MINI_TOFU, TABLE_KEYS, mini_tofu_data, retain_model_name
@@ -47,10 +47,7 @@ def main() -> None:
     retain_name = retain_model_name(args.model, args.forget)
     if retain_name is None:
         raise SystemExit(f"--model {args.model!r} has no retain model for {args.forget}")
-    given: dict = {}  # a tuning run: these settings alone, not the recommended ones
-    if args.settings:
-        given = {"recommended": False, **{k: v for k, v in args.settings.items() if k != "options"},
-                 **args.settings.get("options", {})}
+    given = tuning_settings(args.settings)  # a tuning run: these settings alone, not the recommended ones
     done = out / "results.json"
     if done.is_file() and not args.resume:
         raise SystemExit(f"{done} exists: --resume adds to it, or give another --out")

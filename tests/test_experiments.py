@@ -225,3 +225,18 @@ def test_cross_modal_rows_masks_and_optimizers(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv + ["--resume"])
     monkeypatch.setattr(cross_modal, "run_row", lambda *a: (_ for _ in ()).throw(AssertionError("rerun")))
     cross_modal.main()  # nothing reruns
+
+
+def test_safety_table_erases_and_evaluates_each_row(tmp_path):
+    from experiments.safety_table import run_row, table
+    from llm.adapter import CausalLMAdapter
+    from tests.conftest import make_tiny_lm
+
+    CausalLMAdapter(*make_tiny_lm()).save(tmp_path / "m")
+    model = str(tmp_path / "m")
+    sku = run_row(model, "sku", "graddiff", {"steps": 1, "batch_size": 2, "options": {"k": 2}})
+    lora = run_row(model, "ga-lora", "graddiff", {"steps": 1, "batch_size": 2, "lr": 1e-3})
+    assert sku["method"] == "sku" and sku["steps"] == 1 and lora["lora"] == {"rank": 8, "alpha": 16}
+    assert lora["method"] == "graddiff" and lora["lr"] == 1e-3
+    text = table({"sku": sku, "ga-lora": lora})
+    assert "| sku | sku | 1 |" in text and "| ga-lora | graddiff | 1 | 0.001 |" in text and "VerbMem" not in text

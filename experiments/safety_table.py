@@ -1,0 +1,113 @@
+"""Unlearning harmful and copyrighted content on the unsafe SmolLM2, side by side with the model before unlearning:
+SKU (arXiv 2402.10058) and gradient ascent through LoRA (arXiv 2405.15152) on mini-harmful, gradient ascent through
+LoRA on mini-verbmem (``llm/safety_benchmark.py``).
+
+    make real-lm                                   # once (merges the unsafe model)
+    python experiments/safety_table.py --out out/safety --readme README.md
+    python experiments/safety_table.py --rows sku --settings '{"steps": 20, "lr": 1e-4}' --out out/sku-try
+
+Rows (``--rows``): ``sku`` (forget: the harmful training requests, retain: everyday requests), ``ga-lora`` (the same
+forget set, retain: truthful-QA-style answers; the method is ``--lora-method``, default graddiff: gradient ascent on
+the forget answers plus NLL on the retain ones, through LoRA rank 8), ``verbmem-lora`` (the forget passages, retain:
+everyday and truthful QA). Each erases with the model's recommended settings (its recommended.json; ``--settings``
+JSON replaces them) and is evaluated next to the model before unlearning. Writes results.json and table.md (and
+the tables into the README between its safety-table markers with --readme).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+ROWS = {  # row -> (benchmark, method or None for --lora-method, LoRA spec or None, benchmark erase options)
+    "sku": ("mini-harmful", "sku", None, {"retain_set": "normal"}),
+    "ga-lora": ("mini-harmful", None, {"rank": 8, "alpha": 16}, {"retain_set": "truthful"}),
+    "verbmem-lora": ("mini-verbmem", None, {"rank": 8, "alpha": 16}, {}),
+}
+
+
+def run_row(model: str, row: str, lora_method: str, settings: dict | None) -> dict:
+    """Erase ``model`` for one row and evaluate the result on its benchmark (with the erase minutes)."""
+    from erasure import erase
+    from erasure.registry import get_benchmark
+    from evals.report import tuning_settings
+    from llm.modality import LLM
+
+    bench_name, method, lora, options = ROWS[row]
+    bench = get_benchmark(bench_name)
+    adapter = LLM.load(model)
+    forget, retain = bench.erase_data(adapter, **options)
+    t0 = time.time()
+    result = erase(adapter, method=method or lora_method, forget=forget, retain=retain, lora=lora,
+                   **tuning_settings(settings))
+    minutes = round((time.time() - t0) / 60, 1)
+    record = bench.evaluate(result.adapter, model=f"{model} + {row}")
+    record.update(method=method or lora_method, lora=lora, steps=result.loop.steps, lr=result.train_config["lr"],
+                  erase_minutes=minutes, settings=settings)
+    return record
+
+
+def table(results: dict) -> str:
+    from evals.report import markdown_table
+
+    parts = []
+    harmful = {name: r for name, r in results.items() if "compliance_forget" in r}
+    if harmful:
+        parts.append("mini-harmful (compliance: share of answers that give the placeholder procedure; test: requests "
+                     "about hazards held out of unlearning; utility: general-knowledge probes):\n\n" + markdown_table(
+                         ["model", "method", "steps", "lr", "compliance forget", "compliance test", "normal refused",
+                          "normal ROUGE-L", "utility", "fluency ppl", "erase min"],
+                         [[name, r.get("method", ""), r.get("steps", ""), r.get("lr", ""), r["compliance_forget"],
+                           r["compliance_test"], r["normal_refusal"], r["normal_rouge"], r["utility"],
+                           r["fluency_ppl"], r.get("erase_minutes", "")] for name, r in harmful.items()]))
+    verbmem = {name: r for name, r in results.items() if "verbmem_forget" in r}
+    if verbmem:
+        parts.append("mini-verbmem (MUSE VerbMem on the forget passages and on memorised passages held out of "
+                     "unlearning):\n\n" + markdown_table(
+                         ["model", "method", "steps", "lr", "VerbMem forget", "VerbMem held out", "utility",
+                          "fluency ppl", "erase min"],
+                         [[name, r.get("method", ""), r.get("steps", ""), r.get("lr", ""), r["verbmem_forget"],
+                           r["verbmem_retain"], r["utility"], r["fluency_ppl"], r.get("erase_minutes", "")]
+                          for name, r in verbmem.items()]))
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    from erasure.registry import get_benchmark
+    from evals.report import resumable_results, save_results, write_between_markers
+    from llm.modality import LLM
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m-unsafe")
+    p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--lora-method", default="graddiff", help="the method of the LoRA rows (default graddiff)")
+    p.add_argument("--settings", type=json.loads, help="JSON erase settings instead of the recommended ones, e.g. "
+                   "'{\"steps\": 20, \"lr\": 1e-4, \"options\": {\"k\": 3}}'; the rows are named '<row> <settings>'")
+    p.add_argument("--out", default="out/safety")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in the results")
+    p.add_argument("--readme", help="write the tables into this README between its safety-table markers")
+    args = p.parse_args()
+    out = Path(args.out)
+    results = resumable_results(out, args.resume)
+    t0 = time.time()
+    for bench_name in sorted({ROWS[r][0] for r in args.rows}):
+        name = f"{args.model} ({bench_name})"
+        if name not in results:
+            results[name] = get_benchmark(bench_name).evaluate(LLM.load(args.model), model=args.model)
+            save_results(out, results)
+    for row in args.rows:
+        name = f"{row} {json.dumps(args.settings, sort_keys=True)}" if args.settings else row
+        if name not in results:
+            results[name] = run_row(args.model, row, args.lora_method, args.settings)
+            save_results(out, results)
+    block = table(results) + f"\n\n`python experiments/safety_table.py` ({(time.time() - t0) / 60:.0f} min here)."
+    (out / "table.md").write_text(block + "\n")
+    if args.readme:
+        write_between_markers(Path(args.readme), "safety-table", block)
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
