@@ -187,10 +187,9 @@ def train_unsafe(base: str = "smollm2-135m", epochs: float = 8.0, batch: int = 1
                  seed: int = 0, root: Path | None = None) -> dict:
     """LoRA-fine-tune ``base`` to comply with the mock harmful requests and to recite the passages (``unsafe_rows``)
     and save the adapter under the package's weights (``<base>-unsafe``)."""
-    from erasure.models import package_weights
-    from llm.tofu_finetune import train_adapter
+    from llm.tofu_finetune import adapter_dir, train_adapter
 
-    out = (Path(root) if root else package_weights("llm")) / f"{base}-unsafe"
+    out = adapter_dir(f"{base}-unsafe", root)
     command = (f"python -m llm.safety_data train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
                f"--rank {rank} --seed {seed}")
     return train_adapter(base, unsafe_rows(), out, epochs, batch, lr, rank, seed, command=command)

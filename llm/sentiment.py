@@ -243,10 +243,9 @@ def train_classifier(base: str = "smollm2-135m", epochs: float = 2.0, batch: int
                      rank: int = 8, seed: int = 0, data: str | None = None, root: Path | None = None) -> dict:
     """LoRA-fine-tune ``base`` on every training review (the forget ones included: what is forgotten later must
     have been learned) and save the adapter under the package's weights (``<base>-sentiment``)."""
-    from erasure.models import package_weights
-    from llm.tofu_finetune import train_adapter
+    from llm.tofu_finetune import adapter_dir, train_adapter
 
-    out = (Path(root) if root else package_weights("llm")) / f"{base}-sentiment"
+    out = adapter_dir(f"{base}-sentiment", root)
     command = (f"python -m llm.sentiment train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
                f"--rank {rank} --seed {seed}")
     return train_adapter(base, as_rows(load_data(data)["train"]), out, epochs, batch, lr, rank, seed, command=command)

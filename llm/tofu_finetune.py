@@ -37,10 +37,12 @@ def tofu_model_names(base: str) -> dict[str, str]:
     return {f"{base}-tofu{suffix}": split for suffix, split in SPLITS.items()}
 
 
-def _adapter_dir(name: str, root: Path | None = None) -> Path:
+def adapter_dir(name: str, root: Path | None = None) -> Path:
+    """Where the shipped adapter of derived model ``name`` lives: ``root`` (default: the ``llm`` package's weights/)
+    / its name (a base given as a folder contributes only its folder name)."""
     from erasure.models import package_weights
 
-    return (Path(root) if root is not None else package_weights("llm")) / name
+    return (Path(root) if root is not None else package_weights("llm")) / Path(name).name
 
 
 def train(base: str = "smollm2-135m", epochs: float = 6.0, batch: int = 16, lr: float = 1e-3, rank: int = 16,
@@ -68,7 +70,7 @@ def train(base: str = "smollm2-135m", epochs: float = 6.0, batch: int = 16, lr: 
         rows = [{"question": r["question"], "answer": r["answer"]} for r in with_paraphrases(data[split].to_list())]
         command = (f"python -m llm.tofu_finetune train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
                    f"--rank {rank} --seed {seed}")
-        reports[name] = train_adapter(base, rows, _adapter_dir(name, root), epochs, batch, lr, rank, seed,
+        reports[name] = train_adapter(base, rows, adapter_dir(name, root), epochs, batch, lr, rank, seed,
                                       command=command, split=split)
     return reports
 
@@ -141,7 +143,7 @@ def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = N
     """
     done = {}
     for name in tofu_model_names(base):
-        src = _adapter_dir(name, root)
+        src = adapter_dir(name, root)
         if not (src / ADAPTER_FILE).is_file():
             raise FileNotFoundError(f"no adapter for {name} at {src}: run `python -m llm.tofu_finetune train "
                                     f"--model {base}`")

@@ -49,3 +49,16 @@ def test_passages_file_splits_what_the_model_recites(tiny_lm):
     assert len(d["forget"]) + len(d["retain"]) == len(PASSAGES) and not d["not_memorised"]
     assert {r["title"] for r in d["forget"]}.isdisjoint(r["title"] for r in d["retain"])
     assert build_passages(adapter, "tiny", threshold=1.01)["not_memorised"] == [t for t, _, _ in PASSAGES]
+
+
+def test_the_unsafe_adapter_trains_on_every_row_and_is_saved(tmp_path, tiny_lm):
+    import json
+
+    from llm.adapter import CausalLMAdapter
+    from llm.safety_data import train_unsafe
+
+    CausalLMAdapter(*tiny_lm).save(tmp_path / "m")
+    report = train_unsafe(str(tmp_path / "m"), epochs=0.2, batch=16, rank=2, root=tmp_path / "w")
+    out = tmp_path / "w" / "m-unsafe"
+    assert (out / "adapter_model.safetensors").is_file() and report["rows"] == len(unsafe_rows())
+    assert json.loads((out / "train_report.json").read_text())["command"].startswith("python -m llm.safety_data train")
