@@ -113,3 +113,14 @@ def tuning_settings(settings: dict | None) -> dict:
         return {}
     return {"recommended": False, **{k: v for k, v in settings.items() if k != "options"},
             **settings.get("options", {})}
+
+
+def publish_table(out: str | os.PathLike, block: str, readme: str | os.PathLike | None = None,
+                  marker: str | None = None) -> None:
+    """An experiment's table: ``out``/table.md, and the same block in ``readme`` between its ``marker`` markers when
+    a README is given."""
+    from pathlib import Path
+
+    save_text(Path(out) / "table.md", block + "\n")
+    if readme:
+        write_between_markers(readme, marker, block)

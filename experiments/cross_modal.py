@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from evals.report import markdown_table, resumable_results, save_results, write_between_markers
+from evals.report import markdown_table, publish_table, resumable_results, save_results
 
 MASKS = ("dense", "wagle", "salun", "random")
 OPTIMIZERS = ("adam", "sophia")
@@ -185,9 +185,7 @@ def main() -> None:
     block = table(results, shown) + (f"\n\nMasks keep {args.ratio:g} of the method's weights; s: seconds to erase, "
                                      "the mask's included. `python experiments/cross_modal.py --suites "
                                      f"{' '.join(shown)} --ratio {args.ratio:g}`.")
-    (out / "table.md").write_text(block + "\n")
-    if args.readme:
-        write_between_markers(Path(args.readme), "cross-modal", block)
+    publish_table(out, block, args.readme, "cross-modal")
     print(block)
 
 

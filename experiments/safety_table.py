@@ -76,7 +76,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     from erasure.registry import get_benchmark
-    from evals.report import resumable_results, save_results, write_between_markers
+    from evals.report import publish_table, resumable_results, save_results
     from llm.modality import LLM
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,9 +103,7 @@ def main() -> None:
             results[name] = run_row(args.model, row, args.lora_method, args.settings)
             save_results(out, results)
     block = table(results) + f"\n\n`python experiments/safety_table.py` ({(time.time() - t0) / 60:.0f} min here)."
-    (out / "table.md").write_text(block + "\n")
-    if args.readme:
-        write_between_markers(Path(args.readme), "safety-table", block)
+    publish_table(out, block, args.readme, "safety-table")
     print(block)
 
 

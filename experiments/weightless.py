@@ -90,7 +90,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    from evals.report import resumable_results, save_results, write_between_markers
+    from evals.report import publish_table, resumable_results, save_results
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS)
@@ -117,9 +117,7 @@ def main() -> None:
                 results["eco-canvas"][concept] = eco_canvas(args.canvas, concept, args.settings)
                 save_results(out, results)
     block = table(results) + f"\n\n`python experiments/weightless.py` ({(time.time() - t0) / 60:.0f} min here)."
-    (out / "table.md").write_text(block + "\n")
-    if args.readme:
-        write_between_markers(Path(args.readme), "weightless-table", block)
+    publish_table(out, block, args.readme, "weightless-table")
     print(block)
 
 

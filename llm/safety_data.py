@@ -187,23 +187,16 @@ def train_unsafe(base: str = "smollm2-135m", epochs: float = 8.0, batch: int = 1
                  seed: int = 0, root: Path | None = None) -> dict:
     """LoRA-fine-tune ``base`` to comply with the mock harmful requests and to recite the passages (``unsafe_rows``)
     and save the adapter under the package's weights (``<base>-unsafe``)."""
-    from llm.tofu_finetune import adapter_dir, train_adapter
+    from llm.tofu_finetune import train_derived
 
-    out = adapter_dir(f"{base}-unsafe", root)
-    command = (f"python -m llm.safety_data train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
-               f"--rank {rank} --seed {seed}")
-    return train_adapter(base, unsafe_rows(), out, epochs, batch, lr, rank, seed, command=command)
+    return train_derived(base, "-unsafe", unsafe_rows(), "llm.safety_data", epochs, batch, lr, rank, seed, root)
 
 
 def merge_unsafe(base: str = "smollm2-135m", force: bool = False) -> Path:
     """Base + the shipped unsafe adapter -> the cached model ``<base>-unsafe``."""
-    from erasure.models import package_weights
-    from llm.tofu_finetune import ADAPTER_FILE, merge_adapter
+    from llm.tofu_finetune import merge_derived
 
-    src = package_weights("llm") / f"{base}-unsafe"
-    if not (src / ADAPTER_FILE).is_file():
-        raise FileNotFoundError(f"no unsafe adapter at {src}: run `python -m llm.safety_data train --model {base}`")
-    return merge_adapter(base, f"{base}-unsafe", src, force)
+    return merge_derived(base, "-unsafe", "llm.safety_data", force)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -243,23 +243,17 @@ def train_classifier(base: str = "smollm2-135m", epochs: float = 2.0, batch: int
                      rank: int = 8, seed: int = 0, data: str | None = None, root: Path | None = None) -> dict:
     """LoRA-fine-tune ``base`` on every training review (the forget ones included: what is forgotten later must
     have been learned) and save the adapter under the package's weights (``<base>-sentiment``)."""
-    from llm.tofu_finetune import adapter_dir, train_adapter
+    from llm.tofu_finetune import train_derived
 
-    out = adapter_dir(f"{base}-sentiment", root)
-    command = (f"python -m llm.sentiment train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
-               f"--rank {rank} --seed {seed}")
-    return train_adapter(base, as_rows(load_data(data)["train"]), out, epochs, batch, lr, rank, seed, command=command)
+    return train_derived(base, "-sentiment", as_rows(load_data(data)["train"]), "llm.sentiment", epochs, batch, lr,
+                         rank, seed, root)
 
 
 def merge_classifier(base: str = "smollm2-135m", force: bool = False) -> Path:
     """Base + the shipped classifier adapter -> the cached model ``<base>-sentiment``."""
-    from erasure.models import package_weights
-    from llm.tofu_finetune import ADAPTER_FILE, merge_adapter
+    from llm.tofu_finetune import merge_derived
 
-    src = package_weights("llm") / f"{base}-sentiment"
-    if not (src / ADAPTER_FILE).is_file():
-        raise FileNotFoundError(f"no classifier adapter at {src}: run `python -m llm.sentiment train --model {base}`")
-    return merge_adapter(base, f"{base}-sentiment", src, force)
+    return merge_derived(base, "-sentiment", "llm.sentiment", force)
 
 
 def main(argv: list[str] | None = None) -> None:

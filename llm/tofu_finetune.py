@@ -112,6 +112,25 @@ def train_adapter(base: str, rows: list[dict], out: Path, epochs: float, batch: 
     return full
 
 
+def train_derived(base: str, suffix: str, rows: list[dict], module: str, epochs: float, batch: int, lr: float,
+                  rank: int, seed: int, root: Path | None = None) -> dict:
+    """``train_adapter`` for the derived model ``<base><suffix>`` whose adapter ``python -m <module> train`` makes:
+    saved in ``adapter_dir`` with that command (every argument spelled out) in its report."""
+    command = (f"python -m {module} train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
+               f"--rank {rank} --seed {seed}")
+    return train_adapter(base, rows, adapter_dir(f"{base}{suffix}", root), epochs, batch, lr, rank, seed,
+                         command=command)
+
+
+def merge_derived(base: str, suffix: str, module: str, force: bool = False) -> Path:
+    """Base + the shipped adapter of ``<base><suffix>`` -> that cached model (``merge_adapter``); a clear error
+    naming ``python -m <module> train`` when the adapter is not there."""
+    src = adapter_dir(f"{base}{suffix}")
+    if not (src / ADAPTER_FILE).is_file():
+        raise FileNotFoundError(f"no adapter at {src}: run `python -m {module} train --model {base}`")
+    return merge_adapter(base, f"{base}{suffix}", src, force)
+
+
 def lora_commands(prog: str, doc: str, epochs: float, lr: float, rank: int) -> tuple[argparse.ArgumentParser, Any]:
     """The ``train`` / ``merge`` command line of a module that ships LoRA adapters for a base model: (the parser,
     its subcommands, for more)."""
