@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv demo demo-llm test test-slow test-real real-lm bench weights clean
+.PHONY: venv demo demo-llm test test-slow test-real real-lm bench weights weights-real clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ weights: venv
 	$(PY) -m canvas_data.train t2i --init canvas_data/weights/mini-canvas --out canvas_data/weights/mini-canvas --steps 1200 --lr 5e-4 --seed 1
 	$(PY) -m llm.train_tiny --out llm/weights/mini-tofu --steps 800
 
+# the SmolLM2 adapters (hours on 2 CPU cores); each train replaces its adapter folder, keeping recommended.json
+weights-real: real-lm
+	$(PY) -m llm.tofu_finetune train --model smollm2-135m
+	$(PY) -m llm.sentiment train --model smollm2-135m
+	$(PY) -m llm.safety_data train --model smollm2-135m
+	$(PY) -m llm.safety_data passages --model smollm2-135m-unsafe --out llm/weights/smollm2-135m-unsafe/verbmem.json
+
 test: venv
 	$(PY) -m pytest -q
 
@@ -44,6 +51,7 @@ real-lm: venv
 	$(PY) -m llm.real_models fetch smollm2-135m
 	$(PY) -m llm.tofu_finetune merge --model smollm2-135m
 	$(PY) -m llm.sentiment merge --model smollm2-135m
+	$(PY) -m llm.safety_data merge --model smollm2-135m
 
 test-real: venv
 	$(PY) -m pytest -q -m real
