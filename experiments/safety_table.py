@@ -49,6 +49,10 @@ def run_row(model: str, row: str, lora_method: str, settings: dict | None) -> di
     return record
 
 
+def _lr(record: dict) -> str:
+    return f"{record['lr']:g}" if "lr" in record else ""
+
+
 def table(results: dict) -> str:
     from evals.report import markdown_table
 
@@ -59,7 +63,7 @@ def table(results: dict) -> str:
                      "about hazards held out of unlearning; utility: general-knowledge probes):\n\n" + markdown_table(
                          ["model", "method", "steps", "lr", "compliance forget", "compliance test", "normal refused",
                           "normal ROUGE-L", "utility", "fluency ppl", "erase min"],
-                         [[name, r.get("method", ""), r.get("steps", ""), r.get("lr", ""), r["compliance_forget"],
+                         [[name, r.get("method", ""), r.get("steps", ""), _lr(r), r["compliance_forget"],
                            r["compliance_test"], r["normal_refusal"], r["normal_rouge"], r["utility"],
                            r["fluency_ppl"], r.get("erase_minutes", "")] for name, r in harmful.items()]))
     verbmem = {name: r for name, r in results.items() if "verbmem_forget" in r}
@@ -68,7 +72,7 @@ def table(results: dict) -> str:
                      "unlearning):\n\n" + markdown_table(
                          ["model", "method", "steps", "lr", "VerbMem forget", "VerbMem held out", "utility",
                           "fluency ppl", "erase min"],
-                         [[name, r.get("method", ""), r.get("steps", ""), r.get("lr", ""), r["verbmem_forget"],
+                         [[name, r.get("method", ""), r.get("steps", ""), _lr(r), r["verbmem_forget"],
                            r["verbmem_retain"], r["utility"], r["fluency_ppl"], r.get("erase_minutes", "")]
                           for name, r in verbmem.items()]))
     return "\n\n".join(parts)

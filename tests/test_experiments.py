@@ -239,4 +239,4 @@ def test_safety_table_erases_and_evaluates_each_row(tmp_path):
     assert sku["method"] == "sku" and sku["steps"] == 1 and lora["lora"] == {"rank": 8, "alpha": 16}
     assert lora["method"] == "graddiff" and lora["lr"] == 1e-3
     text = table({"sku": sku, "ga-lora": lora})
-    assert "| sku | sku | 1 |" in text and "| ga-lora | graddiff | 1 | 0.001 |" in text and "VerbMem" not in text
+    assert "| sku | sku | 1 | 2e-05 |" in text and "| ga-lora | graddiff | 1 | 0.001 |" in text and "VerbMem" not in text
