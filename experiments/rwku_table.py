@@ -96,6 +96,17 @@ def table(results: dict, methods: list[str]) -> str:
     return text
 
 
+def merge_results(folders: list[Path]) -> dict:
+    """The rows of several runs' results.json: per target, each model's row from the first folder that has it (the
+    target order of the first folder that names each target)."""
+    merged: dict = {}
+    for folder in folders:
+        for target, by_model in json.loads((Path(folder) / "results.json").read_text()).items():
+            for name, record in by_model.items():
+                merged.setdefault(target, {}).setdefault(name, record)
+    return merged
+
+
 def write_readme(path: Path, block: str) -> None:
     from evals.report import write_between_markers
 
@@ -116,14 +127,26 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/results.json")
     p.add_argument("--table-only", action="store_true", help="run nothing: the table of OUT/results.json as it is "
                    "(a method missing for some targets is averaged over the targets it has)")
+    p.add_argument("--merge", nargs="+", metavar="DIR", help="with --table-only: the table of these runs' rows "
+                   "(each target's row of a model from the first DIR that has it), written to OUT")
     p.add_argument("--settings", type=json.loads, help='JSON erase settings for every method instead of the '
                    'recommended ones, e.g. \'{"steps": 20, "lr": 3e-4, "batch_size": 8, "options": {"alpha": 5}}\'')
     args = p.parse_args()
     targets = args.targets or list(load_data(args.data)["targets"])
     t0 = time.time()
+    if args.merge and not args.table_only:
+        raise SystemExit("--merge goes with --table-only")
     if args.table_only:
-        results = json.loads((Path(args.out) / "results.json").read_text())
-        block = table(results, args.methods)
+        if args.merge:
+            from evals.report import save_results
+
+            results = merge_results([Path(d) for d in args.merge])
+            save_results(args.out, results)
+            sources = " ".join(args.merge)
+            block = table(results, args.methods) + (f"\n\nMade by `python experiments/rwku_table.py --table-only "
+                                                    f"--merge {sources}` from those runs' rows.")
+        else:
+            block = table(json.loads((Path(args.out) / "results.json").read_text()), args.methods)
     else:
         results = run(args.model, targets, args.methods, Path(args.out), args.seed, args.data, args.resume,
                       args.settings)

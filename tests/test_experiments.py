@@ -240,3 +240,17 @@ def test_safety_table_erases_and_evaluates_each_row(tmp_path):
     assert lora["method"] == "graddiff" and lora["lr"] == 1e-3
     text = table({"sku": sku, "ga-lora": lora})
     assert "| sku | sku | 1 | 2e-05 |" in text and "| ga-lora | graddiff | 1 | 0.001 |" in text and "VerbMem" not in text
+
+
+def test_rwku_results_merge_with_the_first_run_winning(tmp_path):
+    import json
+
+    from experiments.rwku_table import merge_results
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps({"T": {"base": {"x": 1}, "npo": {"x": 2}}}))
+    (tmp_path / "b" / "results.json").write_text(json.dumps({"T": {"base": {"x": 9}, "ga": {"x": 3}},
+                                                             "U": {"base": {"x": 4}}}))
+    assert merge_results([tmp_path / "a", tmp_path / "b"]) == {"T": {"base": {"x": 1}, "npo": {"x": 2}, "ga": {"x": 3}},
+                                                              "U": {"base": {"x": 4}}}
