@@ -200,7 +200,7 @@ def merge_unsafe(base: str = "smollm2-135m", force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from llm.tofu_finetune import lora_commands
+    from llm.tofu_finetune import lora_commands, run_lora_command
 
     p, sub = lora_commands("python -m llm.safety_data", __doc__, epochs=8.0, lr=1e-3, rank=8)
     b = sub.add_parser("passages", help="write the mini-verbmem passages file: what MODEL continues verbatim")
@@ -220,12 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_text(out, json.dumps(d, indent=1))
         print(f"{out}: {len(d['forget'])} forget and {len(d['retain'])} retain passages; not memorised: "
               f"{', '.join(d['not_memorised']) or 'none'}")
-    elif args.command == "train":
-        report = train_unsafe(args.model, args.epochs, args.batch, args.lr, args.rank, args.seed)
-        merge_unsafe(args.model, force=True)
-        print(json.dumps(report, indent=2))
     else:
-        print(merge_unsafe(args.model, args.force))
+        run_lora_command(args, train_unsafe, merge_unsafe)
 
 
 if __name__ == "__main__":

@@ -257,7 +257,7 @@ def merge_classifier(base: str = "smollm2-135m", force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from llm.tofu_finetune import lora_commands
+    from llm.tofu_finetune import lora_commands, run_lora_command
 
     p, sub = lora_commands("python -m llm.sentiment", __doc__, epochs=2.0, lr=5e-4, rank=8)
     b = sub.add_parser("build", help="write the generated review set")
@@ -271,12 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{out} exists; choose another path")
         out.write_text(json.dumps(build_reviews(seed=args.seed), indent=1))
         print(out)
-    elif args.command == "train":
-        report = train_classifier(args.model, args.epochs, args.batch, args.lr, args.rank, args.seed)
-        merge_classifier(args.model, force=True)
-        print(json.dumps(report, indent=2))
     else:
-        print(merge_classifier(args.model, args.force))
+        run_lora_command(args, train_classifier, merge_classifier)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,18 @@ def lora_commands(prog: str, doc: str, epochs: float, lr: float, rank: int) -> t
     return p, sub
 
 
+def run_lora_command(args: argparse.Namespace, train_fn: Any, merge_fn: Any) -> None:
+    """``lora_commands``' ``train`` (train the adapter(s), merge, print the report) or ``merge`` (print where the
+    merged model is); ``train_fn(model, epochs, batch, lr, rank, seed)``, ``merge_fn(model, force)``."""
+    if args.command == "train":
+        report = train_fn(args.model, args.epochs, args.batch, args.lr, args.rank, args.seed)
+        merge_fn(args.model, force=True)
+        print(json.dumps(report, indent=2))
+    else:
+        merged = merge_fn(args.model, args.force)
+        print(json.dumps({k: str(v) for k, v in merged.items()}, indent=2) if isinstance(merged, dict) else merged)
+
+
 def merge(base: str = "smollm2-135m", force: bool = False, root: Path | None = None) -> dict[str, Path]:
     """Base model + each shipped adapter -> a plain model folder in the cache (skipped when up to date).
 
@@ -201,12 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     p, _ = lora_commands("python -m llm.tofu_finetune", __doc__, epochs=6.0, lr=1e-3, rank=16)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.command == "train":
-        reports = train(args.model, args.epochs, args.batch, args.lr, args.rank, args.seed)
-        merge(args.model, force=True)
-        print(json.dumps(reports, indent=2))
-    else:
-        print(json.dumps({k: str(v) for k, v in merge(args.model, args.force).items()}, indent=2))
+    run_lora_command(args, train, merge)
 
 
 if __name__ == "__main__":
