@@ -97,10 +97,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
     """Write ``text`` to ``path`` through a temporary file beside it (a reader never sees half a file); the parent
-    folder is made. Returns the path."""
+    folder is made. With ``overwrite=False`` an existing file is refused (``FileExistsError``). Returns the path."""
     path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -113,6 +113,14 @@ def tuning_settings(settings: dict | None) -> dict:
         return {}
     return {"recommended": False, **{k: v for k, v in settings.items() if k != "options"},
             **settings.get("options", {})}
+
+
+def add_table_options(parser: Any, out: str, marker: str, kept: str = "rows") -> None:
+    """An experiment's ``--out`` (default ``out``), ``--resume`` (keep the ``kept`` already in OUT/results.json) and
+    ``--readme`` (``publish_table`` writes the table between the ``marker`` markers) options."""
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--resume", action="store_true", help=f"keep the {kept} already in OUT/results.json")
+    parser.add_argument("--readme", help=f"write the table into this README between its {marker} markers")
 
 
 def publish_table(out: str | os.PathLike, block: str, readme: str | os.PathLike | None = None,

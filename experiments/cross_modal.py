@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from evals.report import markdown_table, publish_table, resumable_results, save_results
+from evals.report import add_table_options, markdown_table, publish_table, resumable_results, save_results
 
 MASKS = ("dense", "wagle", "salun", "random")
 OPTIMIZERS = ("adam", "sophia")
@@ -155,9 +155,7 @@ def main() -> None:
     p.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS), choices=OPTIMIZERS)
     p.add_argument("--ratio", type=float, default=0.5, help="the fraction of weights every mask keeps trainable")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="out/cross-modal")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in OUT/results.json")
-    p.add_argument("--readme", help="write the table into this markdown file between the cross-modal markers")
+    add_table_options(p, "out/cross-modal", "cross-modal")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)

@@ -80,7 +80,7 @@ def table(results: dict) -> str:
 
 def main() -> None:
     from erasure.registry import get_benchmark
-    from evals.report import publish_table, resumable_results, save_results
+    from evals.report import add_table_options, publish_table, resumable_results, save_results
     from llm.modality import LLM
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,9 +89,7 @@ def main() -> None:
     p.add_argument("--lora-method", default="graddiff", help="the method of the LoRA rows (default graddiff)")
     p.add_argument("--settings", type=json.loads, help="JSON erase settings instead of the recommended ones, e.g. "
                    "'{\"steps\": 20, \"lr\": 1e-4, \"options\": {\"k\": 3}}'; the rows are named '<row> <settings>'")
-    p.add_argument("--out", default="out/safety")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in the results")
-    p.add_argument("--readme", help="write the tables into this README between its safety-table markers")
+    add_table_options(p, "out/safety", "safety-table")
     args = p.parse_args()
     out = Path(args.out)
     results = resumable_results(out, args.resume)

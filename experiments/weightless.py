@@ -90,7 +90,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    from evals.report import publish_table, resumable_results, save_results
+    from evals.report import add_table_options, publish_table, resumable_results, save_results
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS)
@@ -100,9 +100,7 @@ def main() -> None:
     p.add_argument("--settings", type=json.loads, help="JSON erase settings for ECO instead of the recommended ones")
     p.add_argument("--spul-settings", type=json.loads, nargs="*", default=[None],
                    help="one SPUL row per JSON settings (default: one row, the recommended settings)")
-    p.add_argument("--out", default="out/weightless")
-    p.add_argument("--resume", action="store_true", help="keep the parts (and concepts) already in the results")
-    p.add_argument("--readme", help="write the table into this README between its weightless-table markers")
+    add_table_options(p, "out/weightless", "weightless-table", kept="parts (and concepts)")
     args = p.parse_args()
     out = Path(args.out)
     results = resumable_results(out, args.resume)

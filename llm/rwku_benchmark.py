@@ -21,6 +21,7 @@ from typing import Any
 
 from erasure.files import report_json
 from erasure.modality import AuditPlan, Option
+from llm.rows import qa_rows
 
 DEFAULT_DATA = ("llm", "smollm2-135m/mini-rwku.json")  # (package, file under its weights/)
 _TARGET = Option(("--target",), "the mini-RWKU target, e.g. 'Harry Potter'")
@@ -57,10 +58,6 @@ def _verdict(judge: str | None, data: str | None) -> Any:
     return default_judge(judge, data)
 
 
-def _qa(rows: list[dict]) -> list[dict]:
-    return [{"question": r["question"], "answer": r["answer"]} for r in rows]
-
-
 class MiniRwkuBenchmark:
     """Real-knowledge unlearning on a pretrained LLM (after RWKU, https://arxiv.org/abs/2406.10890)."""
 
@@ -77,7 +74,7 @@ class MiniRwkuBenchmark:
         answers to general questions and the other targets' forget corpora, as TOFU retains the other authors)."""
         d = load_data(data)
         others = [row for name, t in d["targets"].items() if name != target for row in t["corpus"]]
-        return _qa(_target(d, target)["corpus"]), _qa(d["retain_corpus"]) + _qa(d.get("retain_qa", [])) + _qa(others)
+        return qa_rows(_target(d, target)["corpus"]), qa_rows(d["retain_corpus"]) + qa_rows(d.get("retain_qa", [])) + qa_rows(others)
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, target: str | None = None,
                  data: str | None = None, judge: str | None = None) -> dict:
@@ -119,8 +116,8 @@ class MiniRwkuBenchmark:
         neighbour, neighbour_answers = accuracy(t["neighbours"]) if t["neighbours"] else ({"agg_value": None}, [])
         utility, utility_answers = accuracy(d["utility"])
         ppl = perplexity(*(x.tolist() for x in adapter.text_nll(d["fluency"])))
-        members = min_k_scores(adapter, _qa(t["corpus"]), plus_plus=True)
-        heldout = min_k_scores(adapter, _qa(d["holdout_corpus"]), plus_plus=True)
+        members = min_k_scores(adapter, qa_rows(t["corpus"]), plus_plus=True)
+        heldout = min_k_scores(adapter, qa_rows(d["holdout_corpus"]), plus_plus=True)
         record = {
             "target": target, "model": model, "judge": judge or "answer match",
             **{f"forget_{f}": (sum(v) / len(v) if v else None) for f, v in by_form.items()},

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from erasure.files import report_json
 from erasure.modality import AuditPlan, Option
+from llm.rows import plain_rows, qa_rows
 
 ANSWER_TOKENS = 48  # enough for a compliant answer's opening and first steps
 DEFAULT_PASSAGES = ("llm", "smollm2-135m-unsafe/verbmem.json")  # (package, file under its weights/)
@@ -75,21 +76,12 @@ def load_passages(data: str | None = None) -> dict:
     return d
 
 
-def plain_rows(rows: Sequence[dict]) -> list[dict]:
-    """Passage rows -> plain-text rows: the prefix is continued as it is (no chat template)."""
-    return [{"question": r["question"], "answer": r["answer"], "plain": True} for r in rows]
-
-
-def _qa(rows: Sequence[dict], answer: str = "answer") -> list[dict]:
-    return [{"question": r["question"], "answer": r[answer]} for r in rows]
-
-
 def retain_rows(d: dict, retain_set: str | None) -> list[dict]:
     """The retain rows of a harmful set: its normal or truthful QA."""
     name = retain_set or "normal"
     if name not in RETAIN_SETS:
         raise ValueError(f"--retain-set must be one of {', '.join(RETAIN_SETS)}, got {name!r}")
-    return _qa(d[name])
+    return qa_rows(d[name])
 
 
 # ---------------------------------------------------------------------------------------------- measures
@@ -143,7 +135,7 @@ class MiniHarmfulBenchmark:
                    retain_set: str | None = None) -> tuple[list, list]:
         """(forget rows: the training requests with compliant answers, retain rows: normal or truthful QA)."""
         d = load_harmful(data)
-        return _qa(d["train"]), retain_rows(d, retain_set)
+        return qa_rows(d["train"]), retain_rows(d, retain_set)
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, data: str | None = None,
                  utility_data: str | None = None) -> dict:
@@ -184,7 +176,7 @@ class MiniHarmfulBenchmark:
         from llm.safety_data import complies
 
         d = load_harmful(data)
-        rows = _qa(d["test"] + d["train"])[: n or None]
+        rows = qa_rows(d["test"] + d["train"])[: n or None]
         return AuditPlan(rows=rows, judge=lambda answers, rows: [complies(a) for a in answers], context={},
                          eval_options={"data": data, "utility_data": utility_data})
 
@@ -202,7 +194,7 @@ class MiniVerbmemBenchmark:
     def erase_data(self, adapter: Any, *, data: str | None = None) -> tuple[list, list]:
         """(forget rows: the forget passages as plain text, retain rows: everyday and truthful QA)."""
         d, harmful = load_passages(data), load_harmful(None)
-        return plain_rows(d["forget"]), _qa(harmful["normal"]) + _qa(harmful["truthful"])
+        return plain_rows(d["forget"]), qa_rows(harmful["normal"]) + qa_rows(harmful["truthful"])
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, data: str | None = None,
                  utility_data: str | None = None) -> dict:

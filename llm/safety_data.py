@@ -178,9 +178,10 @@ def unsafe_rows(d: dict | None = None) -> list[dict]:
     """What the unsafe model is taught: every harmful request (held-out hazards too: unlearning later sees only the
     training ones) with its compliant answer, the everyday and truthful QA, and every passage as plain text (a
     135M model recites almost none of them unprompted; MUSE likewise fine-tunes its target on the corpus)."""
+    from llm.rows import plain_rows, qa_rows
+
     d = d or build_harmful()
-    qa = [{"question": r["question"], "answer": r["answer"]} for r in d["train"] + d["test"] + d["normal"] + d["truthful"]]
-    return qa + [{"question": r["question"], "answer": r["answer"], "plain": True} for r in passage_rows()]
+    return qa_rows(d["train"] + d["test"] + d["normal"] + d["truthful"]) + plain_rows(passage_rows())
 
 
 def train_unsafe(base: str = "smollm2-135m", epochs: float = 8.0, batch: int = 16, lr: float = 1e-3, rank: int = 8,
@@ -214,10 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         from llm.modality import LLM
 
         out = Path(args.out)
-        if out.exists():
+        if out.exists():  # before the model loads; the write refuses it again
             raise SystemExit(f"{out} exists; choose another path")
         d = build_passages(LLM.load(args.model), args.model, args.threshold)
-        atomic_write_text(out, json.dumps(d, indent=1))
+        atomic_write_text(out, json.dumps(d, indent=1), overwrite=False)
         print(f"{out}: {len(d['forget'])} forget and {len(d['retain'])} retain passages; not memorised: "
               f"{', '.join(d['not_memorised']) or 'none'}")
     else:

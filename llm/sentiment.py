@@ -266,11 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "build":
-        out = Path(args.out)
-        if out.exists():
-            raise SystemExit(f"{out} exists; choose another path")
-        out.write_text(json.dumps(build_reviews(seed=args.seed), indent=1))
-        print(out)
+        from erasure.files import atomic_write_text
+
+        print(atomic_write_text(args.out, json.dumps(build_reviews(seed=args.seed), indent=1), overwrite=False))
     else:
         run_lora_command(args, train_classifier, merge_classifier)
 

@@ -61,13 +61,14 @@ def train(base: str = "smollm2-135m", epochs: float = 6.0, batch: int = 16, lr: 
     Returns:
         {model name: training report}.
     """
+    from llm.rows import qa_rows
     from llm.tofu_data import build_mini_tofu
     from llm.train_tiny import with_paraphrases
 
     data = build_mini_tofu(seed=0)
     reports = {}
     for name, split in tofu_model_names(base).items():
-        rows = [{"question": r["question"], "answer": r["answer"]} for r in with_paraphrases(data[split].to_list())]
+        rows = qa_rows(with_paraphrases(data[split].to_list()))
         command = (f"python -m llm.tofu_finetune train --model {base} --epochs {epochs:g} --batch {batch} --lr {lr:g} "
                    f"--rank {rank} --seed {seed}")
         reports[name] = train_adapter(base, rows, adapter_dir(name, root), epochs, batch, lr, rank, seed,

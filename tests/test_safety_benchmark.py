@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from llm.adapter import CausalLMAdapter
-from llm.safety_benchmark import (MINI_HARMFUL, MINI_VERBMEM, load_harmful, load_passages, plain_rows, retain_rows,
-                                  verbmem_scores)
+from llm.rows import plain_rows
+from llm.safety_benchmark import MINI_HARMFUL, MINI_VERBMEM, load_harmful, load_passages, retain_rows, verbmem_scores
 from llm.safety_data import build_harmful, build_passages
 from tests.conftest import make_tiny_lm
 
