@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 from pathlib import Path
 
-from evals.report import markdown_table, resumable_results, save_results
-from experiments.canvas_benchmark import run_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `python experiments/...`
+from evals.report import add_table_options, markdown_table, publish_table, resumable_results, save_results  # noqa: E402
+from experiments.canvas_benchmark import run_cli  # noqa: E402
 
 ATTACKS = ["unlearndiff", "p4d", "p4d-k", "ring-a-bell", "cce", "random"]
 
@@ -103,7 +105,6 @@ def table(results: dict, margin: float = 0.1) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="out/attack-matrix")
     p.add_argument("--methods", nargs="*", default=["esd-x", "advunlearn", "uce", "ca"])
     p.add_argument("--concepts", nargs="*", default=["Impressionism", "Square"])
     p.add_argument("--attacks", nargs="*", default=ATTACKS)
@@ -113,8 +114,7 @@ def main() -> None:
     p.add_argument("--smooth-n", type=int, default=2, help="the smoothing defence's perturbations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--margin", type=float, default=0.1, help="a ranking change needs gaps above this each way")
-    p.add_argument("--resume", action="store_true", help="keep the audits already in OUT/results.json")
-    p.add_argument("--readme", help="write table.md into this markdown file between its attack-matrix markers")
+    add_table_options(p, "out/attack-matrix", "attack-matrix", kept="audits")
     args = p.parse_args()
     unknown = set(args.smooth_methods) - set(args.methods)
     if unknown:
@@ -145,11 +145,7 @@ def main() -> None:
                                                        for a, r in found.items()), flush=True)
     from erasure.plots import value_matrix
 
-    (out / "table.md").write_text(table(results, args.margin) + "\n")
-    if args.readme:
-        from evals.report import write_between_markers
-
-        write_between_markers(args.readme, "attack-matrix", table(results, args.margin))
+    publish_table(out, table(results, args.margin), args.readme, "attack-matrix")
     value_matrix({row: {a: r["post"] for a, r in by.items()} for row, by in means(results).items()},
                  out / "matrix.png", title="post-attack ASR (mean over concepts)")
     print(table(results, args.margin))

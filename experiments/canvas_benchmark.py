@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evals.report import markdown_table, resumable_results, save_results
+from evals.report import add_table_options, markdown_table, publish_table, resumable_results, save_results
 
 _ERASE = ("import resource, sys; from erasure.cli import main; code = main(sys.argv[1:]); "
           "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
@@ -106,15 +106,13 @@ def tradeoff(results: dict, path: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="out/canvas-bench")
     p.add_argument("--methods", nargs="*", default=["esd-x", "uce", "ca", "fmn"])
     p.add_argument("--concepts", nargs="*", default=["Neon", "Square"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--settings", nargs="*", default=[], metavar="METHOD=JSON",
                    help='settings instead of the recommended ones, e.g. ca=\'{"steps": 200, "lr": 1e-5, '
                         '"options": {"anchor": "Sketch"}}\'')
-    p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/results.json")
-    p.add_argument("--readme", help="write table.md into this markdown file between its canvas-bench markers")
+    add_table_options(p, "out/canvas-bench", "canvas-bench", kept="runs")
     args = p.parse_args()
     settings = {}
     for item in args.settings:
@@ -139,12 +137,8 @@ def main() -> None:
             results.setdefault(method, {})[concept] = run_one(method, concept, out, args.seed,
                                                               settings.get(method, {}))
             save_results(out, results)
-    (out / "table.md").write_text(table(results) + "\n")
+    publish_table(out, table(results), args.readme, "canvas-bench")
     tradeoff(results, out / "tradeoff.png")
-    if args.readme:
-        from evals.report import write_between_markers
-
-        write_between_markers(args.readme, "canvas-bench", table(results))
     print(table(results))
 
 

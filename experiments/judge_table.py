@@ -21,17 +21,17 @@ SETTINGS = [(icl, cot) for cot in (False, True) for icl in ("none", "random", "s
 
 
 def main() -> None:
+    from evals.report import add_table_options
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m", help="the judge model (a name or folder)")
-    p.add_argument("--out", default="out/judge")
     p.add_argument("--limit", type=int, help="judge only the first N test cases")
     p.add_argument("--k", type=int, default=4, help="in-context examples per judgment")
-    p.add_argument("--resume", action="store_true", help="keep the settings already in OUT/results.json")
-    p.add_argument("--readme", help="write the table into this README between its judge-table markers")
+    add_table_options(p, "out/judge", "judge-table", kept="settings")
     p.add_argument("--table-only", action="store_true", help="run nothing: the table of OUT/results.json as it is")
     args = p.parse_args()
 
-    from evals.report import markdown_table, resumable_results, save_results, write_between_markers
+    from evals.report import markdown_table, publish_table, resumable_results, save_results
     from llm.judge import LABELS, LLMJudge, build_cases, judge_accuracy, split_cases
     from llm.modality import LLM
 
@@ -59,11 +59,9 @@ def main() -> None:
         rows.append([icl, order, round(r["accuracy"], 3), *(round(x, 2) for x in recall), unknown, r["n"],
                      r["seconds"]])
     table = markdown_table(heads, rows)
-    (out / "table.md").write_text(table + "\n")
     print(table)
-    if args.readme:
-        write_between_markers(Path(args.readme), "judge-table", table + f"\n\nJudge: {args.model}; `python "
-                      f"experiments/judge_table.py{' --limit ' + str(args.limit) if args.limit else ''}`.")
+    publish_table(out, table + f"\n\nJudge: {args.model}; `python experiments/judge_table.py"
+                  f"{' --limit ' + str(args.limit) if args.limit else ''}`.", args.readme, "judge-table")
 
 
 if __name__ == "__main__":

@@ -254,3 +254,39 @@ def test_rwku_results_merge_with_the_first_run_winning(tmp_path):
                                                              "U": {"base": {"x": 4}}}))
     assert merge_results([tmp_path / "a", tmp_path / "b"]) == {"T": {"base": {"x": 1}, "npo": {"x": 2}, "ga": {"x": 3}},
                                                               "U": {"base": {"x": 4}}}
+
+
+def test_every_experiment_and_bench_script_answers_help_when_run_as_a_script():
+    """`python experiments/x.py --help` as the README spells it: the script's folder, not the repository root, is on
+    sys.path (one process for all scripts, so the shared imports load once)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted(str(p) for folder in ("experiments", "bench") for p in (root / folder).glob("*.py")
+                     if not p.name.startswith("_"))
+    code = """
+import runpy, sys
+from pathlib import Path
+root = sys.argv[1]
+base = [p for p in sys.path if p not in ("", ".", root)]
+failed = []
+for script in sys.argv[2:]:
+    sys.path[:] = [str(Path(script).parent), *base]  # as `python script` sets it; no script's additions leak
+    for name in [m for m in sys.modules if m == "experiments" or m.startswith(("experiments.", "bench."))]:
+        del sys.modules[name]
+    sys.argv = [script, "--help"]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            failed.append(f"{script}: exit {e.code}")
+    except Exception as e:
+        failed.append(f"{script}: {type(e).__name__}: {e}")
+print("FAILED", failed, file=sys.stderr) if failed else None
+sys.exit(1 if failed else 0)
+"""
+    done = subprocess.run([sys.executable, "-c", code, str(root), *scripts], capture_output=True, text=True,
+                          cwd=root.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
