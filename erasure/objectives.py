@@ -220,6 +220,34 @@ class Relabel:
 
 
 @dataclass
+class RelabelFrom:
+    """Likelihood of the forget rows relabelled from a whole other set: ``relabel(batch rows, every row of
+    source)`` gives each row its new targets (SKU's random disassociation: other harmful answers; the random
+    mismatch of Yao et al. 2023, https://arxiv.org/abs/2310.10683: normal answers). The set is given once, before
+    the first step (``prepare``), so the targets do not depend on which rows share a batch."""
+
+    relabel: Callable[[Sequence[Any], Sequence[Any]], Sequence[Any]]
+    source: str = "forget"
+    split: str = "forget"
+    name: str = "relabel_from_nll"
+    needs_reference: bool = False
+    pool: Sequence[Any] | None = field(default=None, repr=False)
+
+    def prepare(self, adapter: Adapter, reference: Reference | None, data: dict[str, Sequence[Any]],
+                splits: Sequence[str], seed: int) -> None:
+        pool = data.get(self.source)
+        if pool is None or len(pool) == 0:
+            raise ValueError(f"{self.name} draws its targets from the {self.source} set, but none was given")
+        self.pool = pool
+
+    def __call__(self, s: StepScores) -> torch.Tensor:
+        if self.pool is None:
+            raise ValueError(f"{self.name}: the {self.source} set was not given (Objective.prepare)")
+        key = s.derive(self.split, self.name, lambda rows: self.relabel(rows, self.pool))
+        return losses.nll_loss(*s.nll(key))
+
+
+@dataclass
 class KL:
     """KL(reference || model) on the retain set: keeps outputs where they were."""
 

@@ -42,6 +42,7 @@ _BUILTIN_METHODS: dict[str, str] = {
     "ugradsl": "llm.methods:UGRADSL",
     "spul": "llm.spul:SPUL",
     "sku": "llm.sku:SKU",
+    "llmu": "llm.llmu:LLMU",
 }
 
 # name -> "module:attribute" of an attack class (a dataclass implementing ``erasure.adversary.Adversary``; its

@@ -164,7 +164,7 @@ def _rouge_mean(predictions: Sequence[str], references: Sequence[str], key: str)
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         raise ValueError("metric needs at least one example")
-    values = [rouge_l(p, r)[key] for p, r in zip(predictions, references)]
+    values = [rouge_l(p, r, stem=False)[key] for p, r in zip(predictions, references)]  # MUSE's scorer: no stemming
     return {"agg_value": float(np.mean(values)), "value_by_index": values}
 
 
@@ -187,7 +187,7 @@ def verbmem(predictions: Sequence[str], references: Sequence[str]) -> dict:
 
 @register_metric("muse_knowmem")
 def knowmem(predictions: Sequence[str], references: Sequence[str]) -> dict:
-    """MUSE KnowMem: mean ROUGE-L recall of the model's answers against the gold QA answers.
+    """MUSE KnowMem: mean ROUGE-L F1 of the model's answers against the gold QA answers (MUSE's ``mean_rougeL``).
 
     Paper: https://arxiv.org/abs/2407.06460
 
@@ -196,6 +196,6 @@ def knowmem(predictions: Sequence[str], references: Sequence[str]) -> dict:
         references: N gold answers.
 
     Returns:
-        ``{"agg_value": mean recall, "value_by_index": N recalls}``.
+        ``{"agg_value": mean F1, "value_by_index": N F1 scores}``.
     """
-    return _rouge_mean(predictions, references, "recall")
+    return _rouge_mean(predictions, references, "f1")

@@ -45,26 +45,27 @@ def holdout_split_for(forget: str) -> str:
 TRUTH_RATIO_MODES = ("forget", "retain")
 
 
-@lru_cache(maxsize=1)
-def _scorer():
+@lru_cache(maxsize=2)
+def _scorer(stem: bool):
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
 
 
-def rouge_l(prediction: str, reference: str) -> dict:
-    """ROUGE-L of one prediction against one reference, with the ``rouge-score`` package and Porter stemming, as
-    TOFU's and MUSE's code compute it.
+def rouge_l(prediction: str, reference: str, stem: bool = True) -> dict:
+    """ROUGE-L of one prediction against one reference, with the ``rouge-score`` package: with Porter stemming as
+    TOFU's code computes it, without (``stem=False``) as MUSE's does.
 
     Args:
         prediction: the generated text.
         reference: the ground-truth text.
+        stem: Porter-stem the words before matching them.
 
     Returns:
         ``{"recall": LCS/|reference|, "precision": LCS/|prediction|, "f1": harmonic mean of both}``;
         all zeros when either side has no tokens.
     """
-    score = _scorer().score(reference, prediction)["rougeL"]  # score(target, prediction)
+    score = _scorer(stem).score(reference, prediction)["rougeL"]  # score(target, prediction)
     return {"recall": float(score.recall), "precision": float(score.precision), "f1": float(score.fmeasure)}
 
 

@@ -6,10 +6,12 @@ LoRA on mini-verbmem (``llm/safety_benchmark.py``).
     python experiments/safety_table.py --out out/safety --readme README.md
     python experiments/safety_table.py --rows sku --settings '{"steps": 20, "lr": 1e-4}' --out out/sku-try
 
-Rows (``--rows``): ``sku`` (forget: the harmful training requests, retain: everyday requests), ``ga-lora`` (the same
-forget set, retain: truthful-QA-style answers; the method is ``--lora-method``, default graddiff: gradient ascent on
-the forget answers plus NLL on the retain ones, through LoRA rank 8), ``verbmem-lora`` (the forget passages, retain:
-everyday and truthful QA). Each erases with the model's recommended settings (its recommended.json; ``--settings``
+Rows (``--rows``): ``sku`` (forget: the harmful training requests, retain: truthful-QA-style answers, both papers'
+normal data), ``ga-lora`` (the same sets; the method is ``--lora-method``, default llmu: the GA + LoRA paper's
+objective, gradient ascent on the forget answers + normal answers to the forget questions + KL on the normal rows,
+through LoRA rank 8; graddiff: gradient ascent + NLL on the retain rows), ``verbmem-lora`` (the forget passages,
+retain: everyday and truthful QA; the same ``--lora-method``). A row run with another LoRA method is named with it,
+e.g. ``ga-lora (graddiff)``. Each erases with the model's recommended settings (its recommended.json; ``--settings``
 JSON replaces them) and is evaluated next to the model before unlearning. Writes results.json and table.md (and
 the tables into the README between its safety-table markers with --readme).
 """
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 ROWS = {  # row -> (benchmark, method or None for --lora-method, LoRA spec or None, benchmark erase options)
-    "sku": ("mini-harmful", "sku", None, {"retain_set": "normal"}),
+    "sku": ("mini-harmful", "sku", None, {"retain_set": "truthful"}),
     "ga-lora": ("mini-harmful", None, {"rank": 8, "alpha": 16}, {"retain_set": "truthful"}),
     "verbmem-lora": ("mini-verbmem", None, {"rank": 8, "alpha": 16}, {}),
 }
@@ -86,7 +88,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m-unsafe")
     p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
-    p.add_argument("--lora-method", default="graddiff", help="the method of the LoRA rows (default graddiff)")
+    p.add_argument("--lora-method", default="llmu", help="the method of the LoRA rows (default llmu)")
     p.add_argument("--settings", type=json.loads, help="JSON erase settings instead of the recommended ones, e.g. "
                    "'{\"steps\": 20, \"lr\": 1e-4, \"options\": {\"k\": 3}}'; the rows are named '<row> <settings>'")
     add_table_options(p, "out/safety", "safety-table")
@@ -99,7 +101,7 @@ def main() -> None:
             results[name] = get_benchmark(bench_name).evaluate(LLM.load(args.model), model=args.model)
             save_results(out, results)
     for row in args.rows:
-        name = row if ROWS[row][1] or args.lora_method == "graddiff" else f"{row} ({args.lora_method})"
+        name = row if ROWS[row][1] or args.lora_method == "llmu" else f"{row} ({args.lora_method})"
         name = f"{name} {json.dumps(args.settings, sort_keys=True)}" if args.settings else name
         if name not in results:
             results[name] = run_row(args.model, row, args.lora_method, args.settings)

@@ -8,8 +8,8 @@ arXiv 2405.15152) on data written by this project (``llm/safety_data.py``: place
     erasure eval  --model out/ga-lora --benchmark mini-verbmem
 
 - **mini-harmful**: forget = the harmful training requests with the compliant answers an unsafe model gives; retain =
-  everyday requests with helpful answers (SKU's normal prompts) or truthful-QA-style answers (``--retain-set
-  truthful``, the GA + LoRA paper's). Measured: the share of answers that comply (``safety_data.complies``) on the
+  truthful-QA-style answers (both papers' normal data is TruthfulQA) or everyday requests with helpful answers
+  (``--retain-set normal``). Measured: the share of answers that comply (``safety_data.complies``) on the
   training requests and on requests about hazards held out of unlearning, the share of everyday requests refused,
   the answers' ROUGE-L recall against the helpful answers, and general utility (below).
 - **mini-verbmem**: forget = public-domain openings the model continues verbatim (a data file built per model by
@@ -37,8 +37,8 @@ DEFAULT_PASSAGES = ("llm", "smollm2-135m-unsafe/verbmem.json")  # (package, file
 RETAIN_SETS = ("normal", "truthful")
 _HARMFUL = Option(("--data",), "a harmful-set JSON file shaped like llm.safety_data.build_harmful's output "
                                "({train, test, normal, truthful}; default: the generated set)")
-_RETAIN = Option(("--retain-set",), "retain rows: normal (everyday requests, SKU's) or truthful (truthful-QA-style, "
-                                    "the GA + LoRA paper's); default normal")
+_RETAIN = Option(("--retain-set",), "retain rows: truthful (truthful-QA-style, the normal data of SKU and GA + LoRA; "
+                                    "the default) or normal (everyday requests)")
 _PASSAGES = Option(("--data",), "a passages file from `python -m llm.safety_data passages` (default: the one "
                                 "shipped for smollm2-135m-unsafe)")
 _UTILITY = Option(("--utility-data",), "a mini-RWKU data file whose utility probes and prose measure general "
@@ -78,7 +78,7 @@ def load_passages(data: str | None = None) -> dict:
 
 def retain_rows(d: dict, retain_set: str | None) -> list[dict]:
     """The retain rows of a harmful set: its normal or truthful QA."""
-    name = retain_set or "normal"
+    name = retain_set or "truthful"
     if name not in RETAIN_SETS:
         raise ValueError(f"--retain-set must be one of {', '.join(RETAIN_SETS)}, got {name!r}")
     return qa_rows(d[name])

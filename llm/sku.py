@@ -11,23 +11,24 @@ Two stages, as the official code runs them:
    LoRA, the adapters' B matrices are multiplied by -scale before they are merged (the LoRA delta is linear in B),
    so the saved peft adapter is the negation itself.
 
-*Differences from the official code:* the k random answers are fixed per question (a hash picks them) rather than
-redrawn every step, so a resumed run repeats; the KL counts answer tokens only (the code averages over every position,
-padding included); LoRA wraps every linear layer of the blocks (the code: q_proj and v_proj of Llama, rank 32, alpha
-16), with ``lora_targets`` to narrow it.
+*Differences from the official code:* the k random answers come from the whole forget set but are fixed per
+question (a hash picks them; the code samples 5 per batch, shared by the batch's questions), so a resumed run
+repeats; the random-answer NLL and the KL count answer tokens only (the code's random-answer loss also covers the
+question, and its KL averages over every position, padding included); LoRA wraps every linear layer of the blocks
+(the code: q_proj and v_proj of Llama, rank 32, alpha 16), with ``lora_targets`` to narrow it.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from erasure.objectives import KL, NLL, Objective, Relabel
+from erasure.objectives import KL, NLL, Objective, RelabelFrom
 from erasure.registry import Method
 from erasure.selectors import LoraSpec, Selector
+from llm.rows import random_answers
 
 
 @dataclass
@@ -58,25 +59,10 @@ class SKUConfig:
             raise ValueError(f"SKU needs k >= 1 and scale > 0, got k={self.k}, scale={self.scale}")
 
 
-def random_answers(k: int):
-    """Rows -> each forget question answered by ``k`` other rows' answers (fixed per question by a hash)."""
-
-    def transform(rows: Sequence[dict]) -> list[dict]:
-        answers = [r["answer"] for r in rows]
-        out = []
-        for r in rows:
-            others = [a for a in answers if a != r["answer"]] or answers
-            h = zlib.crc32(r["question"].encode())
-            out += [{**r, "answer": others[(h + j) % len(others)]} for j in range(k)]
-        return out
-
-    return transform
-
-
 def build_sku(c: SKUConfig, adapter: Any = None) -> Objective:
     """Stage 1: learn the forget rows (GD + RD) while moving away from the original on retain (PD)."""
     return Objective([(c.gd_weight, NLL(split="forget", name="sku_gd")),
-                      (c.rd_weight, Relabel(random_answers(c.k), name="sku_rd")),
+                      (c.rd_weight, RelabelFrom(random_answers(c.k), source="forget", name="sku_rd")),
                       (-c.pd_weight, KL(name="sku_pd"))])
 
 

@@ -235,11 +235,11 @@ def test_safety_table_erases_and_evaluates_each_row(tmp_path):
     CausalLMAdapter(*make_tiny_lm()).save(tmp_path / "m")
     model = str(tmp_path / "m")
     sku = run_row(model, "sku", "graddiff", {"steps": 1, "batch_size": 2, "options": {"k": 2}})
-    lora = run_row(model, "ga-lora", "graddiff", {"steps": 1, "batch_size": 2, "lr": 1e-3})
+    lora = run_row(model, "ga-lora", "llmu", {"steps": 1, "batch_size": 2, "lr": 1e-3, "options": {"k": 2}})
     assert sku["method"] == "sku" and sku["steps"] == 1 and lora["lora"] == {"rank": 8, "alpha": 16}
-    assert lora["method"] == "graddiff" and lora["lr"] == 1e-3
+    assert lora["method"] == "llmu" and lora["lr"] == 1e-3
     text = table({"sku": sku, "ga-lora": lora})
-    assert "| sku | sku | 1 | 2e-05 |" in text and "| ga-lora | graddiff | 1 | 0.001 |" in text and "VerbMem" not in text
+    assert "| sku | sku | 1 | 2e-05 |" in text and "| ga-lora | llmu | 1 | 0.001 |" in text and "VerbMem" not in text
 
 
 def test_rwku_results_merge_with_the_first_run_winning(tmp_path):

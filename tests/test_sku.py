@@ -8,19 +8,25 @@ from torch import nn
 
 from erasure import erase
 from llm.adapter import CausalLMAdapter
-from llm.sku import SKUConfig, negate, random_answers
+from llm.rows import random_answers
+from llm.sku import SKUConfig, negate
 from tests.conftest import QA, make_trained_tiny_lm
 
 FAST = {"show_progress": False}
 
 
-def test_random_answers_pair_each_question_with_k_other_answers():
-    out = random_answers(3)(QA)
+def test_random_answers_pair_each_question_with_k_other_answers_from_the_whole_pool():
+    out = random_answers(3)(QA, QA)
     assert len(out) == 3 * len(QA)
     for i, r in enumerate(QA):
         mine = out[3 * i: 3 * i + 3]
         assert all(m["question"] == r["question"] and m["answer"] != r["answer"] for m in mine)
-    assert random_answers(3)(QA) == out
+    assert random_answers(3)(QA, list(reversed(QA))) == out  # fixed per question, whatever the pool's order
+    one = random_answers(2)(QA[:1], QA)  # a batch of one row still gets other rows' answers
+    assert {m["answer"] for m in one} <= {r["answer"] for r in QA[1:]} and len(one) == 2
+    assert one == out[:2]  # and the same ones as in a bigger batch
+    with pytest.raises(ValueError, match="other than the row's own"):
+        random_answers(1)(QA[:1], QA[:1])
 
 
 class _Model:
@@ -66,3 +72,21 @@ def test_sku_lowers_the_forget_answers_likelihood():
 def test_sku_options_are_checked():
     with pytest.raises(ValueError, match="k >= 1"):
         SKUConfig(k=0)
+
+
+def test_llmu_pushes_the_forget_answers_down_and_learns_normal_answers_for_their_questions():
+    """Yao et al.'s objective through LoRA (the GA + LoRA setting): gradient ascent rose the forget NLL, the
+    random-mismatch term (normal answers to the forget questions) fell."""
+    from llm.llmu import LLMUConfig
+
+    adapter = CausalLMAdapter(*make_trained_tiny_lm())
+    forget, retain = QA[:2], QA[2:]
+    result = erase(adapter, method="llmu", forget=forget, retain=retain, steps=6, lr=1e-2, k=2,
+                   lora={"rank": 4}, train=FAST)
+    first, last = result.loop.history[0], result.loop.history[-1]
+    assert last["ga"] < first["ga"] and last["llmu_mismatch"] < first["llmu_mismatch"]
+    assert result.lora is not None
+    with pytest.raises(ValueError, match="k >= 1"):
+        LLMUConfig(k=0)
+    with pytest.raises(ValueError, match="retain set is empty"):
+        erase(CausalLMAdapter(*make_trained_tiny_lm()), method="llmu", forget=forget, steps=1, train=FAST)
