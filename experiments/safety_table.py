@@ -101,7 +101,8 @@ def main() -> None:
             results[name] = get_benchmark(bench_name).evaluate(LLM.load(args.model), model=args.model)
             save_results(out, results)
     for row in args.rows:
-        name = row if ROWS[row][1] or args.lora_method == "llmu" else f"{row} ({args.lora_method})"
+        default = ROWS[row][1] or args.lora_method == p.get_default("lora_method")  # rows of another method say so
+        name = row if default else f"{row} ({args.lora_method})"
         name = f"{name} {json.dumps(args.settings, sort_keys=True)}" if args.settings else name
         if name not in results:
             results[name] = run_row(args.model, row, args.lora_method, args.settings)

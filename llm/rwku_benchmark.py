@@ -74,7 +74,8 @@ class MiniRwkuBenchmark:
         answers to general questions and the other targets' forget corpora, as TOFU retains the other authors)."""
         d = load_data(data)
         others = [row for name, t in d["targets"].items() if name != target for row in t["corpus"]]
-        return qa_rows(_target(d, target)["corpus"]), qa_rows(d["retain_corpus"]) + qa_rows(d.get("retain_qa", [])) + qa_rows(others)
+        retain = d["retain_corpus"] + d.get("retain_qa", []) + others
+        return qa_rows(_target(d, target)["corpus"]), qa_rows(retain)
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, target: str | None = None,
                  data: str | None = None, judge: str | None = None) -> dict:
