@@ -5,6 +5,7 @@ LoRA on mini-verbmem (``llm/safety_benchmark.py``).
     make real-lm                                   # once (merges the unsafe model)
     python experiments/safety_table.py --out out/safety --readme README.md
     python experiments/safety_table.py --rows sku --settings '{"steps": 20, "lr": 1e-4}' --out out/sku-try
+    python experiments/safety_table.py --rows sku --sku-scales 2 2.5 3 --resume      # one acquisition, three negations
 
 Rows (``--rows``): ``sku`` (forget: the harmful training requests, retain: truthful-QA-style answers, both papers'
 normal data), ``ga-lora`` (the same sets; the method is ``--lora-method``, default llmu: the GA + LoRA paper's
@@ -30,12 +31,16 @@ ROWS = {  # row -> (benchmark, method or None for --lora-method, LoRA spec or No
 }
 
 
-def run_row(model: str, row: str, lora_method: str, settings: dict | None) -> dict:
-    """Erase ``model`` for one row and evaluate the result on its benchmark (with the erase minutes)."""
+def run_row(model: str, row: str, lora_method: str, settings: dict | None,
+            scales: list[float] | None = None) -> dict | list[tuple[float, dict]]:
+    """Erase ``model`` for one row and evaluate the result on its benchmark (with the erase minutes). With
+    ``scales`` (the sku row), the one erase is negated at each scale in turn (``llm.sku.rescale``: the same
+    acquisition) and each is evaluated: a list of (scale, record)."""
     from erasure import erase
     from erasure.registry import get_benchmark
     from evals.report import tuning_settings
     from llm.modality import LLM
+    from llm.sku import rescale
 
     bench_name, method, lora, options = ROWS[row]
     bench = get_benchmark(bench_name)
@@ -45,10 +50,19 @@ def run_row(model: str, row: str, lora_method: str, settings: dict | None) -> di
     result = erase(adapter, method=method or lora_method, forget=forget, retain=retain, lora=lora,
                    **tuning_settings(settings))
     minutes = round((time.time() - t0) / 60, 1)
-    record = bench.evaluate(result.adapter, model=f"{model} + {row}")
-    record.update(method=method or lora_method, lora=lora, steps=result.loop.steps, lr=result.train_config["lr"],
-                  erase_minutes=minutes, settings=settings)
-    return record
+    records = []
+    for scale in scales or [None]:
+        label = f"{model} + {row}"
+        if scale is not None:
+            rescale(result, scale)
+            label += f" (scale {scale:g})"
+        record = bench.evaluate(result.adapter, model=label)
+        record.update(method=method or lora_method, lora=lora, steps=result.loop.steps, lr=result.train_config["lr"],
+                      erase_minutes=minutes, settings=settings)
+        if scale is not None:
+            record["scale"] = scale
+        records.append((scale, record))
+    return records if scales else records[0][1]
 
 
 def _lr(record: dict) -> str:
@@ -91,6 +105,8 @@ def main() -> None:
     p.add_argument("--lora-method", default="llmu", help="the method of the LoRA rows (default llmu)")
     p.add_argument("--settings", type=json.loads, help="JSON erase settings instead of the recommended ones, e.g. "
                    "'{\"steps\": 20, \"lr\": 1e-4, \"options\": {\"k\": 3}}'; the rows are named '<row> <settings>'")
+    p.add_argument("--sku-scales", type=float, nargs="*", help="the sku row negated at each of these scales from one "
+                   "acquisition (rows named '<row> ... scale S'); the settings' scale is not used")
     add_table_options(p, "out/safety", "safety-table")
     args = p.parse_args()
     out = Path(args.out)
@@ -104,7 +120,13 @@ def main() -> None:
         default = ROWS[row][1] or args.lora_method == p.get_default("lora_method")  # rows of another method say so
         name = row if default else f"{row} ({args.lora_method})"
         name = f"{name} {json.dumps(args.settings, sort_keys=True)}" if args.settings else name
-        if name not in results:
+        if row == "sku" and args.sku_scales:
+            names = {scale: f"{name} scale {scale:g}" for scale in args.sku_scales}
+            if any(n not in results for n in names.values()):
+                for scale, record in run_row(args.model, row, args.lora_method, args.settings, args.sku_scales):
+                    results[names[scale]] = record
+                save_results(out, results)
+        elif name not in results:
             results[name] = run_row(args.model, row, args.lora_method, args.settings)
             save_results(out, results)
     block = table(results) + ("\n\nRows: `python experiments/safety_table.py` (the recommended settings), a row named "

@@ -94,3 +94,44 @@ def negate(adapter: Any, c: SKUConfig, start: dict[str, torch.Tensor]) -> dict:
 SKU = Method("sku", "llm", SKUConfig, build_sku, selector=sku_selector, after=negate,
              train_defaults={"lr": 2e-5, "schedule": "linear", "optimizer": "adamw", "batch_size": 2},
              paper="https://arxiv.org/abs/2402.10058")
+
+
+def rescale(result: Any, scale: float) -> dict:
+    """Move an SKU result (trained through LoRA) to another negation scale in place, from the same acquisition:
+    theta_0 - scale' * delta instead of theta_0 - scale * delta, without training again. The merged weights get
+    ((scale' - scale) / scale) * (alpha / r) * B @ A added for every adapted layer (B as negated by ``negate``), and
+    the result's adapter, options and ``second_stage`` info are updated, so it saves as if trained at ``scale``.
+
+    Args:
+        result: what ``erase(..., method="sku")`` returned.
+        scale: the new scale (> 0).
+
+    Returns:
+        The result's ``second_stage`` info after the change.
+    """
+    from erasure.adapter import named_parameters
+
+    if result.method != "sku" or not result.lora:
+        raise ValueError("rescale needs an SKU result trained through LoRA (its adapters are what it rescales)")
+    if scale <= 0:
+        raise ValueError(f"SKU's scale must be > 0, got {scale}")
+    old = float(result.method_config["scale"])
+    live = named_parameters(result.adapter.modules())
+    with torch.no_grad():
+        for comp, (state, config) in result.lora.items():
+            if config.rank_pattern or config.alpha_pattern:
+                raise ValueError("rescale handles one LoRA rank and alpha for every layer (no rank or alpha pattern)")
+            scaling = config.lora_alpha / (config.r ** 0.5 if config.use_rslora else config.r)
+            for key in [k for k in state if ".lora_A." in k]:
+                a, b = state[key], state[key.replace(".lora_A.", ".lora_B.")]
+                name = f"{comp}.{key.removeprefix('base_model.model.').replace('.lora_A.weight', '.weight')}"
+                if name not in live:
+                    raise ValueError(f"rescale: no weight {name!r} for the adapter entry {key!r}")
+                w = live[name]
+                delta = b.to(w.dtype) @ a.to(w.dtype)  # (out, in); Conv1D layers (fan_in_fan_out) store (in, out)
+                w.add_(((scale - old) / old * scaling) * (delta.T if config.fan_in_fan_out else delta))
+            for key in [k for k in state if ".lora_B." in k]:
+                state[key] = state[key] * (scale / old)
+    result.method_config["scale"] = scale
+    result.info.setdefault("second_stage", {})["scale"] = scale
+    return result.info["second_stage"]

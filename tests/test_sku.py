@@ -90,3 +90,29 @@ def test_llmu_pushes_the_forget_answers_down_and_learns_normal_answers_for_their
         LLMUConfig(k=0)
     with pytest.raises(ValueError, match="retain set is empty"):
         erase(CausalLMAdapter(*make_trained_tiny_lm()), method="llmu", forget=forget, steps=1, train=FAST)
+
+
+def test_rescale_gives_the_weights_of_a_run_at_the_other_scale():
+    """One acquisition, negated at scale 1 and then moved to 2.5, equals the same run negated at 2.5 directly."""
+    from llm.sku import rescale
+
+    forget, retain = QA[:2], QA[2:]
+    runs = {s: erase(CausalLMAdapter(*make_trained_tiny_lm()), method="sku", forget=forget, retain=retain, steps=3,
+                     lr=1e-2, k=1, lora_rank=4, scale=s, train=FAST) for s in (1.0, 2.5)}
+    moved, direct = runs[1.0], runs[2.5]
+    before = {n: p.detach().clone() for n, p in moved.adapter.model.named_parameters()}
+    assert rescale(moved, 2.5)["scale"] == 2.5 and moved.method_config["scale"] == 2.5
+    changed = 0
+    for n, p in direct.adapter.model.named_parameters():
+        q = dict(moved.adapter.model.named_parameters())[n]
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        changed += not torch.equal(before[n], q)
+    assert changed > 0
+    (state, _), = moved.lora.values()
+    (direct_state, _), = direct.lora.values()
+    for k in direct_state:
+        torch.testing.assert_close(state[k], direct_state[k])
+    with pytest.raises(ValueError, match="> 0"):
+        rescale(moved, 0.0)
+    with pytest.raises(ValueError, match="SKU result trained through LoRA"):
+        rescale(erase(CausalLMAdapter(*make_trained_tiny_lm()), method="ga", forget=forget, steps=1, train=FAST), 2.0)
