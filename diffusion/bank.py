@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from diffusion.pipeline import T2IPipeline, share_of
+from erasure.reference import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -219,12 +220,14 @@ def get_bank(pipe: T2IPipeline, reference: Any, prompts: Sequence[str], trajecto
 
     Args:
         pipe: the pipeline being trained.
-        reference: the frozen-reference strategy (``erasure.reference``); its weights fill the bank.
+        reference: the frozen-reference strategy (``erasure.reference``); its weights fill the bank. None: the
+            pipeline's live weights (before the first step, when nothing has trained yet, they are the original's).
         prompts, trajectories, ddim_steps, guidance, seed: see ``build_bank``.
         cache: read and write the disk cache (``bank_dir()``).
         show_progress: show a tqdm bar while building.
     """
-    with torch.no_grad(), reference.active():
+    frozen = reference.active() if reference is not None else eval_mode([pipe.unet, pipe.text_encoder])
+    with torch.no_grad(), frozen:
         key = bank_key(pipe, prompts, trajectories, ddim_steps, guidance, seed)
         if key in _MEMORY:
             _MEMORY.move_to_end(key)

@@ -60,11 +60,16 @@ class ESDLoss:
     pool_trajectories: int = 1
     split: str = "forget"
     name: str = "esd"
-    needs_reference: bool = True
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING:
             raise ValueError(f"ESD sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
+
+    @property
+    def needs_reference(self) -> bool:
+        """The frozen original computes eps* every step, except from a bank, which holds it: then the loop keeps no
+        snapshot of the trained tensors (a whole UNet's copy for esd-u / esd-all) unless another term needs one."""
+        return self.sampling != "frozen"
 
     def prepare(self, adapter: Any, reference: Any, data: dict[str, Sequence[Any]], splits: set[str],
                 seed: int = 0) -> None:

@@ -106,6 +106,21 @@ def test_bank_and_pool_train_without_sampling_per_step(method, sampling, tiny_pi
     te_changed = any(not torch.equal(p, te_before[n]) for n, p in tiny_pipe.text_encoder.named_parameters())
     assert (unet_changed, te_changed) == ((True, False) if method == "esd-x" else (False, True))
     assert result.loop.history[0]["esd"] > 0
+    # the bank holds the frozen predictions: no snapshot of the trained tensors (adversarial training keeps one)
+    assert result.loop.reference == (None if sampling == "frozen" and method == "esd-x" else "snapshot")
+
+
+def test_a_bank_without_a_reference_is_the_one_the_snapshot_builds(tiny_pipe):
+    """Before the first step the live weights are the original's: the bank built from them (no reference) is the
+    bank a snapshot reference gives, under the same key."""
+    attn2 = {n: p for n, p in tiny_pipe.unet.named_parameters() if ".attn2." in n}
+    ref = SnapshotReference(attn2, DiffusionAdapter(tiny_pipe).modules())
+    tiny_pipe.unet.train()
+    a = get_bank(tiny_pipe, None, PROMPTS, trajectories=1, ddim_steps=3, cache=False)
+    assert tiny_pipe.unet.training  # its mode is given back
+    bank_mod._MEMORY.clear()
+    b = get_bank(tiny_pipe, ref, PROMPTS, trajectories=1, ddim_steps=3, cache=False)
+    assert torch.equal(a.xt, b.xt) and torch.equal(a.eps_cond, b.eps_cond) and torch.equal(a.eps_uncond, b.eps_uncond)
 
 
 def test_trained_sampling_still_samples_each_step(tiny_pipe, monkeypatch):
