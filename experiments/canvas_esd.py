@@ -2,6 +2,7 @@
 
     python experiments/canvas_esd.py --out out/canvas-esd [--concepts Neon Mosaic Star] [--method esd-x]
     python experiments/canvas_esd.py --concepts Neon Sketch Square --seeds 0 1 2 --option ddim_steps=50 --out out/esd-d50
+    python experiments/canvas_esd.py --concepts Neon --seeds 0 1 2 --erase-args "--mask m/neon-salun --lr 5e-4" --out o
 
 For each concept: `erasure erase` (once per erase seed, with any `--option KEY=VALUE` passed on) then `erasure eval`
 on the erased model (and once on the original; evaluation seed `--seed`); writes table.md (means over the erase
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 from pathlib import Path
 
@@ -33,10 +35,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (and the erase seed without --seeds)")
     p.add_argument("--seeds", type=int, nargs="*", default=None, help="erase seeds; the table shows their means")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a method option for erase")
+    p.add_argument("--erase-args", default="", help="more `erasure erase` arguments, e.g. '--lr 5e-4 --mask m "
+                   "--optimizer sophia' (a mask from `erasure mask`)")
     args = p.parse_args()
     out = Path(args.out)
     seeds = args.seeds or [args.seed]
-    options = [a for o in args.option for a in ("--option", o)]
+    options = [a for o in args.option for a in ("--option", o)] + shlex.split(args.erase_args)
     rows, results = [], {}
     for concept in args.concepts:
         run(["eval", "--model", "mini-canvas", "--concept", concept, "--out", str(out / concept / "before"),
@@ -57,7 +61,7 @@ def main() -> None:
         seconds = statistics.mean(r["erase_seconds"] for r in runs)
         results[concept] = {"domain": before["domain"], "before": {k: before[k] for k in ("ua", "ira", "cra")},
                             "after": mean, "steps": runs[0]["steps"], "lr": runs[0]["lr"], "erase_seconds": seconds,
-                            "options": args.option, "runs": runs}
+                            "options": args.option, "erase_args": args.erase_args, "runs": runs}
         rows.append([concept, before["domain"], before["ua"], mean["ua"], mean["ira"], mean["cra"], runs[0]["steps"],
                      seconds])
     table = markdown_table(["concept", "domain", "UA before", "UA after", "IRA after", "CRA after", "steps",
