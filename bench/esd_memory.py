@@ -8,8 +8,9 @@ compares the whole run's peak RSS with the public design's; ``bench/esd_speed.py
 One process (run it alone): a thread samples the resident set (/proc/self/statm) every 10 ms and keeps the highest
 value of each phase: imports, the pipeline built (the harness's UNet and a CLIP text encoder of the model's shape, as
 ``esd_speed.py`` builds them), the bank built (``--bank-trajectories`` trajectories on a ``--bank-ddim``-step
-schedule, CFG batched), the erase (``--steps`` bank iterations; it keeps a snapshot of the trained tensors, their
-gradients and Adam's two moments). Also prints the trained parameters' bytes, so each copy's share is visible.
+schedule, CFG batched), the erase (``--steps`` bank iterations: the trained tensors' gradients and Adam's two
+moments; no snapshot, the bank holds the frozen predictions). Also prints the bytes of one copy of the trained
+parameters, so each copy's share is visible.
 With glibc's default allocator freed activations may stay resident; the environment variable in the third line
 makes large blocks go back to the system when freed. Linux only (reads /proc). Asserts nothing.
 """
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
               "unet_gib": sum(t.numel() * t.element_size() for t in pipe.unet.parameters()) / gib,
               "text_encoder_gib": sum(t.numel() * t.element_size() for t in pipe.text_encoder.parameters()) / gib,
               "trained_parameters": result.loop.trainable_parameters,
-              "trained_gib_per_copy": result.loop.trainable_parameters * 4 / gib}
+              "trained_gib_per_copy": result.loop.trainable_parameters
+              * next(pipe.unet.parameters()).element_size() / gib}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

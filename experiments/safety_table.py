@@ -23,6 +23,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 ROWS = {  # row -> (benchmark, method or None for --lora-method, LoRA spec or None, benchmark erase options)
     "sku": ("mini-harmful", "sku", None, {"retain_set": "truthful"}),
@@ -31,16 +32,12 @@ ROWS = {  # row -> (benchmark, method or None for --lora-method, LoRA spec or No
 }
 
 
-def run_row(model: str, row: str, lora_method: str, settings: dict | None,
-            scales: list[float] | None = None) -> dict | list[tuple[float, dict]]:
-    """Erase ``model`` for one row and evaluate the result on its benchmark (with the erase minutes). With
-    ``scales`` (the sku row), the one erase is negated at each scale in turn (``llm.sku.rescale``: the same
-    acquisition) and each is evaluated: a list of (scale, record)."""
+def _erase(model: str, row: str, lora_method: str, settings: dict | None) -> tuple[Any, Any, dict]:
+    """Erase ``model`` for one row: (its benchmark, the erase result, the row's settings and erase minutes)."""
     from erasure import erase
     from erasure.registry import get_benchmark
     from evals.report import tuning_settings
     from llm.modality import LLM
-    from llm.sku import rescale
 
     bench_name, method, lora, options = ROWS[row]
     bench = get_benchmark(bench_name)
@@ -49,20 +46,30 @@ def run_row(model: str, row: str, lora_method: str, settings: dict | None,
     t0 = time.time()
     result = erase(adapter, method=method or lora_method, forget=forget, retain=retain, lora=lora,
                    **tuning_settings(settings))
-    minutes = round((time.time() - t0) / 60, 1)
-    records = []
-    for scale in scales or [None]:
-        label = f"{model} + {row}"
-        if scale is not None:
-            rescale(result, scale)
-            label += f" (scale {scale:g})"
-        record = bench.evaluate(result.adapter, model=label)
-        record.update(method=method or lora_method, lora=lora, steps=result.loop.steps, lr=result.train_config["lr"],
-                      erase_minutes=minutes, settings=settings)
-        if scale is not None:
-            record["scale"] = scale
-        records.append((scale, record))
-    return records if scales else records[0][1]
+    info = {"method": method or lora_method, "lora": lora, "steps": result.loop.steps,
+            "lr": result.train_config["lr"], "erase_minutes": round((time.time() - t0) / 60, 1),
+            "settings": settings}
+    return bench, result, info
+
+
+def run_row(model: str, row: str, lora_method: str, settings: dict | None) -> dict:
+    """Erase ``model`` for one row and evaluate the result on its benchmark (with the erase minutes)."""
+    bench, result, info = _erase(model, row, lora_method, settings)
+    return {**bench.evaluate(result.adapter, model=f"{model} + {row}"), **info}
+
+
+def run_sku_scales(model: str, settings: dict | None, scales: list[float]) -> dict[float, dict]:
+    """One SKU erase negated at each of ``scales`` in turn (``llm.sku.rescale``: the same acquisition), each
+    evaluated: {scale: record}."""
+    from llm.sku import rescale
+
+    bench, result, info = _erase(model, "sku", "", settings)
+    records = {}
+    for scale in scales:
+        rescale(result, scale)
+        records[scale] = {**bench.evaluate(result.adapter, model=f"{model} + sku (scale {scale:g})"), **info,
+                          "scale": scale}
+    return records
 
 
 def _lr(record: dict) -> str:
@@ -123,7 +130,7 @@ def main() -> None:
         if row == "sku" and args.sku_scales:
             names = {scale: f"{name} scale {scale:g}" for scale in args.sku_scales}
             if any(n not in results for n in names.values()):
-                for scale, record in run_row(args.model, row, args.lora_method, args.settings, args.sku_scales):
+                for scale, record in run_sku_scales(args.model, args.settings, args.sku_scales).items():
                     results[names[scale]] = record
                 save_results(out, results)
         elif name not in results:

@@ -228,7 +228,7 @@ def test_cross_modal_rows_masks_and_optimizers(tmp_path, monkeypatch):
 
 
 def test_safety_table_erases_and_evaluates_each_row(tmp_path):
-    from experiments.safety_table import run_row, table
+    from experiments.safety_table import run_row, run_sku_scales, table
     from llm.adapter import CausalLMAdapter
     from tests.conftest import make_tiny_lm
 
@@ -240,9 +240,9 @@ def test_safety_table_erases_and_evaluates_each_row(tmp_path):
     assert lora["method"] == "llmu" and lora["lr"] == 1e-3
     text = table({"sku": sku, "ga-lora": lora})
     assert "| sku | sku | 1 | 2e-05 |" in text and "| ga-lora | llmu | 1 | 0.001 |" in text and "VerbMem" not in text
-    scaled = run_row(model, "sku", "graddiff", {"steps": 1, "batch_size": 2, "options": {"k": 2}}, [1.0, 3.0])
-    assert [s for s, _ in scaled] == [1.0, 3.0] and [r["scale"] for _, r in scaled] == [1.0, 3.0]
-    assert scaled[0][1]["compliance_forget"] == sku["compliance_forget"]  # the same acquisition at scale 1
+    scaled = run_sku_scales(model, {"steps": 1, "batch_size": 2, "options": {"k": 2}}, [1.0, 3.0])
+    assert list(scaled) == [1.0, 3.0] and [r["scale"] for r in scaled.values()] == [1.0, 3.0]
+    assert scaled[1.0]["compliance_forget"] == sku["compliance_forget"]  # the same acquisition at scale 1
 
 
 def test_rwku_results_merge_with_the_first_run_winning(tmp_path):

@@ -102,9 +102,9 @@ def test_rescale_gives_the_weights_of_a_run_at_the_other_scale():
     moved, direct = runs[1.0], runs[2.5]
     before = {n: p.detach().clone() for n, p in moved.adapter.model.named_parameters()}
     assert rescale(moved, 2.5)["scale"] == 2.5 and moved.method_config["scale"] == 2.5
-    changed = 0
+    changed, moved_params = 0, dict(moved.adapter.model.named_parameters())
     for n, p in direct.adapter.model.named_parameters():
-        q = dict(moved.adapter.model.named_parameters())[n]
+        q = moved_params[n]
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
         changed += not torch.equal(before[n], q)
     assert changed > 0
