@@ -1,12 +1,14 @@
 """Diffusion erasure methods side by side on mini-canvas, as UnlearnCanvas reports them (its Table 3 columns that
 run offline: UA, IRA, CRA, FID, time, memory, storage).
 
-    python experiments/canvas_benchmark.py --out out/canvas-bench                       # esd-x uce ca fmn; Neon, Square
+    python experiments/canvas_benchmark.py --out out/canvas-bench          # every diffusion method; Neon, Square
     python experiments/canvas_benchmark.py --methods uce --concepts Neon Sketch Star --out out/canvas-uce
     python experiments/canvas_benchmark.py --methods ca --settings ca='{"steps": 200}' --out out/canvas-ca-200
 
-Each (method, concept) runs `erasure erase` in its own process (its peak resident memory is the memory column) and
-`erasure eval` on the result, with the method's recommended settings for mini-canvas (or ``--settings``). Storage:
+``--methods`` defaults to every registered diffusion method; methods of either modality (eco, ga, npo, ...) run
+when named. Each (method, concept) runs `erasure erase` in its own process (its peak resident memory is the memory
+column) and `erasure eval` on the result, with the method's recommended settings for mini-canvas (or
+``--settings``). Storage:
 the bytes of the tensors the erasure changed against the whole model's. Writes results.json (after every run;
 ``--resume`` keeps the runs already there), table.md: one row per run, then the mean per method (UnlearnCanvas
 Table 3 averages over concepts), and tradeoff.png (each method's mean UA against its retainability, the mean of IRA
@@ -106,7 +108,7 @@ def tradeoff(results: dict, path: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="*", default=["esd-x", "uce", "ca", "fmn"])
+    p.add_argument("--methods", nargs="*", default=None, help="default: every registered diffusion method")
     p.add_argument("--concepts", nargs="*", default=["Neon", "Square"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--settings", nargs="*", default=[], metavar="METHOD=JSON",
@@ -114,6 +116,10 @@ def main() -> None:
                         '"options": {"anchor": "Sketch"}}\'')
     add_table_options(p, "out/canvas-bench", "canvas-bench", kept="runs")
     args = p.parse_args()
+    if args.methods is None:
+        from erasure.registry import get_method, method_names
+
+        args.methods = [m for m in method_names() if get_method(m).modality == "diffusion"]
     settings = {}
     for item in args.settings:
         name, _, text = item.partition("=")
