@@ -8,12 +8,11 @@ run offline: UA, IRA, CRA, FID, time, memory, storage).
 ``--methods`` defaults to every registered diffusion method; methods of either modality (eco, ga, npo, ...) run
 when named. Each (method, concept) runs `erasure erase` in its own process (its peak resident memory is the memory
 column) and `erasure eval` on the result, with the method's recommended settings for mini-canvas (or
-``--settings``). Storage:
-the bytes of the tensors the erasure changed against the whole model's. Writes results.json (after every run;
-``--resume`` keeps the runs already there), table.md: one row per run, then the mean per method (UnlearnCanvas
-Table 3 averages over concepts), and tradeoff.png (each method's mean UA against its retainability, the mean of IRA
-and CRA). FID: the other concepts' generations against held-out renderings, on the evaluator's features (lower is
-better; comparable only within this table).
+``--settings``). Storage: the bytes of the tensors the erasure changed against the whole model's. Writes
+results.json (after every run; ``--resume`` keeps the runs already there), table.md: one row per run, then the mean
+per method (UnlearnCanvas Table 3 averages over concepts), and tradeoff.png (each method's mean UA against its
+retainability, the mean of IRA and CRA). FID: the other concepts' generations against held-out renderings, on the
+evaluator's features (lower is better; comparable only within this table).
 """
 
 from __future__ import annotations
