@@ -178,8 +178,12 @@ def register_method(method: Method) -> Method:
     return METHODS.register(method.name, method)
 
 
-def method_names() -> list[str]:
-    return sorted(METHODS.names())
+def method_names(modality: str | None = None) -> list[str]:
+    """Registered method names (only those serving ``modality``, its own and the "any" ones, when given)."""
+    names = sorted(METHODS.names())
+    if modality is None:
+        return names
+    return [n for n in names if METHODS.get(n).modality in ("any", modality)]
 
 
 def get_method(name: str) -> Method:

@@ -2,7 +2,7 @@
 
     python experiments/canvas_esd.py --out out/canvas-esd [--concepts Neon Mosaic Star] [--method esd-x]
     python experiments/canvas_esd.py --concepts Neon Sketch Square --seeds 0 1 2 --option ddim_steps=50 --out out/esd-d50
-    python experiments/canvas_esd.py --concepts Neon --seeds 0 1 2 --erase-args "--mask m/neon-salun --lr 5e-4" --out o
+    python experiments/canvas_esd.py --concepts Neon --seeds 0 1 2 --erase-args "--mask m/salun --lr 5e-4" --out out/salun
 
 For each concept: `erasure erase` (once per erase seed, with any `--option KEY=VALUE` passed on) then `erasure eval`
 on the erased model (and once on the original; evaluation seed `--seed`); writes table.md (means over the erase

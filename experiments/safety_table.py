@@ -63,7 +63,7 @@ def run_sku_scales(model: str, settings: dict | None, scales: list[float]) -> di
     evaluated: {scale: record}."""
     from llm.sku import rescale
 
-    bench, result, info = _erase(model, "sku", "", settings)
+    bench, result, info = _erase(model, "sku", "", settings)  # the sku row names its method: no LoRA method
     records = {}
     for scale in scales:
         rescale(result, scale)

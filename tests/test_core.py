@@ -293,3 +293,12 @@ def test_dropout_runs_repeat_and_leave_the_caller_rng_alone():
         torch.manual_seed(caller_seed)
         assert torch.equal(after, torch.rand(1))  # the caller's stream continues as if nothing ran
     assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
+
+
+def test_method_names_by_modality():
+    from erasure.registry import method_names
+
+    llm, diffusion = method_names("llm"), method_names("diffusion")
+    assert "rmu" in llm and "esd-x" not in llm and "esd-x" in diffusion and "rmu" not in diffusion
+    assert "npo" in llm and "npo" in diffusion  # a method for any modality serves both
+    assert set(llm) | set(diffusion) == set(method_names())
