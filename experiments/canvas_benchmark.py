@@ -111,7 +111,8 @@ def main() -> None:
     p.add_argument("--concepts", nargs="*", default=["Neon", "Square"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--settings", nargs="*", default=[], metavar="METHOD=JSON",
-                   help='settings instead of the recommended ones, e.g. ca=\'{"steps": 200, "lr": 1e-5, '
+                   help='settings over the recommended ones (each key and option given replaces the '
+                        'recommended one, the others stay), e.g. ca=\'{"steps": 200, "lr": 1e-5, '
                         '"options": {"anchor": "Sketch"}}\'')
     add_table_options(p, "out/canvas-bench", "canvas-bench", kept="runs")
     args = p.parse_args()

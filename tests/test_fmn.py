@@ -78,3 +78,36 @@ def test_fmn_only_cross_attention_trains_attn2_only(tiny_pipe):
           train={"show_progress": False}, only_cross_attention=True)
     changed = {n for n, p in tiny_pipe.unet.named_parameters() if not torch.equal(p, unet[n])}
     assert changed and all(".attn2." in n for n in changed), sorted(changed)[:3]
+
+
+def _retain_attention(pipe, prompts):
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.rand((len(prompts), *pipe.latent_shape), generator=g)
+    every = torch.ones(pipe.tokenize(prompts).shape, dtype=torch.bool)
+    with torch.no_grad():
+        xt, t, _ = pipe.noise(x0, g)
+        with recorded_cross_attention(pipe.unet, every) as probs:
+            pipe.predict_noise(xt, t, pipe.encode_prompts(prompts))
+    return torch.cat(probs)
+
+
+def test_fmn_attention_keep_holds_the_retain_prompts_attention():
+    from diffusion.adapter import DiffusionAdapter
+    from tests.conftest import make_tiny_pipeline
+
+    moved = {}
+    for weight in (0.0, 5.0):
+        pipe = make_tiny_pipeline()
+        retain = pipe.concepts.prompts_without("Neon")
+        before = _retain_attention(pipe, retain)
+        result = erase(DiffusionAdapter(pipe), "Neon", method="fmn", steps=15, lr=1e-2, ddim_steps=3,
+                       train={"show_progress": False}, attention_weight=weight)
+        moved[weight] = (_retain_attention(pipe, retain) - before).norm().item()
+        if weight:
+            logs = result.loop.history
+            assert logs[0]["attention_keep"] == pytest.approx(0.0, abs=1e-6)  # nothing trained yet
+            assert max(row["attention_keep"] for row in logs) > 0
+    assert moved[5.0] < 0.7 * moved[0.0], moved
+    with pytest.raises(ValueError, match="attention_weight must be >= 0"):
+        erase(DiffusionAdapter(make_tiny_pipeline()), "Neon", method="fmn", steps=1, attention_weight=-1.0,
+              train={"show_progress": False})
