@@ -115,7 +115,6 @@ class FMNLoss:
         return torch.cat(probs).norm()  # one L2 norm over every layer's selected probabilities
 
 
-
 @dataclass
 class AttentionKeep:
     """Keeps the retain prompts' cross-attention where the frozen original has it: the L2 norm of the difference of
@@ -144,6 +143,7 @@ class AttentionKeep:
         with recorded_cross_attention(pipe.unet, every) as now:
             pipe.predict_noise(xt, t, cond)
         return (torch.cat(now) - torch.cat(ref)).norm()
+
 
 @dataclass
 class FMNConfig:
