@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -35,18 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args(argv)
 
-    phase, peaks = ["imports"], {}
+    from step_timer import phase_peaks
 
-    def rss() -> int:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-
-    def sample() -> None:
-        while True:
-            now, name = rss(), phase[0]
-            peaks[name] = max(peaks.get(name, 0), now)
-            time.sleep(0.01)
-
-    threading.Thread(target=sample, daemon=True).start()
+    phase, peaks = phase_peaks(0.01)
     import esd_speed
     from diffusion.bank import get_bank
     from erasure import erase

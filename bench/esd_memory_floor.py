@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import threading
 import time
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,15 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=2)
     args = p.parse_args(argv)
 
-    phase, peaks = ["imports"], {}
+    from step_timer import phase_peaks
 
-    def sample() -> None:
-        while True:
-            now = int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-            peaks[phase[0]] = max(peaks.get(phase[0], 0), now)
-            time.sleep(0.003)
-
-    threading.Thread(target=sample, daemon=True).start()
+    phase, peaks = phase_peaks(0.003)
     import esd_speed
     import torch
     from torch.utils.checkpoint import checkpoint

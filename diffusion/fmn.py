@@ -136,8 +136,8 @@ class AttentionKeep:
             xt, t, _ = s.adapter.noised(batch, g)
         else:
             xt, t, _ = s.adapter.esd_latents(batch.prompts, g, self.ddim_steps, self.guidance, shard=batch.shard)
-        every = torch.ones(pipe.tokenize(batch.prompts).shape, dtype=torch.bool)
-        cond = batch.cond(pipe)
+        cond = batch.cond(pipe)  # (B, L, D)
+        every = torch.ones(cond.shape[:2], dtype=torch.bool)
         with torch.no_grad(), s.require_reference().active(), recorded_cross_attention(pipe.unet, every) as ref:
             pipe.predict_noise(xt, t, cond)
         with recorded_cross_attention(pipe.unet, every) as now:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from erasure.config import TrainConfig
+from erasure.models import recommended_settings
 from erasure.registry import get_method, method_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,12 +19,12 @@ FILES = sorted(p for pattern in ("canvas_data/weights/**/recommended.json", "llm
 
 
 def _entries(path: Path):
+    """(method, concept, settings) for every method and concept entry, merged as ``erase`` receives them."""
     for method, rec in json.loads(path.read_text()).items():
         if method.startswith("_"):
             continue
-        yield method, None, rec
-        for concept, special in rec.get("concepts", {}).items():
-            yield method, concept, special
+        for concept in (None, *rec.get("concepts", {})):
+            yield method, concept, recommended_settings(str(path.parent), method, concept)
 
 
 def test_there_are_shipped_recommended_files():
@@ -37,7 +38,7 @@ def test_recommended_settings_are_valid(path):
         where = f"{path.relative_to(ROOT)}: {method}" + (f" ({concept})" if concept else "")
         assert method in method_names(), f"{where}: not a registered method"
         m = get_method(method)
-        train = {k: v for k, v in rec.items() if k not in ("options", "concepts")}
+        train = {k: v for k, v in rec.items() if k != "options"}
         unknown = set(train) - {f.name for f in dataclasses.fields(TrainConfig)}
         assert not unknown, f"{where}: unknown training keys {sorted(unknown)}"
         TrainConfig(**{**m.train_defaults, **train})  # types and ranges
