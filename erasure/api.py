@@ -234,7 +234,8 @@ def erase(
             "adversary": getattr(inner, "name", None),
             "mask": {**weight_mask.info, "digest": weight_mask.digest()} if weight_mask is not None else None,
             "recommended": str(file) if file else None,
-            "recommended_settings": recommended_settings(str(source), method, concept) if file else None,
+            "recommended_settings": (recommended_settings(str(source), method, concept, (train or {}).get("optimizer"))
+                                     if file else None),
             **({"closed_form": solved} if solved is not None else {}),
             **({"second_stage": second} if second is not None else {})}
     result = ErasureResult(adapter=adapter, method=method, concept=concept, method_config=asdict(method_cfg),

@@ -119,10 +119,12 @@ def recommended_file(name_or_path: str | os.PathLike) -> Path | None:
     return None
 
 
-def recommended_settings(name_or_path: str, method: str, concept: str | None = None) -> dict:
+def recommended_settings(name_or_path: str, method: str, concept: str | None = None,
+                         optimizer: str | None = None) -> dict:
     """Loop settings the model's authors tuned per method, from ``recommended.json`` beside the weights:
-    ``{"esd-x": {"steps": 150, "lr": 1e-3, "options": {...}, "concepts": {"Star": {"steps": 100}}}}``; a
-    concept's entry overrides the method's. Empty when there is none.
+    ``{"esd-x": {"steps": 150, "lr": 1e-3, "options": {...}, "concepts": {"Star": {"steps": 100}},
+    "optimizers": {"sophia": {"lr": 2e-5}}}}``; a concept's entry overrides the method's, and the entry of the
+    optimizer in use (``optimizer``, else the one the settings name) overrides both. Empty when there is none.
 
     Explicit arguments always win; the paper defaults apply where neither says anything.
     """
@@ -130,17 +132,19 @@ def recommended_settings(name_or_path: str, method: str, concept: str | None = N
     if f is None:
         return {}
     rec = dict(json.loads(f.read_text()).get(method, {}))
-    special = rec.pop("concepts", {}).get(concept, {})
-    if not special:
-        return rec
-    return {**rec, **{k: v for k, v in special.items() if k != "options"},
-            "options": {**rec.get("options", {}), **special.get("options", {})}}
+    concepts, optimizers = rec.pop("concepts", {}), rec.pop("optimizers", {})
+    for special in (concepts.get(concept, {}), optimizers.get(optimizer or rec.get("optimizer"), {})):
+        if special:
+            rec = {**rec, **{k: v for k, v in special.items() if k != "options"},
+                   "options": {**rec.get("options", {}), **special.get("options", {})}}
+    return rec
 
 
 def apply_recommended(name_or_path: str, method: str, steps: int | None, lr: float | None, train: dict | None,
                       options: dict | None, concept: str | None = None) -> tuple[int | None, float | None, dict, dict]:
-    """Merge ``recommended_settings`` under the caller's explicit values: (steps, lr, train, options)."""
-    rec = recommended_settings(name_or_path, method, concept)
+    """Merge ``recommended_settings`` (for the optimizer ``train`` names, if any) under the caller's explicit
+    values: (steps, lr, train, options)."""
+    rec = recommended_settings(name_or_path, method, concept, (train or {}).get("optimizer"))
     if rec:
         logger.info("using %s's recommended settings for %s: %s", name_or_path, method, rec)
     steps = steps if steps is not None else rec.get("steps")

@@ -101,8 +101,9 @@ for _m in ("npo", "graddiff"):
                    f"tofu-smollm2{_tail}": _tofu("smollm2-135m-tofu", _m)})
 
 
-def run_row(suite: Suite, mask: str, optimizer: str, ratio: float, seed: int) -> dict:
-    """Erase with ``mask`` (computed over the method's selection) and ``optimizer``; the row's metrics and seconds."""
+def run_row(suite: Suite, mask: str, optimizer: str, ratio: float, seed: int, lr: float | None = None) -> dict:
+    """Erase with ``mask`` (computed over the method's selection) and ``optimizer`` (at ``lr``, else the method's
+    recommended one); the row's metrics and seconds."""
     from erasure import erase, get_method
     from erasure.masks import compute
     from erasure.registry import modality_for
@@ -119,7 +120,7 @@ def run_row(suite: Suite, mask: str, optimizer: str, ratio: float, seed: int) ->
         weights = compute(adapter, mask, data.get("forget"), data.get("retain"), concept=data.get("concept"),
                           ratio=ratio, selector=selector, seed=seed)
     train = {"optimizer": "sophia"} if optimizer == "sophia" else {}
-    result = erase(adapter, method=suite.method, seed=seed, mask=weights, train=train, **data)
+    result = erase(adapter, method=suite.method, seed=seed, mask=weights, train=train, lr=lr, **data)
     seconds = time.time() - t0
     return {**suite.score(result.adapter, f"{suite.model} {suite.method} {mask} {optimizer}"),
             "seconds": round(seconds, 1), "trainable": result.loop.trainable_parameters}
@@ -155,12 +156,15 @@ def main() -> None:
     p.add_argument("--optimizers", nargs="*", default=list(OPTIMIZERS), choices=OPTIMIZERS)
     p.add_argument("--ratio", type=float, default=0.5, help="the fraction of weights every mask keeps trainable")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=None,
+                   help="every row's learning rate (default: each suite's recommended one, tuned for Adam); a run at "
+                        "another lr goes to its own --out")
     add_table_options(p, "out/cross-modal", "cross-modal")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
     results = resumable_results(out, args.resume)
-    run = {"ratio": args.ratio, "seed": args.seed}
+    run = {"ratio": args.ratio, "seed": args.seed, **({"lr": args.lr} if args.lr is not None else {})}
     if results.setdefault("_run", run) != run:
         raise SystemExit(f"--resume: {out / 'results.json'} holds a run with {results['_run']}, not {run}")
     for name in args.suites:
@@ -177,12 +181,13 @@ def main() -> None:
             for optimizer in args.optimizers:
                 label = f"{mask} + {optimizer}"
                 if label not in done:
-                    done[label] = run_row(suite, mask, optimizer, args.ratio, args.seed)
+                    done[label] = run_row(suite, mask, optimizer, args.ratio, args.seed, args.lr)
                     save_results(out, results)
     shown = [n for n in SUITES if n in results]
     block = table(results, shown) + (f"\n\nMasks keep {args.ratio:g} of the method's weights; s: seconds to erase, "
                                      "the mask's included. `python experiments/cross_modal.py --suites "
-                                     f"{' '.join(shown)} --ratio {args.ratio:g}`.")
+                                     f"{' '.join(shown)} --ratio {args.ratio:g}"
+                                     + (f" --lr {args.lr:g}" if args.lr is not None else "") + "`.")
     publish_table(out, block, args.readme, "cross-modal")
     print(block)
 

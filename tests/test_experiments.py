@@ -225,6 +225,9 @@ def test_cross_modal_rows_masks_and_optimizers(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv + ["--resume"])
     monkeypatch.setattr(cross_modal, "run_row", lambda *a: (_ for _ in ()).throw(AssertionError("rerun")))
     cross_modal.main()  # nothing reruns
+    monkeypatch.setattr(sys, "argv", argv + ["--resume", "--lr", "1e-3"])
+    with pytest.raises(SystemExit, match="lr"):  # rows at another lr do not mix with these
+        cross_modal.main()
 
 
 def test_safety_table_erases_and_evaluates_each_row(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from erasure.config import TrainConfig
+from erasure.config import OPTIMIZERS, TrainConfig
 from erasure.models import recommended_settings
 from erasure.registry import get_method, method_names
 
@@ -19,12 +19,14 @@ FILES = sorted(p for pattern in ("canvas_data/weights/**/recommended.json", "llm
 
 
 def _entries(path: Path):
-    """(method, concept, settings) for every method and concept entry, merged as ``erase`` receives them."""
+    """(method, concept, optimizer, settings) for every method, concept and optimizer entry, merged as ``erase``
+    receives them."""
     for method, rec in json.loads(path.read_text()).items():
         if method.startswith("_"):
             continue
         for concept in (None, *rec.get("concepts", {})):
-            yield method, concept, recommended_settings(str(path.parent), method, concept)
+            for optimizer in (None, *rec.get("optimizers", {})):
+                yield method, concept, optimizer, recommended_settings(str(path.parent), method, concept, optimizer)
 
 
 def test_there_are_shipped_recommended_files():
@@ -34,9 +36,10 @@ def test_there_are_shipped_recommended_files():
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT).parent))
 def test_recommended_settings_are_valid(path):
-    for method, concept, rec in _entries(path):
-        where = f"{path.relative_to(ROOT)}: {method}" + (f" ({concept})" if concept else "")
+    for method, concept, optimizer, rec in _entries(path):
+        where = f"{path.relative_to(ROOT)}: {method}" + "".join(f" ({x})" for x in (concept, optimizer) if x)
         assert method in method_names(), f"{where}: not a registered method"
+        assert optimizer in (None, *OPTIMIZERS), f"{where}: not an optimizer ({', '.join(OPTIMIZERS)})"
         m = get_method(method)
         train = {k: v for k, v in rec.items() if k != "options"}
         unknown = set(train) - {f.name for f in dataclasses.fields(TrainConfig)}

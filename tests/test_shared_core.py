@@ -114,3 +114,16 @@ def test_recommended_settings_merge_method_concept_and_explicit_values(tmp_path)
     steps, lr, train, options = apply_recommended(str(tmp_path), "esd-x", None, 1e-3, {"batch_size": 2},
                                                   {"eta": 2.0}, concept="Star")
     assert (steps, lr, train, options) == (100, 1e-3, {"batch_size": 2}, {"eta": 2.0, "retain_weight": 1.0})
+    # an optimizer's own entry applies when that optimizer is in use, asked for or recommended
+    (tmp_path / "recommended.json").write_text(json.dumps({"npo": {
+        "steps": 20, "lr": 5e-5, "options": {"beta": 0.1}, "optimizers": {"sophia": {"lr": 2e-5}}}}))
+    assert recommended_settings(str(tmp_path), "npo")["lr"] == 5e-5
+    assert recommended_settings(str(tmp_path), "npo", optimizer="sophia") == {"steps": 20, "lr": 2e-5,
+                                                                              "options": {"beta": 0.1}}
+    steps, lr, train, _ = apply_recommended(str(tmp_path), "npo", None, None, {"optimizer": "sophia"}, None)
+    assert (steps, lr, train) == (20, 2e-5, {"optimizer": "sophia"})
+    (tmp_path / "recommended.json").write_text(json.dumps({"npo": {
+        "lr": 5e-5, "optimizer": "sophia", "optimizers": {"sophia": {"lr": 2e-5}, "adam": {"lr": 1e-4}}}}))
+    assert recommended_settings(str(tmp_path), "npo")["lr"] == 2e-5
+    assert apply_recommended(str(tmp_path), "npo", None, None, {"optimizer": "adam"}, None)[1:3] == (
+        1e-4, {"optimizer": "adam"})
