@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def _pyplot():
@@ -51,18 +51,46 @@ def tradeoff_plot(points: Sequence[tuple[str, float, float]], path: str | os.Pat
     left_out = [n for n, *_ in points if n not in {d[0] for d in drawable}]
     for name, x, y in drawable:
         ax.scatter([x], [y], s=36)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
     if log_y:
         ax.set_yscale("log")
+    ax.margins(0.15)
+    for name, x, y, dx, dy, ha in label_offsets(ax, drawable):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=9)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.grid(alpha=0.3)
-    ax.margins(0.15)
     if title:
         ax.set_title(title)
     if left_out:
         fig.text(0.01, 0.01, f"not drawn (no finite value): {', '.join(left_out)}", fontsize=7)
     return _save(fig, path)
+
+
+def label_offsets(ax: Any, points: Sequence[tuple[str, float, float]], fontsize: float = 9.0
+                  ) -> list[tuple[str, float, float, float, float, str]]:
+    """(label, x, y, dx, dy, ha): where each point's label goes, in points from the point, so labels of points
+    close together do not print over each other: above right, else above left, below right, below left of its
+    point (the first spot that no placed label and no other marker covers; above right when none is free). Widths
+    are estimated from the label's length."""
+    ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits the transform reads
+    per_point = 72.0 / ax.figure.dpi
+    spots = [(5.0, 4.0, "left"), (-5.0, 4.0, "right"), (5.0, -4.0 - fontsize, "left"),
+             (-5.0, -4.0 - fontsize, "right")]
+    where = [tuple(v * per_point for v in ax.transData.transform((x, y))) for _, x, y in points]
+    placed = [(px - 3, py - 3, px + 3, py + 3) for px, py in where]  # (x0, y0, x1, y1) in points: markers, labels
+    out = []
+    for (name, x, y), (px, py) in sorted(zip(points, where), key=lambda p: -p[0][2]):
+        width = 0.6 * fontsize * len(name)
+        boxes = []
+        for dx, dy, ha in spots:
+            x0 = px + dx if ha == "left" else px + dx - width
+            boxes.append((x0, py + dy, x0 + width, py + dy + fontsize))
+        free = [k for k, b in enumerate(boxes)
+                if not any(b[0] < q[2] and q[0] < b[2] and b[1] < q[3] and q[1] < b[3] for q in placed)]
+        k = free[0] if free else 0
+        placed.append(boxes[k])
+        out.append((name, x, y, *spots[k]))
+    return out
 
 
 def loss_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike, title: str | None = None) -> Path:

@@ -330,6 +330,23 @@ def test_plots_are_written_from_histories_tradeoffs_and_verdicts(tmp_path):
         loss_curves([], tmp_path / "x.png")
 
 
+def test_tradeoff_labels_of_close_points_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from erasure.plots import label_offsets
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    points = [("advunlearn", 1.0, 0.79), ("advunlearn-fast", 0.99, 0.797), ("esd-x", 0.5, 0.2)]
+    ax.scatter([p[1] for p in points], [p[2] for p in points])
+    spots = {name: (dx, dy, ha) for name, _, _, dx, dy, ha in label_offsets(ax, points)}
+    plt.close(fig)
+    assert spots["advunlearn-fast"] == spots["esd-x"] == (5.0, 4.0, "left")  # the upper and the lone point: above right
+    assert spots["advunlearn"] != spots["advunlearn-fast"]  # the close one moves elsewhere
+
+
 def test_a_saved_erasure_has_its_loss_curve(tmp_path):
     from tests.conftest import QA, make_tiny_lm
 
