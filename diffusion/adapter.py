@@ -268,6 +268,16 @@ class DiffusionAdapter:
         xt, t = self.sample_xt(prompts, generator, num_steps, guidance, shard=shard)
         return xt, t, None
 
+    def batch_latents(self, batch: DiffusionBatch, generator: torch.Generator, num_steps: int | None = None,
+                      guidance: float | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """(x_t, t, frozen) for a batch: its images noised (``frozen`` = None) when it has images, else
+        ``esd_latents`` of its prompts."""
+        if batch.images is not None:
+            xt, t, _ = self.noised(batch, generator)
+            return xt, t, None
+        return self.esd_latents(batch.prompts, generator, num_steps, guidance, shard=batch.shard)
+
     def reference_noise(self, xt: torch.Tensor, t: torch.Tensor, prompts: Sequence[str], reference: Reference,
                         frozen: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The frozen reference's eps(x_t, c) (B, C, H, W): ``frozen[1]`` when a bank already holds it (from
@@ -280,11 +290,7 @@ class DiffusionAdapter:
             return self.pipe.predict_noise(xt, t, self.pipe.encode_prompts(prompts))
 
     def output_divergence(self, batch: DiffusionBatch, reference: Reference, generator: torch.Generator):
-        frozen = None
-        if batch.images is not None:
-            xt, t, _ = self.noised(batch, generator)
-        else:
-            xt, t, frozen = self.esd_latents(batch.prompts, generator, shard=batch.shard)
+        xt, t, frozen = self.batch_latents(batch, generator)
         ref = self.reference_noise(xt, t, batch.prompts, reference, frozen)
         eps = self.pipe.predict_noise(xt, t, batch.cond(self.pipe))
         return losses.gaussian_kl(ref, eps)

@@ -131,11 +131,8 @@ class AttentionKeep:
 
     def __call__(self, s: StepScores) -> torch.Tensor:
         batch = s.batch(self.split)
-        pipe, g = s.adapter.pipe, s.generator(self.split)
-        if batch.images is not None:
-            xt, t, _ = s.adapter.noised(batch, g)
-        else:
-            xt, t, _ = s.adapter.esd_latents(batch.prompts, g, self.ddim_steps, self.guidance, shard=batch.shard)
+        pipe = s.adapter.pipe
+        xt, t, _ = s.adapter.batch_latents(batch, s.generator(self.split), self.ddim_steps, self.guidance)
         cond = batch.cond(pipe)  # (B, L, D)
         every = torch.ones(cond.shape[:2], dtype=torch.bool)
         with torch.no_grad(), s.require_reference().active(), recorded_cross_attention(pipe.unet, every) as ref:
