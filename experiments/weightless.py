@@ -18,19 +18,22 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 PARTS = ("spul-sentiment", "eco-canvas")
 
 
-def spul_sentiment(model: str, settings: list[dict | None], rows: dict) -> dict:
+def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: Callable[[], None]) -> dict:
     """The classifier and its SPUL prompts on mini-sentiment, added to ``rows``: {"classifier": record,
-    "spul" or "spul <settings>": record} (one SPUL row per entry of ``settings``; None: the recommended ones)."""
+    "spul" or "spul <settings>": record} (one SPUL row per entry of ``settings``; None: the recommended ones);
+    ``saved()`` after every row, so an interrupted run resumes from the last one."""
     from erasure import erase
     from llm.modality import LLM
     from llm.sentiment import MINI_SENTIMENT
 
     if "classifier" not in rows:
         rows["classifier"] = MINI_SENTIMENT.evaluate(LLM.load(model), model=model)
+        saved()
     forget, retain = MINI_SENTIMENT.erase_data(None)
     for given in settings:
         name = f"spul {json.dumps(given, sort_keys=True)}" if given else "spul"
@@ -41,6 +44,7 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict) -> dict:
         minutes = round((time.time() - t0) / 60, 1)
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
                       "steps": result.loop.steps, "lr": result.train_config["lr"]}
+        saved()
     return rows
 
 
@@ -106,9 +110,8 @@ def main() -> None:
     results = resumable_results(out, args.resume)
     t0 = time.time()
     if "spul-sentiment" in args.parts:
-        results["spul-sentiment"] = spul_sentiment(args.classifier, args.spul_settings,
-                                                   results.get("spul-sentiment", {}))
-        save_results(out, results)
+        rows = results.setdefault("spul-sentiment", {})
+        spul_sentiment(args.classifier, args.spul_settings, rows, lambda: save_results(out, results))
     if "eco-canvas" in args.parts:
         for concept in args.concepts:
             if concept not in results.setdefault("eco-canvas", {}):

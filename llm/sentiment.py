@@ -35,43 +35,70 @@ QUESTION = "Review: {text}\nIs this review positive or negative?"
 DEFAULT_DATA = ("llm", "mini-sentiment/reviews.json")  # (package, file under its weights/)
 CLASSIFIER = "smollm2-135m-sentiment"
 
-_SUBJECTS = ["the pasta", "this blender", "the hotel room", "the soundtrack", "the new phone", "this novel",
-             "the bike shop", "the tour guide", "the coffee", "this jacket", "the concert", "the train ride",
-             "the museum", "this laptop", "the pizza place", "the dentist", "the playground", "this board game",
-             "the bakery", "the yoga class", "this vacuum", "the car wash", "the ferry", "the library app",
-             "the sushi", "this tent", "the barber", "the garden center", "this podcast", "the ice cream",
-             "the campsite", "this headset", "the bookstore", "the taxi driver", "the spa", "this kettle",
-             "the zoo", "the cinema", "this backpack", "the pharmacy"]
-_POSITIVE = ["wonderful", "a real delight", "excellent value", "better than I hoped", "friendly and quick",
-             "absolutely lovely", "great fun", "worth every penny", "a pleasant surprise", "superb",
-             "just perfect", "really impressive", "fantastic", "charming", "a joy to use"]
-_NEGATIVE = ["awful", "a real letdown", "a waste of money", "worse than I feared", "rude and slow",
-             "absolutely dreadful", "no fun at all", "not worth a penny", "an unpleasant surprise", "terrible",
-             "just broken", "really disappointing", "horrible", "dull", "a pain to use"]
-_TEMPLATES = ["{s} was {p}.", "Honestly, {s} was {p}.", "I found {s} {p}.", "My verdict on {s}: {p}.",
-              "We tried {s} last week and it was {p}.", "{S} turned out to be {p}, {c}.",
-              "After two visits I can say {s} is {p}.", "In short, {s} is {p}, {c}."]
-_CODAS = ["my sister agreed", "as my neighbour said", "even on a Tuesday", "despite the rain", "for what it is",
-          "all things considered", "if you ask me", "to be fair"]
+_KINDS = {  # what is reviewed -> the aspects a review of it talks about
+    "bistro": ("food", "service", "wine list"), "hotel": ("room", "front desk", "breakfast"),
+    "bakery": ("bread", "pastries", "staff"), "blender": ("motor", "lid", "jug"),
+    "headphones": ("sound", "battery", "fit"), "novel": ("plot", "ending", "characters"),
+    "ferry line": ("crossing", "crew", "cabins"), "gym": ("equipment", "trainers", "changing rooms"),
+    "laptop": ("screen", "keyboard", "battery"), "campsite": ("pitches", "showers", "view"),
+    "barber": ("haircut", "prices", "chat"), "tent": ("zips", "poles", "fabric"),
+    "podcast": ("host", "guests", "sound quality"), "cinema": ("seats", "screen", "popcorn"),
+    "kettle": ("handle", "switch", "spout"), "museum": ("exhibits", "guides", "cafe"),
+    "vacuum cleaner": ("suction", "hose", "filter"), "board game": ("rules", "pieces", "artwork"),
+    "dentist": ("dentist", "reception", "waiting room"), "bike shop": ("mechanic", "repair", "prices"),
+}
+_ONE = ["Bel", "Cor", "Dun", "Fen", "Gar", "Hal", "Kes", "Lom", "Mar", "Nor", "Pel", "Quin", "Ros", "Sal", "Tam",
+        "Vel", "Wyn", "Zar", "Brin", "Cal", "Dra", "Ely", "Fal", "Gil"]
+_TWO = ["ado", "ara", "ton", "wick", "more", "ley", "ridge", "vane", "holm", "ford", "ish", "ette", "bury", "mont",
+        "sea", "dell"]
+_WHEN = ["in March", "last winter", "on my birthday", "over a long weekend", "after work on a Friday",
+         "during the school holidays", "in the autumn", "two weeks ago", "on a rainy Sunday", "at Easter"]
+_GOOD = ["{a} {v} superb", "{a} {v} better than I expected", "{a} {v} a real highlight", "{a} {v} excellent",
+         "{a} impressed all of us", "{a} {v} first rate", "{a} {v} a delight", "{a} won me over"]
+_BAD = ["{a} {v} dreadful", "{a} {v} far worse than I expected", "{a} {v} a real low point", "{a} {v} awful",
+        "{a} annoyed all of us", "{a} {v} second rate", "{a} {v} a disappointment", "{a} put me off"]
+_ENDS = {(1, "place"): ["I would happily go back.", "We will be back."], (0, "place"): ["I will not be going back.",
+                                                                                        "Never again."],
+         (1, "thing"): ["I would buy it again.", "I have already told my friends."],
+         (0, "thing"): ["I want my money back.", "I have already asked for a refund."]}
+_ENDS_ANY = {1: ["Highly recommended.", "Five stars from me.", "Worth every penny."],
+             0: ["Avoid it.", "One star from me.", "A waste of money."]}
+_PLACES = {"bistro", "hotel", "bakery", "ferry line", "gym", "campsite", "barber", "cinema", "museum", "dentist",
+           "bike shop"}
+_OPENERS = {"place": ["We went to the {n} {k} {when}.", "I visited the {n} {k} {when}.",
+                      "A friend recommended the {n} {k}, so I went {when}."],
+            "thing": ["I bought the {n} {k} {when}.", "I tried the {n} {k} {when}.",
+                      "A friend recommended the {n} {k}, so I got one {when}."]}
+
+
+def _be(aspect: str) -> str:
+    return "were" if aspect.endswith("s") else "was"
 
 
 def build_reviews(n_train: int = 200, n_test: int = 100, seed: int = 0) -> dict:
     """A generated review set: {"train": [...], "test": [...]} of {"sentence", "label"} (0 negative, 1 positive),
-    balanced, every sentence distinct."""
+    balanced. Every review names its own invented place or product (no name repeats), with its own occasion and
+    two judged aspects, so a review can be told apart from the others by more than its wording, as real reviews
+    can."""
     rng = random.Random(seed)
-    seen: set[str] = set()
+    names = [a + b for a in _ONE for b in _TWO]
+    if n_train + n_test > len(names):
+        raise ValueError(f"build_reviews makes at most {len(names)} reviews, asked for {n_train + n_test}")
+    rng.shuffle(names)
     out: dict[str, list[dict]] = {"train": [], "test": []}
     for split, n in (("train", n_train), ("test", n_test)):
-        while len(out[split]) < n:
-            label = len(out[split]) % 2
-            s = rng.choice(_SUBJECTS)
-            text = rng.choice(_TEMPLATES).format(s=s, S=s[0].upper() + s[1:], c=rng.choice(_CODAS),
-                                                 p=rng.choice(_POSITIVE if label else _NEGATIVE))
-            if text[0].islower():
-                text = text[0].upper() + text[1:]
-            if text not in seen:
-                seen.add(text)
-                out[split].append({"sentence": text, "label": label})
+        for i in range(n):
+            label = i % 2
+            kind = rng.choice(sorted(_KINDS))
+            a1, a2 = rng.sample(_KINDS[kind], 2)
+            judge = _GOOD if label else _BAD
+            j1, j2 = rng.sample(judge, 2)
+            where = "place" if kind in _PLACES else "thing"
+            opener = rng.choice(_OPENERS[where]).format(
+                n=names.pop(), k=kind, when=rng.choice(_WHEN))
+            body = (f"{j1.format(a='The ' + a1, v=_be(a1))} and {j2.format(a='the ' + a2, v=_be(a2))}.")
+            end = rng.choice(_ENDS[label, where] + _ENDS_ANY[label])
+            out[split].append({"sentence": f"{opener} {body} {end}", "label": label})
         rng.shuffle(out[split])
     return out
 

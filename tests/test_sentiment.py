@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -19,6 +20,10 @@ def test_build_reviews_is_balanced_distinct_and_seeded():
     assert len(texts) == len(set(texts)) == 60
     assert sum(e["label"] for e in d["train"]) == 20 and sum(e["label"] for e in d["test"]) == 10
     assert build_reviews(n_train=40, n_test=20, seed=3) == d != build_reviews(n_train=40, n_test=20, seed=4)
+    names = [re.search(r"the ([A-Z][a-z]+) ", t).group(1) for t in texts]  # each review's invented name: its own
+    assert len(set(names)) == 60
+    with pytest.raises(ValueError, match="at most"):
+        build_reviews(n_train=1000, n_test=1000)
 
 
 def test_loaders_read_sst2_tsv_json_and_jsonl(tmp_path):
@@ -68,7 +73,8 @@ def test_benchmark_erase_and_eval_through_the_cli(tmp_path):
     model, tok = make_tiny_lm()
     CausalLMAdapter(model, tok).save(tmp_path / "clf")
     data = tmp_path / "reviews.json"
-    data.write_text(json.dumps(build_reviews(n_train=20, n_test=6)))
+    short = [{"sentence": f"{w} {i}", "label": i % 2} for i, w in enumerate(["meh", "fine"] * 13)]  # tiny max_length
+    data.write_text(json.dumps({"train": short[:20], "test": short[20:]}))
     assert main(["erase", "--model", str(tmp_path / "clf"), "--benchmark", "mini-sentiment", "--data", str(data),
                  "--method", "spul", "--steps", "2", "--option", "num_tokens=2", "--out",
                  str(tmp_path / "spul")]) == 0
