@@ -8,8 +8,8 @@ reviews (forget accuracy towards chance) while its test and retain accuracy stay
     erasure erase --model smollm2-135m-sentiment --benchmark mini-sentiment --method spul --out out/spul
     erasure eval --model out/spul --benchmark mini-sentiment
 
-Data: the shipped generated set (``build_reviews``: templated reviews of everyday things, balanced labels, no real
-text), or local SST-2-style files (``--data DIR`` with ``train`` and ``test`` (or ``dev``) as .tsv with a
+Data: the shipped generated set (``build_reviews``: reviews of invented places and products, each
+with its own name, occasion and two judged aspects, balanced labels, no real text), or local SST-2-style files (``--data DIR`` with ``train`` and ``test`` (or ``dev``) as .tsv with a
 ``sentence<TAB>label`` header, or .json / .jsonl rows with ``sentence`` or ``text`` and ``label``). Each review is a
 QA row whose answer is its label word and whose ``choices`` are both label words; accuracy picks the choice the
 model gives the lower NLL. The forget set is a seeded random ``forget_ratio`` of the training reviews.
