@@ -124,14 +124,15 @@ class CausalLMAdapter:
         extra = {name: m for name, m in (("prompt", self.prompt), ("guard", self.guard)) if m is not None}
         return {"model": self.model, **extra}
 
-    def add_prompt(self, num_tokens: int, seed: int = 0) -> Any:
+    def add_prompt(self, num_tokens: int, seed: int = 0, encoder: str = "none") -> Any:
         """Give the model a fresh soft prompt of ``num_tokens`` vocabulary embeddings (SPUL trains it; the model's
-        weights stay as they are); returns it. Refused when it has one already."""
+        weights stay as they are), reparameterised by ``encoder`` ("none" or P-tuning's "mlp"); returns it.
+        Refused when it has one already."""
         from llm.prompt_tuning import init_prompt
 
         if self.prompt is not None:
             raise ValueError("the model already carries a soft prompt; start from the base model to train another")
-        self.prompt = init_prompt(self.model, num_tokens, seed)
+        self.prompt = init_prompt(self.model, num_tokens, seed, encoder)
         return self.prompt
 
     def token_room(self) -> int | None:

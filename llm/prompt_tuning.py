@@ -22,21 +22,35 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PROMPT_KEY = "prompt_embeddings"  # peft's key for a prompt-learning adapter's embeddings
 
 
+ENCODERS = ("none", "mlp")
+
+
 class SoftPrompt(nn.Module):
     """k trainable input embeddings (k, D); ``enable_adapters(False)`` switches them off (the model computes as
     if there were no prompt: the frozen reference of the loop's ``PeftReference``).
 
+    With ``encoder="mlp"`` the embeddings are reparameterised as P-tuning does (Liu et al. 2021,
+    https://arxiv.org/abs/2103.10385; peft's ``PromptEncoder`` with its MLP head): the inputs see
+    ``mlp(embeddings)``, Linear(D, D) -> ReLU -> Linear(D, D) -> ReLU -> Linear(D, D), and both train. What is saved
+    is the encoded (k, D) prompt, as peft saves a P-tuning prompt, so the folder is a plain prompt adapter.
+
     Args:
         embeddings: (k, D) initial values.
+        encoder: "none" (the embeddings are the prompt) or "mlp".
     """
 
     switchable_adapter = True  # erasure.reference: a module whose ``enable_adapters`` gives the original model
 
-    def __init__(self, embeddings: torch.Tensor):
+    def __init__(self, embeddings: torch.Tensor, encoder: str = "none"):
         super().__init__()
         if embeddings.dim() != 2 or embeddings.shape[0] < 1:
             raise ValueError(f"a soft prompt is a (k, D) tensor with k >= 1, got shape {tuple(embeddings.shape)}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"soft prompt encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
         self.embeddings = nn.Parameter(embeddings.detach().clone())
+        d = embeddings.shape[1]
+        self.encoder = (nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
+                        .to(embeddings) if encoder == "mlp" else None)
         self.enabled = True
 
     @property
@@ -46,19 +60,26 @@ class SoftPrompt(nn.Module):
     def enable_adapters(self, enabled: bool) -> None:
         self.enabled = bool(enabled)
 
+    def values(self) -> torch.Tensor:
+        """(k, D): the prompt the inputs see (the embeddings, or their encoding)."""
+        return self.embeddings if self.encoder is None else self.encoder(self.embeddings)
+
     def prefix(self) -> torch.Tensor | None:
         """(1, k, D), or None while switched off."""
-        return self.embeddings[None] if self.enabled else None
+        return self.values()[None] if self.enabled else None
 
 
-def init_prompt(model: Any, num_tokens: int, seed: int = 0) -> SoftPrompt:
+def init_prompt(model: Any, num_tokens: int, seed: int = 0, encoder: str = "none") -> SoftPrompt:
     """A soft prompt of ``num_tokens`` embeddings of vocabulary tokens drawn with ``seed`` (the usual prompt-tuning
-    start: the prompt lies where real tokens lie, unlike peft's N(0, 1) "RANDOM" start)."""
+    start: the prompt lies where real tokens lie, unlike peft's N(0, 1) "RANDOM" start); an ``encoder``'s
+    weights are drawn with the same seed."""
     if num_tokens < 1:
         raise ValueError(f"a soft prompt needs at least 1 token, got {num_tokens}")
     table = model.get_input_embeddings().weight.detach()  # (V, D)
     ids = torch.randint(0, table.shape[0], (num_tokens,), generator=torch.Generator().manual_seed(seed))
-    return SoftPrompt(table[ids].float().clone()).to(table.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SoftPrompt(table[ids].float().clone(), encoder).to(table.device)
 
 
 def save_prompt(path: str | os.PathLike, prompt: SoftPrompt, model: Any, base: str | None,
@@ -80,7 +101,7 @@ def save_prompt(path: str | os.PathLike, prompt: SoftPrompt, model: Any, base: s
     path = Path(path)
     config.base_model_name_or_path = record_base(path, base, save_base)
     config.save_pretrained(path)
-    save_file({PROMPT_KEY: prompt.embeddings.detach().cpu().contiguous()}, path / ADAPTER_WEIGHTS,
+    save_file({PROMPT_KEY: prompt.values().detach().cpu().contiguous()}, path / ADAPTER_WEIGHTS,
               metadata={"format": "pt"})
 
 

@@ -32,6 +32,8 @@ class SPULConfig:
         retain_weight: weight of the retain cross-entropy (0.5).
         kl_weight: weight of KL(original || prompted) on retain (0.5).
         seed: which vocabulary embeddings start the prompt.
+        encoder: "none" (prompt tuning: the embeddings train directly) or "mlp" (P-tuning's reparameterisation,
+            an MLP over the embeddings that trains with them; the saved prompt is its output).
         refusals: the answers QA rows (rows without ``choices``) are relabelled to.
     """
 
@@ -39,11 +41,16 @@ class SPULConfig:
     retain_weight: float = 0.5
     kl_weight: float = 0.5
     seed: int = 0
+    encoder: str = "none"
     refusals: list[str] = field(default_factory=lambda: list(REFUSALS))
 
     def __post_init__(self) -> None:
         if self.num_tokens < 1:
             raise ValueError(f"SPUL needs num_tokens >= 1, got {self.num_tokens}")
+        from llm.prompt_tuning import ENCODERS
+
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"SPUL's encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
 
 
 def other_label(refusals: Sequence[str]):
@@ -71,7 +78,7 @@ def other_label(refusals: Sequence[str]):
 def build_spul(c: SPULConfig, adapter: Any = None) -> Objective:
     """The objective; gives ``adapter`` its fresh soft prompt (the only tensor that trains)."""
     if adapter is not None:
-        adapter.add_prompt(c.num_tokens, c.seed)
+        adapter.add_prompt(c.num_tokens, c.seed, c.encoder)
     return Objective([(1.0, Relabel(other_label(c.refusals))), (c.retain_weight, NLL()), (c.kl_weight, KL())])
 
 

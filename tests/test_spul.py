@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -68,6 +69,37 @@ def test_saved_prompt_is_a_peft_adapter_that_loads_back(tmp_path):
         theirs = peft(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 3:]
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert again.generate(QA[:1]) == result.adapter.generate(QA[:1])
+
+
+def test_p_tuning_encoder_trains_saves_its_output_and_resumes_exactly(tmp_path, caplog):
+    """encoder="mlp": the MLP and the embeddings train (the base does not); the saved adapter holds the encoded
+    prompt, so loading it gives the same logits; a run resumed from its step-2 checkpoint ends where a straight run
+    does."""
+    base = _saved_tiny(tmp_path)
+    adapter = LLM.load(base)
+    before = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
+    kw = dict(forget=QA[:2], retain=QA[2:], lr=5e-2, num_tokens=2, encoder="mlp")
+    result = erase(adapter, method="spul", steps=4, train=FAST, **kw)
+    assert all(torch.equal(before[n], p) for n, p in adapter.model.named_parameters()), "a base weight moved"
+    fresh = CausalLMAdapter(adapter.model, adapter.tokenizer).add_prompt(2, encoder="mlp")
+    assert not torch.equal(fresh.encoder[0].weight, adapter.prompt.encoder[0].weight)
+    assert result.loop.trainable_parameters == sum(p.numel() for p in adapter.prompt.parameters())
+    out = result.save(tmp_path / "prompt")
+    again = LLM.load(out)
+    batch = again.collate(QA[:3])
+    with torch.no_grad():
+        assert torch.equal(again.prompt.embeddings, adapter.prompt.values())
+        assert torch.allclose(again._logits(batch.input_ids, batch.attention_mask),
+                              adapter._logits(batch.input_ids, batch.attention_mask), atol=1e-6)
+    ck = {"checkpoint_dir": str(tmp_path / "ck"), "checkpoint_every": 2, "show_progress": False}
+    erase(LLM.load(base), method="spul", steps=4, train=ck, **kw)
+    shutil.rmtree(tmp_path / "ck" / "step-0000004")  # as if stopped after step 2
+    with caplog.at_level("INFO", logger="erasure.loop"):
+        resumed = erase(LLM.load(base), method="spul", steps=4, train={**ck, "resume": True}, **kw)
+    assert any("(step 2)" in r.getMessage() for r in caplog.records)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.adapter.prompt.parameters(), adapter.prompt.parameters()))
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        SPULConfig(encoder="lstm")
 
 
 def test_prompt_without_a_base_folder_saves_the_base_beside_it(tmp_path):
