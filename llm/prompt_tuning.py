@@ -25,6 +25,12 @@ PROMPT_KEY = "prompt_embeddings"  # peft's key for a prompt-learning adapter's e
 ENCODERS = ("none", "mlp")
 
 
+def check_encoder(encoder: str) -> None:
+    """Raise a ValueError naming the choices unless ``encoder`` is one of ``ENCODERS``."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"soft prompt encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+
+
 class SoftPrompt(nn.Module):
     """k trainable input embeddings (k, D); ``enable_adapters(False)`` switches them off (the model computes as
     if there were no prompt: the frozen reference of the loop's ``PeftReference``).
@@ -45,8 +51,7 @@ class SoftPrompt(nn.Module):
         super().__init__()
         if embeddings.dim() != 2 or embeddings.shape[0] < 1:
             raise ValueError(f"a soft prompt is a (k, D) tensor with k >= 1, got shape {tuple(embeddings.shape)}")
-        if encoder not in ENCODERS:
-            raise ValueError(f"soft prompt encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        check_encoder(encoder)
         self.embeddings = nn.Parameter(embeddings.detach().clone())
         d = embeddings.shape[1]
         self.encoder = (nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))

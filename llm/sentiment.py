@@ -8,11 +8,12 @@ reviews (forget accuracy towards chance) while its test and retain accuracy stay
     erasure erase --model smollm2-135m-sentiment --benchmark mini-sentiment --method spul --out out/spul
     erasure eval --model out/spul --benchmark mini-sentiment
 
-Data: the shipped generated set (``build_reviews``: reviews of invented places and products, each
-with its own name, occasion and two judged aspects, balanced labels, no real text), or local SST-2-style files (``--data DIR`` with ``train`` and ``test`` (or ``dev``) as .tsv with a
-``sentence<TAB>label`` header, or .json / .jsonl rows with ``sentence`` or ``text`` and ``label``). Each review is a
-QA row whose answer is its label word and whose ``choices`` are both label words; accuracy picks the choice the
-model gives the lower NLL. The forget set is a seeded random ``forget_ratio`` of the training reviews.
+Data: the shipped generated set (``build_reviews``: reviews of invented places and products, each with its own
+name, occasion and two judged aspects, balanced labels, no real text), or local SST-2-style files (``--data DIR``
+with ``train`` and ``test`` (or ``dev``) as .tsv with a ``sentence<TAB>label`` header, or .json / .jsonl rows with
+``sentence`` or ``text`` and ``label``). Each review is a QA row whose answer is its label word and whose
+``choices`` are both label words; accuracy picks the choice the model gives the lower NLL. The forget set is a
+seeded random ``forget_ratio`` of the training reviews.
 """
 
 from __future__ import annotations
@@ -91,12 +92,10 @@ def build_reviews(n_train: int = 200, n_test: int = 100, seed: int = 0) -> dict:
             label = i % 2
             kind = rng.choice(sorted(_KINDS))
             a1, a2 = rng.sample(_KINDS[kind], 2)
-            judge = _GOOD if label else _BAD
-            j1, j2 = rng.sample(judge, 2)
+            j1, j2 = rng.sample(_GOOD if label else _BAD, 2)
             where = "place" if kind in _PLACES else "thing"
-            opener = rng.choice(_OPENERS[where]).format(
-                n=names.pop(), k=kind, when=rng.choice(_WHEN))
-            body = (f"{j1.format(a='The ' + a1, v=_be(a1))} and {j2.format(a='the ' + a2, v=_be(a2))}.")
+            opener = rng.choice(_OPENERS[where]).format(n=names.pop(), k=kind, when=rng.choice(_WHEN))
+            body = f"{j1.format(a='The ' + a1, v=_be(a1))} and {j2.format(a='the ' + a2, v=_be(a2))}."
             end = rng.choice(_ENDS[label, where] + _ENDS_ANY[label])
             out[split].append({"sentence": f"{opener} {body} {end}", "label": label})
         rng.shuffle(out[split])

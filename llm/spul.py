@@ -47,10 +47,9 @@ class SPULConfig:
     def __post_init__(self) -> None:
         if self.num_tokens < 1:
             raise ValueError(f"SPUL needs num_tokens >= 1, got {self.num_tokens}")
-        from llm.prompt_tuning import ENCODERS
+        from llm.prompt_tuning import check_encoder
 
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"SPUL's encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        check_encoder(self.encoder)  # before the first step, not when the prompt is built
 
 
 def other_label(refusals: Sequence[str]):
