@@ -77,7 +77,7 @@ def min_k_scores(adapter: Any, rows: Sequence[dict], k: float = 0.4, plus_plus: 
 
 
 def evaluate_tofu(adapter: Any, data: dict[str, Any], forget_split: str,
-                  retain_adapter: Any | None = None, retain_eval_size: int = 40,
+                  retain_adapter: Any | None = None, retain_eval_size: int | None = 40,
                   retain_reference: dict | None = None) -> dict:
     """All TOFU and MUSE numbers for ``adapter`` on ``forget_split``.
 
@@ -88,7 +88,7 @@ def evaluate_tofu(adapter: Any, data: dict[str, Any], forget_split: str,
         forget_split: "forget01" | "forget05" | "forget10".
         retain_adapter: the retain-only model (forget quality and PrivLeak's AUC_retrain); or
         retain_reference: its cached numbers ({"forget_ratios", "auc"}) from an earlier call.
-        retain_eval_size: how many retain QA to evaluate (TOFU uses 400 of the retain set).
+        retain_eval_size: how many retain QA to evaluate (None: all; TOFU's retain_perturbed holds 400).
 
     Returns:
         The flat eval record (floats) plus "retain_reference" for reuse.

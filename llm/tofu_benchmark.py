@@ -67,7 +67,11 @@ class MiniTofuBenchmark:
     summary_keys = ("forget_split", *TABLE_KEYS, "seconds")
     utility_keys = ("forget_quality", "model_utility", "forget_rouge")
     options = {
-        "eval": (Option(("--forget",), "the forget split (default forget10)"), _RETAIN_MODEL),
+        "eval": (Option(("--forget",), "the forget split (default forget10)"), _RETAIN_MODEL,
+                 Option(("--tofu-dir",), "a local copy of the released TOFU (its forgetXX_perturbed, "
+                                         "retain_perturbed, real_authors_perturbed, world_facts_perturbed and "
+                                         "holdoutXX files) to evaluate on instead of mini-TOFU; needs "
+                                         "--retain-model")),
         "audit": (Option(("--forget",), "the forget split or TOFU-schema file whose answers the attacks recover "
                                         "(default forget10)"),
                   Option(("--threshold",), "ROUGE-L recall of the true answer that counts as recovered (default 0.5)",
@@ -77,8 +81,9 @@ class MiniTofuBenchmark:
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, forget: str = "forget10",
                  retain_model: str | None = None, retain_reference: dict | None = None,
-                 data: dict | None = None) -> dict:
-        """TOFU + MUSE metrics of the model on mini-TOFU ``forget``; writes out/eval.json when ``out`` is given.
+                 data: dict | None = None, tofu_dir: str | None = None) -> dict:
+        """TOFU + MUSE metrics of the model on mini-TOFU ``forget`` (or the released TOFU's, from ``tofu_dir``);
+        writes out/eval.json when ``out`` is given.
 
         Args:
             adapter: the evaluated model's ``CausalLMAdapter``.
@@ -89,23 +94,33 @@ class MiniTofuBenchmark:
             retain_model: the retain-only reference (default: the shipped one of the split).
             retain_reference: its cached numbers from an earlier record (skips evaluating it again).
             data: the mini-TOFU splits (default: built).
+            tofu_dir: a local copy of the released TOFU to read the splits from instead (``load_tofu_eval``); the
+                whole retain_perturbed set is evaluated, as TOFU does, and ``retain_model`` (or
+                ``retain_reference``) must be the model fine-tuned on that TOFU's retain split.
         """
-        from evals.tofu import FORGET_SPLITS
+        from evals.tofu import FORGET_SPLITS, retain_split_for
         from evals.tofu_run import evaluate_tofu
         from llm.modality import LLM
 
         if forget not in FORGET_SPLITS:
             raise ValueError(f"the mini-tofu benchmark evaluates a forget split ({', '.join(FORGET_SPLITS)}), not "
                              f"{forget!r} (an audit of a file takes --no-utility)")
+        retain_size: int | None = 40
+        if tofu_dir is not None:
+            from llm.tofu_data import load_tofu_eval
+
+            if retain_model is None and retain_reference is None:
+                raise ValueError(f"--tofu-dir {tofu_dir}: forget quality compares against the model fine-tuned on "
+                                 f"that TOFU's {retain_split_for(forget)}; give it with --retain-model")
+            data, retain_size = load_tofu_eval(tofu_dir, forget), None
         data = data or mini_tofu_data()
         retain_adapter = None
         if retain_reference is None:
             retain_adapter = LLM.load(retain_model or self.reference_for(adapter, model, forget))
-        record = evaluate_tofu(adapter, data, forget, retain_adapter=retain_adapter, retain_reference=retain_reference)
+        record = evaluate_tofu(adapter, data, forget, retain_adapter=retain_adapter, retain_reference=retain_reference,
+                               retain_eval_size=retain_size)
         record["model"] = model
         if getattr(adapter, "guard", None) is not None:  # ECO: how often its classifier flags each split's questions
-            from evals.tofu import retain_split_for
-
             record["guard_flag_rate"] = adapter.guard_flag_rates(
                 {split: data[split]["question"] for split in (forget, retain_split_for(forget), "real_authors",
                                                               "world_facts") if split in data})

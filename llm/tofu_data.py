@@ -27,7 +27,8 @@ from datasets import Dataset
 from erasure.data import as_rows, is_saved_dataset, load_saved_dataset
 
 from evals.tofu import FORGET_PERCENT as _FORGET_PERCENT
-from evals.tofu import FORGET_SPLITS, retain_split_for  # noqa: F401  (TOFU's split names live with its metrics)
+# TOFU's split names live with its metrics
+from evals.tofu import FORGET_SPLITS, holdout_split_for, retain_split_for  # noqa: F401
 
 NUM_PERTURBED = 3
 
@@ -290,6 +291,7 @@ def save_mini_tofu(ds_dict: dict[str, Dataset], path: str | Path) -> list[Path]:
 _EXTENSIONS = (".json", ".jsonl", ".parquet")
 _REQUIRED = ("question", "answer")
 _EVAL_REQUIRED = ("paraphrased_answer", "perturbed_answer")
+_OPTION_SPLITS = ("real_authors", "world_facts")
 
 
 def _candidates(root: Path, split: str, perturbed: bool) -> list[Path]:
@@ -360,7 +362,40 @@ def load_tofu(path: str | Path, split: str, perturbed: bool = False) -> Dataset:
         ds = Dataset.from_list(_read_records(file))
     if len(ds) == 0:
         raise ValueError(f"{file} holds no records")
-    for column in _REQUIRED + (_EVAL_REQUIRED if perturbed else ()):
+    # real authors / world facts score the answer itself against the perturbed options: no paraphrase needed
+    evaluation = (("perturbed_answer",) if split in _OPTION_SPLITS else _EVAL_REQUIRED) if perturbed else ()
+    for column in _REQUIRED + evaluation:
         if column not in ds.column_names:
             raise ValueError(f"column {column!r} is missing from {file} (columns: {ds.column_names})")
     return ds
+
+
+def load_tofu_eval(path: str | Path, forget_split: str) -> dict[str, Dataset]:
+    """The evaluation sets of one forget split from a local copy of the released TOFU (or a ``save_mini_tofu``
+    folder): what ``evals.tofu_run.evaluate_tofu`` reads.
+
+    Reads ``{forget}_perturbed``, ``retain_perturbed``, ``real_authors_perturbed``, ``world_facts_perturbed`` and
+    the holdout split of the forget split's size (``holdout10``; mini-TOFU's ``holdout``), each as ``load_tofu``
+    finds it.
+
+    Args:
+        path: the folder holding TOFU's files.
+        forget_split: "forget01" | "forget05" | "forget10".
+
+    Returns:
+        {split name: Dataset} keyed as ``evaluate_tofu`` expects.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"TOFU folder {path} does not exist")
+    retain = retain_split_for(forget_split)
+    data = {split: load_tofu(root, split, perturbed=True)
+            for split in (forget_split, retain, *_OPTION_SPLITS)}
+    holdout = holdout_split_for(forget_split)
+    try:
+        data[holdout] = load_tofu(root, holdout)
+    except FileNotFoundError as err:
+        if not any(f.is_file() or is_saved_dataset(f) for f in _candidates(root, "holdout", False)):
+            raise err
+        data["holdout"] = load_tofu(root, "holdout")  # a save_mini_tofu folder
+    return data
