@@ -105,20 +105,20 @@ class MiniTofuBenchmark:
         if forget not in FORGET_SPLITS:
             raise ValueError(f"the mini-tofu benchmark evaluates a forget split ({', '.join(FORGET_SPLITS)}), not "
                              f"{forget!r} (an audit of a file takes --no-utility)")
-        retain_size: int | None = 40
+        sizes = {}
         if tofu_dir is not None:
             from llm.tofu_data import load_tofu_eval
 
             if retain_model is None and retain_reference is None:
                 raise ValueError(f"--tofu-dir {tofu_dir}: forget quality compares against the model fine-tuned on "
                                  f"that TOFU's {retain_split_for(forget)}; give it with --retain-model")
-            data, retain_size = load_tofu_eval(tofu_dir, forget), None
+            data, sizes = load_tofu_eval(tofu_dir, forget), {"retain_eval_size": None}  # all of retain_perturbed
         data = data or mini_tofu_data()
         retain_adapter = None
         if retain_reference is None:
             retain_adapter = LLM.load(retain_model or self.reference_for(adapter, model, forget))
         record = evaluate_tofu(adapter, data, forget, retain_adapter=retain_adapter, retain_reference=retain_reference,
-                               retain_eval_size=retain_size)
+                               **sizes)
         record["model"] = model
         if getattr(adapter, "guard", None) is not None:  # ECO: how often its classifier flags each split's questions
             record["guard_flag_rate"] = adapter.guard_flag_rates(

@@ -303,6 +303,11 @@ def _candidates(root: Path, split: str, perturbed: bool) -> list[Path]:
     return [root / f"{stem}{ext}" for stem in stems for ext in ("", *_EXTENSIONS)]
 
 
+def _locate(root: Path, split: str, perturbed: bool) -> Path | None:
+    """The first of ``_candidates`` that exists (a file or a ``save_to_disk`` folder), else None."""
+    return next((f for f in _candidates(root, split, perturbed) if f.is_file() or is_saved_dataset(f)), None)
+
+
 def _read_records(file: Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines, JSON-array or parquet file; a clear error naming the file (and line) otherwise."""
     try:
@@ -351,11 +356,10 @@ def load_tofu(path: str | Path, split: str, perturbed: bool = False) -> Dataset:
     Returns:
         The split as a ``datasets.Dataset``.
     """
-    tried = _candidates(Path(path), split, perturbed)
-    file = next((f for f in tried if f.is_file() or is_saved_dataset(f)), None)
+    file = _locate(Path(path), split, perturbed)
     if file is None:
         raise FileNotFoundError(f"no file for TOFU split {split!r} in {path}; tried: "
-                                + ", ".join(f.name for f in tried))
+                                + ", ".join(f.name for f in _candidates(Path(path), split, perturbed)))
     if file.is_dir():
         ds = as_rows(load_saved_dataset(file, f"TOFU split {split!r}"), f"TOFU split {split!r}")
     else:
@@ -392,10 +396,7 @@ def load_tofu_eval(path: str | Path, forget_split: str) -> dict[str, Dataset]:
     data = {split: load_tofu(root, split, perturbed=True)
             for split in (forget_split, retain, *_OPTION_SPLITS)}
     holdout = holdout_split_for(forget_split)
-    try:
-        data[holdout] = load_tofu(root, holdout)
-    except FileNotFoundError as err:
-        if not any(f.is_file() or is_saved_dataset(f) for f in _candidates(root, "holdout", False)):
-            raise err
-        data["holdout"] = load_tofu(root, "holdout")  # a save_mini_tofu folder
+    if _locate(root, holdout, False) is None and _locate(root, "holdout", False) is not None:
+        holdout = "holdout"  # a save_mini_tofu folder
+    data[holdout] = load_tofu(root, holdout)  # names the TOFU file it looked for when neither exists
     return data
