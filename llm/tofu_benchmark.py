@@ -109,6 +109,8 @@ class MiniTofuBenchmark:
         if tofu_dir is not None:
             from llm.tofu_data import load_tofu_eval
 
+            if data is not None:
+                raise ValueError(f"tofu_dir {tofu_dir}: give the splits either as data or as tofu_dir, not both")
             if retain_model is None and retain_reference is None:
                 raise ValueError(f"--tofu-dir {tofu_dir}: forget quality compares against the model fine-tuned on "
                                  f"that TOFU's {retain_split_for(forget)}; give it with --retain-model")

@@ -71,3 +71,8 @@ def test_eval_reads_the_released_tofu_layout_from_tofu_dir(tmp_path, capsys):
     (root / "holdout10.json").unlink()
     assert main([*args, "--retain-model", str(tmp_path / "lm"), "--out", str(tmp_path / "ev2")]) == 2
     assert "holdout10" in capsys.readouterr().err
+
+    from llm.tofu_benchmark import MINI_TOFU
+    with pytest.raises(ValueError, match="not both"):  # two sources of the splits: refused, not one picked silently
+        MINI_TOFU.evaluate(CausalLMAdapter(*make_tiny_lm(seed=1)), model="lm", tofu_dir=str(root), data=in_memory,
+                           retain_model=str(tmp_path / "lm"))
