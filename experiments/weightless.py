@@ -7,9 +7,10 @@ in ``experiments/rwku_table.py --methods spul eco``.
     python experiments/weightless.py --parts eco-canvas --concepts Neon Star --out out/eco-try
 
 Each part erases with the model folder's recommended settings (``--settings`` JSON replaces them) and evaluates
-the result with its benchmark next to the unerased model: forget / retain / test accuracy and chance for SPUL; UA,
-IRA, CRA for ECO, with the share of forget and retain prompts its classifier flags. Writes results.json and
-table.md (and the table into the README between its weightless-table markers with --readme).
+the result with its benchmark next to the unerased model: forget / retain / test accuracy (and the greedy
+answers'), chance and the saved prompt's folder for SPUL; UA, IRA, CRA for ECO, with the share of forget and retain
+prompts its classifier flags. Writes results.json and table.md (and the table into the README between its
+weightless-table markers with --readme).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from typing import Callable
 PARTS = ("spul-sentiment", "eco-canvas")
 
 
-def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: Callable[[], None]) -> dict:
+def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: Callable[[], None],
+                   prompts: Path | None = None) -> dict:
     """The classifier and its SPUL prompts on mini-sentiment, added to ``rows``: {"classifier": record,
     "spul" or "spul <settings>": record} (one SPUL row per entry of ``settings``; None: the recommended ones);
-    ``saved()`` after every row, so an interrupted run resumes from the last one."""
+    ``saved()`` after every row, so an interrupted run resumes from the last one. Each prompt is saved under
+    ``prompts`` (a folder per row, named in its record), which ``erasure eval --model`` takes."""
     from erasure import erase
     from llm.modality import LLM
     from llm.sentiment import MINI_SENTIMENT
@@ -44,6 +47,8 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
         minutes = round((time.time() - t0) / 60, 1)
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
                       "steps": result.loop.steps, "lr": result.train_config["lr"]}
+        if prompts is not None:
+            rows[name]["prompt"] = str(result.save(prompts / f"spul-{len(rows) - 1}"))
         saved()
     return rows
 
@@ -76,10 +81,14 @@ def table(results: dict) -> str:
     parts = []
     if "spul-sentiment" in results:
         r = results["spul-sentiment"]
-        parts.append("SPUL on mini-sentiment (forget: 10% of the training reviews):\n\n" + markdown_table(
-            ["model", "forget acc", "retain acc", "test acc", "chance", "steps", "lr", "erase min"],
-            [[name, x["forget_acc"], x["retain_acc"], x["test_acc"], x["chance"], x.get("steps", ""),
-              x.get("lr", ""), x.get("erase_minutes", "")] for name, x in r.items()]))
+        parts.append("SPUL on mini-sentiment (forget: 10% of the training reviews; acc: the label words scored "
+                     "against each other; answered: the greedy answer is the label, the official code's accuracy):"
+                     "\n\n" + markdown_table(
+                         ["model", "forget acc", "retain acc", "test acc", "chance", "forget answered",
+                          "test answered", "steps", "lr", "erase min"],
+                         [[name, x["forget_acc"], x["retain_acc"], x["test_acc"], x["chance"],
+                           x.get("answer_acc", {}).get("forget", ""), x.get("answer_acc", {}).get("test", ""),
+                           x.get("steps", ""), x.get("lr", ""), x.get("erase_minutes", "")] for name, x in r.items()]))
     if "eco-canvas" in results:
         rows = []
         for concept, r in results["eco-canvas"].items():
@@ -111,7 +120,7 @@ def main() -> None:
     t0 = time.time()
     if "spul-sentiment" in args.parts:
         rows = results.setdefault("spul-sentiment", {})
-        spul_sentiment(args.classifier, args.spul_settings, rows, lambda: save_results(out, results))
+        spul_sentiment(args.classifier, args.spul_settings, rows, lambda: save_results(out, results), out / "prompts")
     if "eco-canvas" in args.parts:
         for concept in args.concepts:
             if concept not in results.setdefault("eco-canvas", {}):

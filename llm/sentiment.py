@@ -12,8 +12,10 @@ Data: the shipped generated set (``build_reviews``: reviews of invented places a
 name, occasion and two judged aspects, balanced labels, no real text), or local SST-2-style files (``--data DIR``
 with ``train`` and ``test`` (or ``dev``) as .tsv with a ``sentence<TAB>label`` header, or .json / .jsonl rows with
 ``sentence`` or ``text`` and ``label``). Each review is a QA row whose answer is its label word and whose
-``choices`` are both label words; accuracy picks the choice the model gives the lower NLL. The forget set is a
-seeded random ``forget_ratio`` of the training reviews.
+``choices`` are both label words; accuracy picks the choice the model gives the lower NLL, and answer accuracy (the
+official SPUL code's) counts the greedy answers whose first word is the label, so an answer outside both labels
+("neutral") counts as wrong there and not in the choice. The forget set is a seeded random ``forget_ratio`` of the
+training reviews.
 """
 
 from __future__ import annotations
@@ -203,6 +205,16 @@ def accuracy(adapter: Any, rows: Sequence[dict]) -> dict:
     return {"agg_value": sum(hits) / len(hits), "value_by_index": hits}
 
 
+def answer_accuracy(adapter: Any, rows: Sequence[dict]) -> dict:
+    """``{"agg_value": share of greedy answers whose first word is the row's label, "value_by_index": 0/1 per
+    row}``: the official SPUL code's accuracy (its predicted token against the label over the whole vocabulary)."""
+    if not rows:
+        return {"agg_value": None, "value_by_index": []}
+    first = [(a.split() or [""])[0].strip(".,:;!\"'").lower() for a in adapter.generate(rows, max_new_tokens=4)]
+    hits = [int(w == r["answer"].lower()) for w, r in zip(first, rows)]
+    return {"agg_value": sum(hits) / len(hits), "value_by_index": hits}
+
+
 _DATA = Option(("--data",), "sentiment data: a folder with train and test (or dev) .tsv/.json/.jsonl files in "
                             "SST-2's format, or a JSON file {train, test} (default: the shipped generated reviews)")
 _RATIO = Option(("--forget-ratio",), "share of the training reviews to forget (default 0.1)", type=float)
@@ -225,7 +237,8 @@ class MiniSentimentBenchmark:
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, data: str | None = None,
                  forget_ratio: float | None = None) -> dict:
-        """Accuracy on the forget, retain and test reviews, and chance (1 / number of labels).
+        """Accuracy on the forget, retain and test reviews (the label words scored against each other, and the greedy
+        answer's, ``answer_acc``), and chance (1 / number of labels).
 
         Args:
             adapter: the classifier's ``CausalLMAdapter`` (with its soft prompt, if any).
@@ -238,10 +251,13 @@ class MiniSentimentBenchmark:
         t0 = time.time()
         d = load_data(data)
         forget, retain = split_forget(d, forget_ratio or 0.1)
+        test = as_rows(d["test"])
         adapter.model.eval()
         record = {"model": model, "forget_acc": accuracy(adapter, forget)["agg_value"],
                   "retain_acc": accuracy(adapter, retain)["agg_value"],
-                  "test_acc": accuracy(adapter, as_rows(d["test"]))["agg_value"], "chance": 1 / len(LABELS),
+                  "test_acc": accuracy(adapter, test)["agg_value"], "chance": 1 / len(LABELS),
+                  "answer_acc": {name: answer_accuracy(adapter, rows)["agg_value"]
+                                 for name, rows in (("forget", forget), ("retain", retain), ("test", test))},
                   "n": {"forget": len(forget), "retain": len(retain), "test": len(d["test"])},
                   "seconds": round(time.time() - t0, 1)}
         if out:

@@ -5,9 +5,10 @@ peft's prompt tuning places it, learns
 
     L = L_forget + 0.5 * L_retain + 0.5 * KL(p_orig || p_prompted)  (on retain)
 
-with L_forget the cross-entropy towards a different label for each forget row (another of the row's ``choices``
-for a classification row, a refusal for a QA row), L_retain the cross-entropy of the retain rows' own answers and
-p_orig the model without the prompt. The result is the prompt alone: ``result.save(folder)`` writes the peft
+with L_forget the cross-entropy towards a different label for each forget row (for a classification row a
+generic label outside the task's, "neutral" or "unknown", as the official code relabels them, or with
+``forget_target="other"`` another of the row's ``choices``; a refusal for a QA row), L_retain the cross-entropy
+of the retain rows' own answers and p_orig the model without the prompt. The result is the prompt alone: ``result.save(folder)`` writes the peft
 prompt-tuning adapter (``PeftModel.from_pretrained(base, folder)`` loads it); the base weights stay byte-identical.
 """
 
@@ -35,6 +36,9 @@ class SPULConfig:
         encoder: "none" (prompt tuning: the embeddings train directly) or "mlp" (P-tuning's reparameterisation,
             an MLP over the embeddings that trains with them; the saved prompt is its output).
         refusals: the answers QA rows (rows without ``choices``) are relabelled to.
+        forget_target: what a classification row (one with ``choices``) is relabelled to: "generic" (one of
+            ``generic_labels``, as the official code does) or "other" (another of its choices).
+        generic_labels: the labels outside the task ("neutral", "unknown": the official code's).
     """
 
     num_tokens: int = 30
@@ -43,18 +47,25 @@ class SPULConfig:
     seed: int = 0
     encoder: str = "none"
     refusals: list[str] = field(default_factory=lambda: list(REFUSALS))
+    forget_target: str = "generic"
+    generic_labels: list[str] = field(default_factory=lambda: ["neutral", "unknown"])
 
     def __post_init__(self) -> None:
         if self.num_tokens < 1:
             raise ValueError(f"SPUL needs num_tokens >= 1, got {self.num_tokens}")
+        if self.forget_target not in ("generic", "other"):
+            raise ValueError(f"SPUL forget_target must be 'generic' or 'other', got {self.forget_target!r}")
+        if self.forget_target == "generic" and not self.generic_labels:
+            raise ValueError("SPUL forget_target='generic' needs at least one of generic_labels")
         from llm.prompt_tuning import check_encoder
 
         check_encoder(self.encoder)  # before the first step, not when the prompt is built
 
 
-def other_label(refusals: Sequence[str]):
-    """Rows -> the same rows answered with a different label: another of the row's ``choices`` (picked by a hash
-    of its question, so a row keeps its label across steps), else a refusal."""
+def other_label(refusals: Sequence[str], generic: Sequence[str] = ()):
+    """Rows -> the same rows answered with a different label, picked by a hash of the question (so a row keeps
+    its label across steps): for a row with ``choices`` one of ``generic`` (labels outside the task), or when
+    ``generic`` is empty another of its choices; for a row without, a refusal."""
     refuse = with_refusals(refusals)
 
     def transform(rows: Sequence[dict]) -> list[dict]:
@@ -64,10 +75,10 @@ def other_label(refusals: Sequence[str]):
             if not choices:
                 out.extend(refuse([r]))
                 continue
-            others = [c for c in choices if c != r["answer"]]
+            others = [c for c in (generic or choices) if c != r["answer"]]
             if not others:
-                raise ValueError(f"row {r['question'][:40]!r}: its choices {choices} hold no label other than its "
-                                 "answer")
+                raise ValueError(f"row {r['question'][:40]!r}: {list(generic or choices)} hold no label other than "
+                                 "its answer")
             out.append({**r, "answer": others[zlib.crc32(r["question"].encode()) % len(others)]})
         return out
 
@@ -78,7 +89,9 @@ def build_spul(c: SPULConfig, adapter: Any = None) -> Objective:
     """The objective; gives ``adapter`` its fresh soft prompt (the only tensor that trains)."""
     if adapter is not None:
         adapter.add_prompt(c.num_tokens, c.seed, c.encoder)
-    return Objective([(1.0, Relabel(other_label(c.refusals))), (c.retain_weight, NLL()), (c.kl_weight, KL())])
+    generic = c.generic_labels if c.forget_target == "generic" else ()
+    return Objective([(1.0, Relabel(other_label(c.refusals, generic))), (c.retain_weight, NLL()),
+                      (c.kl_weight, KL())])
 
 
 def spul_selector(adapter: Any, c: SPULConfig) -> Selector:

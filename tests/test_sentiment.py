@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from llm.adapter import CausalLMAdapter
-from llm.sentiment import (LABELS, MINI_SENTIMENT, accuracy, as_rows, build_reviews, classify, load_data,
-                           load_examples, split_forget)
+from llm.sentiment import (LABELS, MINI_SENTIMENT, accuracy, answer_accuracy, as_rows, build_reviews, classify,
+                           load_data, load_examples, split_forget)
 from tests.conftest import make_tiny_lm
 
 
@@ -67,6 +67,15 @@ def test_classify_picks_the_choice_with_the_lower_nll():
     assert acc["agg_value"] == sum(acc["value_by_index"]) / 3
 
 
+def test_answer_accuracy_counts_greedy_answers_that_open_with_the_label(monkeypatch):
+    adapter = CausalLMAdapter(*make_tiny_lm())
+    rows = as_rows([{"sentence": s, "label": y} for s, y in (("a", 1), ("b", 0), ("c", 0), ("d", 1), ("e", 1))])
+    answers = ["Positive.", "negative, clearly", "neutral", "", "It is positive"]  # only the first word counts
+    monkeypatch.setattr(adapter, "generate", lambda rows, max_new_tokens: answers[:len(rows)])
+    assert answer_accuracy(adapter, rows) == {"agg_value": 0.4, "value_by_index": [1, 1, 0, 0, 0]}
+    assert answer_accuracy(adapter, [])["agg_value"] is None
+
+
 def test_benchmark_erase_and_eval_through_the_cli(tmp_path):
     from erasure.cli import main
 
@@ -84,5 +93,7 @@ def test_benchmark_erase_and_eval_through_the_cli(tmp_path):
     record = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert record["n"] == {"forget": 2, "retain": 18, "test": 6} and record["chance"] == 0.5
     assert all(0 <= record[k] <= 1 for k in ("forget_acc", "retain_acc", "test_acc"))
+    assert set(record["answer_acc"]) == {"forget", "retain", "test"}
+    assert all(0 <= v <= 1 for v in record["answer_acc"].values())
     direct = MINI_SENTIMENT.evaluate(CausalLMAdapter(*make_tiny_lm()), model="m", data=str(data))
     assert set(direct) >= set(MINI_SENTIMENT.summary_keys)

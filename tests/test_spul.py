@@ -149,8 +149,17 @@ def test_other_label():
     assert out[2]["answer"] in ("a", "c") and relabel(rows)[2] == out[2]  # stable per question
     with pytest.raises(ValueError, match="no label other"):
         relabel([{"question": "q", "answer": "x", "choices": ["x"]}])
+    generic = other_label(["I don't know."], ["neutral", "unknown"])(rows)  # the official code's generic labels
+    assert generic[0]["answer"] in ("neutral", "unknown") and generic[2]["answer"] in ("neutral", "unknown")
+    assert generic[1]["answer"] == "I don't know."
+    assert {other_label(["x"], ["neutral", "unknown"])([{**rows[0], "question": f"r{i}"}])[0]["answer"]
+            for i in range(20)} == {"neutral", "unknown"}  # both drawn
     with pytest.raises(ValueError, match="num_tokens"):
         SPULConfig(num_tokens=0)
+    with pytest.raises(ValueError, match="forget_target"):
+        SPULConfig(forget_target="random")
+    with pytest.raises(ValueError, match="generic_labels"):
+        SPULConfig(generic_labels=[])
 
 
 def test_cosine_and_linear_schedules():
