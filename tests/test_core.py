@@ -13,7 +13,7 @@ from erasure.config import TrainConfig, from_dict
 from erasure.loop import NonFiniteLossError, Unlearner, batch_indices
 from erasure.objectives import Objective
 from erasure.reference import PeftReference, SnapshotReference
-from erasure.selectors import LoraSpec, Selector
+from erasure.selectors import Selector
 from tests.conftest import make_tiny_pipeline
 
 

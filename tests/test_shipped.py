@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from canvas_data.dataset import build_mini_canvas, to_tensor
 from canvas_data.train import HELDOUT_START, check_fidelity
