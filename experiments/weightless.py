@@ -47,8 +47,9 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
         minutes = round((time.time() - t0) / 60, 1)
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
                       "steps": result.loop.steps, "lr": result.train_config["lr"]}
-        if prompts is not None:
-            rows[name]["prompt"] = str(result.save(prompts / f"spul-{len(rows) - 1}"))
+        if prompts is not None:  # the first free spul-N: an earlier run's prompt is never overwritten
+            folder = next(f for i in range(len(rows), 10**6) if not (f := prompts / f"spul-{i}").exists())
+            rows[name]["prompt"] = str(result.save(folder))
         saved()
     return rows
 
