@@ -16,6 +16,7 @@ weightless-table markers with --readme).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
                       "steps": result.loop.steps, "lr": result.train_config["lr"]}
         if prompts is not None:  # the first free spul-N: an earlier run's prompt is never overwritten
-            folder = next(f for i in range(len(rows), 10**6) if not (f := prompts / f"spul-{i}").exists())
+            folder = next(f for i in itertools.count(len(rows)) if not (f := prompts / f"spul-{i}").exists())
             rows[name]["prompt"] = str(result.save(folder))
         saved()
     return rows

@@ -208,10 +208,12 @@ def accuracy(adapter: Any, rows: Sequence[dict]) -> dict:
 def answer_accuracy(adapter: Any, rows: Sequence[dict]) -> dict:
     """``{"agg_value": share of greedy answers whose first word is the row's label, "value_by_index": 0/1 per
     row}``: the official SPUL code's accuracy (its predicted token against the label over the whole vocabulary)."""
+    from evals.rwku import normalise
+
     if not rows:
         return {"agg_value": None, "value_by_index": []}
-    first = [(a.split() or [""])[0].strip(".,:;!\"'").lower() for a in adapter.generate(rows, max_new_tokens=4)]
-    hits = [int(w == r["answer"].lower()) for w, r in zip(first, rows)]
+    answers = adapter.generate(rows, max_new_tokens=4)
+    hits = [int(normalise(a).split()[:1] == normalise(r["answer"]).split()) for a, r in zip(answers, rows)]
     return {"agg_value": sum(hits) / len(hits), "value_by_index": hits}
 
 

@@ -8,8 +8,9 @@ peft's prompt tuning places it, learns
 with L_forget the cross-entropy towards a different label for each forget row (for a classification row a
 generic label outside the task's, "neutral" or "unknown", as the official code relabels them, or with
 ``forget_target="other"`` another of the row's ``choices``; a refusal for a QA row), L_retain the cross-entropy
-of the retain rows' own answers and p_orig the model without the prompt. The result is the prompt alone: ``result.save(folder)`` writes the peft
-prompt-tuning adapter (``PeftModel.from_pretrained(base, folder)`` loads it); the base weights stay byte-identical.
+of the retain rows' own answers and p_orig the model without the prompt. The result is the prompt alone:
+``result.save(folder)`` writes the peft prompt-tuning adapter (``PeftModel.from_pretrained(base, folder)`` loads
+it); the base weights stay byte-identical.
 """
 
 from __future__ import annotations
@@ -75,10 +76,10 @@ def other_label(refusals: Sequence[str], generic: Sequence[str] = ()):
             if not choices:
                 out.extend(refuse([r]))
                 continue
-            others = [c for c in (generic or choices) if c != r["answer"]]
+            pool = list(generic or choices)
+            others = [c for c in pool if c != r["answer"]]
             if not others:
-                raise ValueError(f"row {r['question'][:40]!r}: {list(generic or choices)} hold no label other than "
-                                 "its answer")
+                raise ValueError(f"row {r['question'][:40]!r}: {pool} hold no label other than its answer")
             out.append({**r, "answer": others[zlib.crc32(r["question"].encode()) % len(others)]})
         return out
 
