@@ -136,6 +136,8 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
         train["gradient_checkpointing"] = True
     if args.optimizer:
         train["optimizer"] = args.optimizer
+    if args.retain_batch_size is not None:
+        train["retain_batch_size"] = args.retain_batch_size
     return train
 
 
@@ -356,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lr", type=float, help="learning rate (default: recommended.json, else the paper's)")
     e.add_argument("--seed", type=int, default=0, help="seeds the data order, noise and sampling")
     e.add_argument("--batch-size", type=int, help="rows per step (default: recommended.json, else the method's)")
+    e.add_argument("--retain-batch-size", type=int, help="retain rows per step, when not --batch-size's")
     e.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
                    help="autocast precision (default: accelerate's configuration, else no); fp16 needs a GPU")
     e.add_argument("--gradient-checkpointing", action="store_true",

@@ -75,6 +75,8 @@ class TrainConfig:
         lr: learning rate (the peak one under a schedule).
         schedule: "constant", or the learning rate decaying to 0 over the steps: "cosine" (SPUL's), "linear".
         batch_size: forget (and retain) examples per step.
+        retain_batch_size: retain examples per step when they should differ from ``batch_size`` (None: the same), e.g.
+            SPUL's code, whose batches mix forget and retain rows in proportion to the two sets.
         seed: seeds data order and every random draw; the same seed gives the same run.
         optimizer: "adam" | "adamw" | "sgd" | "sophia" (SOUL's second-order optimizer, ``erasure/sophia.py``).
         weight_decay: optimizer weight decay (None: the optimizer's default, 0 except Sophia's 0.1 from SOUL).
@@ -101,6 +103,7 @@ class TrainConfig:
     lr: float = 1e-5
     schedule: str = "constant"
     batch_size: int = 1
+    retain_batch_size: int | None = None
     seed: int = 0
     optimizer: str = "adam"
     weight_decay: float | None = None
@@ -129,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.retain_batch_size is not None and self.retain_batch_size < 1:
+            raise ValueError(f"retain_batch_size must be >= 1 (or None: batch_size), got {self.retain_batch_size}")
         for key in ("checkpoint_every", "log_every", "adversary_warmup"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")

@@ -391,10 +391,14 @@ class Unlearner:
             raise ValueError(f"gradient_checkpointing: none of the model's modules ({', '.join(modules)}) supports it")
         accelerator = _accelerator(cfg.precision())
         world, rank = accelerator.num_processes, accelerator.process_index
-        if cfg.batch_size % world:
-            raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes: give a multiple "
-                             f"of {world} (each process takes an equal share of every step's rows)")
-        share = cfg.batch_size // world  # this process's rows of each step's batch
+        sizes = {"forget": cfg.batch_size, "retain": cfg.retain_batch_size or cfg.batch_size}  # rows per step
+        for split, size in sizes.items():
+            if size % world:
+                option = "retain_batch_size" if split == "retain" and cfg.retain_batch_size else "batch_size"
+                raise ValueError(f"{option} {size} does not split over {world} processes: give a multiple of {world} "
+                                 "(each process takes an equal share of every step's rows)")
+        share = {split: size // world for split, size in sizes.items()}  # this process's rows of each step's batch
+        shards = {split: {} if world == 1 else {"shard": (rank * share[split], size)} for split, size in sizes.items()}
         for m in modules.values():
             m.to(accelerator.device)
         allowed = getattr(self.adapter, "adapter_weights", lambda: None)()  # a peft model: only its adapter
@@ -412,7 +416,8 @@ class Unlearner:
         estimator = estimator_for(self.adapter, cfg.hessian) if cfg.optimizer == "sophia" else None
         start, history = 0, []
         if cfg.checkpoint_dir:  # what a checkpoint must share with this run; the model before any step
-            self.fingerprint.update(seed=cfg.seed, batch_size=cfg.batch_size, forget=_digest_rows(self.forget),
+            self.fingerprint.update(seed=cfg.seed, batch_size=cfg.batch_size, retain_batch_size=sizes["retain"],
+                                    forget=_digest_rows(self.forget),
                                     retain=_digest_rows(self.retain),
                                     mask=self.mask.digest() if self.mask is not None else None,
                                     model=fingerprint_tensors(trainable))
@@ -439,14 +444,13 @@ class Unlearner:
             for step in progress(range(start, cfg.steps), desc="unlearning", initial=start, total=cfg.steps,
                                  disable=not cfg.show_progress or not accelerator.is_main_process):
                 torch.manual_seed(cfg.seed * 1_000_003 + step + 52_361)  # dropout: a function of (seed, step) too
-                ids = {"forget": batch_indices(len(self.forget), step, cfg.batch_size, cfg.seed, 0)}
+                ids = {"forget": batch_indices(len(self.forget), step, sizes["forget"], cfg.seed, 0)}
                 if self.retain is not None and len(self.retain) > 0:
-                    ids["retain"] = batch_indices(len(self.retain), step, cfg.batch_size, cfg.seed, 1)
+                    ids["retain"] = batch_indices(len(self.retain), step, sizes["retain"], cfg.seed, 1)
                 if world > 1:  # the step's rows are the same on every process; each takes its share
-                    ids = {split: idx[rank * share:(rank + 1) * share] for split, idx in ids.items()}
+                    ids = {split: idx[rank * share[split]:(rank + 1) * share[split]] for split, idx in ids.items()}
                 rows = {split: [data[split][i] for i in idx] for split, idx in ids.items()}
-                shard = {} if world == 1 else {"shard": (rank * share, cfg.batch_size)}
-                batches = {split: self.adapter.collate(r, **shard) for split, r in rows.items()}
+                batches = {split: self.adapter.collate(r, **shards[split]) for split, r in rows.items()}
                 carried = self.objective.state_dict() if cfg.checkpoint_dir else {}  # as after `step` steps
                 self.objective.begin_step(step)
                 if self.adversary is not None and step >= cfg.adversary_warmup:

@@ -108,6 +108,38 @@ def test_batch_indices_cover_each_epoch_once():
     assert batch_indices(10, 7, 3, 3, 0) == batch_indices(10, 7, 3, 3, 0)
 
 
+class _BatchSizes:
+    """A forget NLL term that records how many rows of each split every step drew."""
+
+    name, split, needs_reference = "sizes", "forget", False
+
+    def __init__(self):
+        self.seen: list[dict[str, int]] = []
+
+    def __call__(self, s):
+        self.seen.append({split: len(rows) for split, rows in s.rows.items()})
+        nll, _ = s.nll("forget")
+        return nll.mean()
+
+
+def test_retain_batch_size_draws_its_own_number_of_retain_rows(tiny_lm):
+    from llm.adapter import CausalLMAdapter
+    from tests.conftest import QA
+
+    model, tok = tiny_lm
+    runs = {}
+    for retain_batch_size in (None, 3):
+        term = _BatchSizes()
+        cfg = TrainConfig(steps=2, lr=1e-3, batch_size=1, retain_batch_size=retain_batch_size, show_progress=False)
+        Unlearner(CausalLMAdapter(model, tok), Objective([(1.0, term)]), Selector(include=[r"^model\."]), cfg,
+                  forget=QA[:1], retain=QA[1:]).run()
+        runs[retain_batch_size] = term.seen
+    assert runs[None] == [{"forget": 1, "retain": 1}] * 2
+    assert runs[3] == [{"forget": 1, "retain": 3}] * 2
+    with pytest.raises(ValueError, match="retain_batch_size must be >= 1"):
+        TrainConfig(retain_batch_size=0)
+
+
 def _esd_run(tmp_path, steps, resume=False, every=0):
     pipe = make_tiny_pipeline(seed=0)
     train = {"show_progress": False, "checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": every,
