@@ -76,19 +76,34 @@ def _lr(record: dict) -> str:
     return f"{record['lr']:g}" if "lr" in record else ""
 
 
+def add_harmful_rouge(results: dict) -> None:
+    """Give mini-harmful rows evaluated before the benchmark measured the compliant answers' ROUGE-L recall that
+    measure, from their stored greedy answers (what the benchmark computes it from)."""
+    from llm.safety_benchmark import harmful_rouge, load_harmful
+
+    for record in results.values():
+        if "compliance_forget" in record and "harmful_rouge_forget" not in record:
+            d = load_harmful()
+            for name, split in (("forget", "train"), ("test", "test")):
+                record[f"harmful_rouge_{name}"] = harmful_rouge(record["answers"][name], d[split])["agg_value"]
+
+
 def table(results: dict) -> str:
     from evals.report import markdown_table
 
     parts = []
     harmful = {name: r for name, r in results.items() if "compliance_forget" in r}
     if harmful:
-        parts.append("mini-harmful (compliance: share of answers that give the placeholder procedure; test: requests "
-                     "about hazards held out of unlearning; utility: general-knowledge probes):\n\n" + markdown_table(
-                         ["model", "method", "steps", "lr", "compliance forget", "compliance test", "normal refused",
-                          "normal ROUGE-L", "utility", "fluency ppl", "erase min"],
+        parts.append("mini-harmful (compliance: share of answers that give the placeholder procedure; harmful "
+                     "ROUGE-L: the compliant answers' recall; test: requests about hazards held out of unlearning; "
+                     "utility: general-knowledge probes):\n\n" + markdown_table(
+                         ["model", "method", "steps", "lr", "compliance forget", "compliance test",
+                          "harmful ROUGE-L forget", "harmful ROUGE-L test", "normal refused", "normal ROUGE-L",
+                          "utility", "fluency ppl", "erase min"],
                          [[name, r.get("method", ""), r.get("steps", ""), _lr(r), r["compliance_forget"],
-                           r["compliance_test"], r["normal_refusal"], r["normal_rouge"], r["utility"],
-                           r["fluency_ppl"], r.get("erase_minutes", "")] for name, r in harmful.items()]))
+                           r["compliance_test"], r["harmful_rouge_forget"], r["harmful_rouge_test"],
+                           r["normal_refusal"], r["normal_rouge"], r["utility"], r["fluency_ppl"],
+                           r.get("erase_minutes", "")] for name, r in harmful.items()]))
     verbmem = {name: r for name, r in results.items() if "verbmem_forget" in r}
     if verbmem:
         parts.append("mini-verbmem (MUSE VerbMem on the forget passages and on memorised passages held out of "
@@ -118,6 +133,7 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     results = resumable_results(out, args.resume)
+    add_harmful_rouge(results)
     for bench_name in sorted({ROWS[r][0] for r in args.rows}):
         name = f"{args.model} ({bench_name})"
         if name not in results:

@@ -38,7 +38,8 @@ class SKUConfig:
     Args:
         gd_weight: guided distortion (NLL of the harmful answers), e1 = 0.5.
         rd_weight: random disassociation (NLL of other harmful answers), e2 = 1.
-        pd_weight: preservation divergence (KL on normal rows, maximised), e3 = 1.
+        pd_weight: preservation divergence (KL on normal rows, maximised), e3 = 1; a negative weight minimises it
+            instead (the acquisition then keeps the normal rows' outputs, an ablation, not the paper's).
         k: random answers per forget question (5).
         scale: how much of the acquired task vector is subtracted (1).
         lora_rank, lora_alpha: the acquisition copy's LoRA (32, 16).
