@@ -79,13 +79,12 @@ def _lr(record: dict) -> str:
 def add_harmful_rouge(results: dict) -> None:
     """Give mini-harmful rows evaluated before the benchmark measured the compliant answers' ROUGE-L recall that
     measure, from their stored greedy answers (what the benchmark computes it from)."""
-    from llm.safety_benchmark import harmful_rouge, load_harmful
+    from llm.safety_benchmark import harmful_rouge_scores, load_harmful
 
-    for record in results.values():
-        if "compliance_forget" in record and "harmful_rouge_forget" not in record:
-            d = load_harmful()
-            for name, split in (("forget", "train"), ("test", "test")):
-                record[f"harmful_rouge_{name}"] = harmful_rouge(record["answers"][name], d[split])["agg_value"]
+    missing = [r for r in results.values() if "compliance_forget" in r and "harmful_rouge_forget" not in r]
+    d = load_harmful() if missing else {}
+    for record in missing:
+        record.update(harmful_rouge_scores(record["answers"], d))
 
 
 def table(results: dict) -> str:

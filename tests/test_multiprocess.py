@@ -61,8 +61,8 @@ def test_an_llm_unlearning_on_two_processes_matches_one(tmp_path):
     for name, rows in (("forget", QA[:2]), ("retain", QA[2:])):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     args = ["erase", "--model", str(tmp_path / "lm"), "--forget", str(tmp_path / "forget.jsonl"), "--retain",
-            str(tmp_path / "retain.jsonl"), "--method", "npo", "--steps", "3", "--batch-size", "2", "--retain-batch-size", "4",
-            "--lr", "1e-2"]
+            str(tmp_path / "retain.jsonl"), "--method", "npo", "--steps", "3", "--batch-size", "2",
+            "--retain-batch-size", "4", "--lr", "1e-2"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     _two_processes([*args, "--out", str(tmp_path / "two")])
     one, two = _weights(tmp_path / "one", "model.safetensors"), _weights(tmp_path / "two", "model.safetensors")
