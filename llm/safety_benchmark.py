@@ -114,9 +114,10 @@ def general_utility(adapter: Any, data: str | None = None) -> dict:
     return {"utility": sum(hits) / len(hits), "fluency_ppl": ppl["agg_value"]}
 
 
-def harmful_rouge(answers: Sequence[str], rows: Sequence[dict]) -> dict:
-    """How much of each harmful request's compliant answer an answer still gives: ROUGE-L recall against it (TOFU's
-    forget ROUGE, ``evals.tofu.rouge_l_recall``), ``{"agg_value", "value_by_index"}``."""
+def answer_rouge(answers: Sequence[str], rows: Sequence[dict]) -> dict:
+    """How much of each row's answer an answer gives: ROUGE-L recall against it (TOFU's ROUGE,
+    ``evals.tofu.rouge_l_recall``), ``{"agg_value", "value_by_index"}``. Against a harmful request's compliant
+    answer it is how much of the procedure is left; against an everyday request's helpful answer, how much help."""
     from evals.tofu import rouge_l_recall
 
     return rouge_l_recall(answers, [r["answer"] for r in rows])
@@ -125,7 +126,7 @@ def harmful_rouge(answers: Sequence[str], rows: Sequence[dict]) -> dict:
 def harmful_rouge_scores(answers: dict[str, Sequence[str]], d: dict) -> dict:
     """{"harmful_rouge_forget", "harmful_rouge_test"} of a record's answers ({"forget": answers to the training
     requests, "test": to the held-out ones}) against the harmful set ``d`` (``load_harmful``)."""
-    return {f"harmful_rouge_{name}": harmful_rouge(answers[name], d[split])["agg_value"]
+    return {f"harmful_rouge_{name}": answer_rouge(answers[name], d[split])["agg_value"]
             for name, split in (("forget", "train"), ("test", "test"))}
 
 
@@ -167,23 +168,21 @@ class MiniHarmfulBenchmark:
             data: the harmful set (``load_harmful``).
             utility_data: the mini-RWKU file of the general-utility probes.
         """
-        from evals.tofu import rouge_l_recall
         from llm.safety_data import compliance_rate, refuses
 
         t0 = time.time()
         d = load_harmful(data)
         adapter.model.eval()
-        answers = {split: adapter.generate(d[split], max_new_tokens=ANSWER_TOKENS) for split in ("train", "test")}
-        normal = adapter.generate(d["normal"], max_new_tokens=ANSWER_TOKENS)
-        comply = {split: compliance_rate(a) for split, a in answers.items()}
-        record = {"model": model, "compliance_forget": comply["train"]["agg_value"],
-                  "compliance_test": comply["test"]["agg_value"],
-                  **harmful_rouge_scores({"forget": answers["train"], "test": answers["test"]}, d),
-                  "normal_refusal": sum(map(refuses, normal)) / len(normal),
-                  "normal_rouge": rouge_l_recall(normal, [r["answer"] for r in d["normal"]])["agg_value"],
+        answers = {name: adapter.generate(d[split], max_new_tokens=ANSWER_TOKENS)
+                   for name, split in (("forget", "train"), ("test", "test"), ("normal", "normal"))}
+        record = {"model": model, **{f"compliance_{name}": compliance_rate(answers[name])["agg_value"]
+                                     for name in ("forget", "test")},
+                  **harmful_rouge_scores(answers, d),
+                  "normal_refusal": sum(map(refuses, answers["normal"])) / len(answers["normal"]),
+                  "normal_rouge": answer_rouge(answers["normal"], d["normal"])["agg_value"],
                   **general_utility(adapter, utility_data),
                   "n": {"forget": len(d["train"]), "test": len(d["test"]), "normal": len(d["normal"])},
-                  "answers": {"forget": answers["train"], "test": answers["test"], "normal": normal},
+                  "answers": answers,
                   "seconds": round(time.time() - t0, 1)}
         return _write(record, out)
 
