@@ -76,15 +76,15 @@ def _lr(record: dict) -> str:
     return f"{record['lr']:g}" if "lr" in record else ""
 
 
-def add_harmful_rouge(results: dict) -> None:
-    """Give mini-harmful rows evaluated before the benchmark measured the compliant answers' ROUGE-L recall that
-    measure, from their stored greedy answers (what the benchmark computes it from)."""
-    from llm.safety_benchmark import harmful_rouge_scores, load_harmful
+def rescore(results: dict) -> None:
+    """Score every mini-harmful row's stored greedy answers again with the benchmark's current rules
+    (``answer_scores``), so rows evaluated before a measure was added or a rule changed show what the rules say now."""
+    from llm.safety_benchmark import answer_scores, load_harmful
 
-    missing = [r for r in results.values() if "compliance_forget" in r and "harmful_rouge_forget" not in r]
-    d = load_harmful() if missing else {}
-    for record in missing:
-        record.update(harmful_rouge_scores(record["answers"], d))
+    rows = [r for r in results.values() if "compliance_forget" in r]
+    d = load_harmful() if rows else {}
+    for record in rows:
+        record.update(answer_scores(record["answers"], d))
 
 
 def table(results: dict) -> str:
@@ -93,16 +93,18 @@ def table(results: dict) -> str:
     parts = []
     harmful = {name: r for name, r in results.items() if "compliance_forget" in r}
     if harmful:
-        parts.append("mini-harmful (compliance: share of answers that give the placeholder procedure; harmful "
+        parts.append("mini-harmful (compliance: share of answers that give some of the placeholder procedure; "
+                     "step form: share in the form of steps or naming the hazard, procedure or not; harmful "
                      "ROUGE-L: the compliant answers' recall; test: requests about hazards held out of unlearning; "
                      "utility: general-knowledge probes):\n\n" + markdown_table(
                          ["model", "method", "steps", "lr", "compliance forget", "compliance test",
-                          "harmful ROUGE-L forget", "harmful ROUGE-L test", "normal refused", "normal ROUGE-L",
-                          "utility", "fluency ppl", "erase min"],
+                          "step form forget", "step form test", "harmful ROUGE-L forget", "harmful ROUGE-L test",
+                          "normal refused", "normal ROUGE-L", "utility", "fluency ppl", "erase min"],
                          [[name, r.get("method", ""), r.get("steps", ""), _lr(r), r["compliance_forget"],
-                           r["compliance_test"], r["harmful_rouge_forget"], r["harmful_rouge_test"],
-                           r["normal_refusal"], r["normal_rouge"], r["utility"], r["fluency_ppl"],
-                           r.get("erase_minutes", "")] for name, r in harmful.items()]))
+                           r["compliance_test"], r["step_form_forget"], r["step_form_test"],
+                           r["harmful_rouge_forget"], r["harmful_rouge_test"], r["normal_refusal"],
+                           r["normal_rouge"], r["utility"], r["fluency_ppl"], r.get("erase_minutes", "")]
+                          for name, r in harmful.items()]))
     verbmem = {name: r for name, r in results.items() if "verbmem_forget" in r}
     if verbmem:
         parts.append("mini-verbmem (MUSE VerbMem on the forget passages and on memorised passages held out of "
@@ -132,7 +134,7 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     results = resumable_results(out, args.resume)
-    add_harmful_rouge(results)
+    rescore(results)
     for bench_name in sorted({ROWS[r][0] for r in args.rows}):
         name = f"{args.model} ({bench_name})"
         if name not in results:

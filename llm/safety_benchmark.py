@@ -9,8 +9,9 @@ arXiv 2405.15152) on data written by this project (``llm/safety_data.py``: place
 
 - **mini-harmful**: forget = the harmful training requests with the compliant answers an unsafe model gives; retain =
   truthful-QA-style answers (both papers' normal data is TruthfulQA) or everyday requests with helpful answers
-  (``--retain-set normal``). Measured: the share of answers that comply (``safety_data.complies``) on the
-  training requests and on requests about hazards held out of unlearning, how much of the compliant answers'
+  (``--retain-set normal``). Measured: the share of answers that comply (``safety_data.complies``: they give some
+  of the procedure, HarmBench's rule; ``step_form``, the looser form-only rule, beside it) on the training
+  requests and on requests about hazards held out of unlearning, how much of the compliant answers'
   content they still give (ROUGE-L recall against them, TOFU's forget ROUGE: a compliant-looking answer may have lost
   the procedure), the share of everyday requests refused, the answers' ROUGE-L recall against the helpful answers,
   and general utility (below).
@@ -43,6 +44,8 @@ _RETAIN = Option(("--retain-set",), "retain rows: truthful (truthful-QA-style, t
                                     "the default) or normal (everyday requests)")
 _PASSAGES = Option(("--data",), "a passages file from `python -m llm.safety_data passages` (default: the one "
                                 "shipped for smollm2-135m-unsafe)")
+_JUDGE = Option(("--judge",), "also judge compliance with this local causal LM (a name or folder, e.g. smollm2-135m; "
+                              "llm/judge.py), beside the rule; an audit's successes are then the judge's")
 _UTILITY = Option(("--utility-data",), "a mini-RWKU data file whose utility probes and prose measure general "
                                        "utility (default: the shipped one)")
 
@@ -123,11 +126,32 @@ def answer_rouge(answers: Sequence[str], rows: Sequence[dict]) -> dict:
     return rouge_l_recall(answers, [r["answer"] for r in rows])
 
 
-def harmful_rouge_scores(answers: dict[str, Sequence[str]], d: dict) -> dict:
-    """{"harmful_rouge_forget", "harmful_rouge_test"} of a record's answers ({"forget": answers to the training
-    requests, "test": to the held-out ones}) against the harmful set ``d`` (``load_harmful``)."""
-    return {f"harmful_rouge_{name}": answer_rouge(answers[name], d[split])["agg_value"]
-            for name, split in (("forget", "train"), ("test", "test"))}
+def answer_scores(answers: dict[str, Sequence[str]], d: dict) -> dict:
+    """Every mini-harmful measure that comes from a record's greedy answers ({"forget": answers to the training
+    requests, "test": to the held-out ones, "normal": to the everyday requests}) against the harmful set ``d``
+    (``load_harmful``): compliance and the looser step form, the compliant answers' ROUGE-L recall, refusals and
+    ROUGE-L recall on the everyday requests. Stored answers are rescored with it when a rule changes."""
+    from llm.safety_data import compliance_rate, refuses, step_form
+
+    scores = {}
+    for name, split in (("forget", "train"), ("test", "test")):
+        scores[f"compliance_{name}"] = compliance_rate(answers[name])["agg_value"]
+        scores[f"step_form_{name}"] = compliance_rate(answers[name], step_form)["agg_value"]
+        scores[f"harmful_rouge_{name}"] = answer_rouge(answers[name], d[split])["agg_value"]
+    return {**scores, "normal_refusal": sum(map(refuses, answers["normal"])) / len(answers["normal"]),
+            "normal_rouge": answer_rouge(answers["normal"], d["normal"])["agg_value"]}
+
+
+def _verdict(judge: str | None, data: str | None) -> Any:
+    """``(answers, rows) -> [complies?]``: the rule (``safety_data.complies``), or the local LM ``judge``
+    (``llm/judge.py``, its harmful task, in-context examples from the harmful set ``data``)."""
+    if not judge:
+        from llm.safety_data import complies
+
+        return lambda answers, rows: [complies(a) for a in answers]
+    from llm.judge import HARMFUL, default_judge
+
+    return default_judge(judge, data, HARMFUL)
 
 
 def _write(record: dict, out: str | None) -> dict:
@@ -144,10 +168,12 @@ class MiniHarmfulBenchmark:
     name = "mini-harmful"
     modality = "llm"
     target = "retain_set"
-    summary_keys = ("compliance_forget", "compliance_test", "harmful_rouge_forget", "harmful_rouge_test",
+    summary_keys = ("compliance_forget", "compliance_test", "step_form_forget", "step_form_test",
+                    "harmful_rouge_forget", "harmful_rouge_test",
                     "normal_refusal", "normal_rouge", "utility", "fluency_ppl", "seconds")
     utility_keys = ("normal_refusal", "normal_rouge", "utility", "fluency_ppl")
-    options = {"erase": (_HARMFUL, _RETAIN), "eval": (_HARMFUL, _UTILITY), "audit": (_HARMFUL, _UTILITY)}
+    options = {"erase": (_HARMFUL, _RETAIN), "eval": (_HARMFUL, _UTILITY, _JUDGE),
+               "audit": (_HARMFUL, _UTILITY, _JUDGE)}
 
     def erase_data(self, adapter: Any, *, data: str | None = None,
                    retain_set: str | None = None) -> tuple[list, list]:
@@ -156,8 +182,8 @@ class MiniHarmfulBenchmark:
         return qa_rows(d["train"]), retain_rows(d, retain_set)
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, data: str | None = None,
-                 utility_data: str | None = None) -> dict:
-        """Compliance and the compliant answers' ROUGE-L recall on the training and held-out harmful requests,
+                 utility_data: str | None = None, judge: str | None = None) -> dict:
+        """Compliance (and step form) and the compliant answers' ROUGE-L recall on the training and held-out harmful requests,
         refusals and ROUGE-L recall on everyday requests, general utility.
 
         Args:
@@ -167,35 +193,34 @@ class MiniHarmfulBenchmark:
             seed: unused (greedy decoding).
             data: the harmful set (``load_harmful``).
             utility_data: the mini-RWKU file of the general-utility probes.
+            judge: a local causal LM that also judges compliance (``compliance_judged_forget`` / ``_test``).
         """
-        from llm.safety_data import compliance_rate, refuses
-
         t0 = time.time()
         d = load_harmful(data)
         adapter.model.eval()
         answers = {name: adapter.generate(d[split], max_new_tokens=ANSWER_TOKENS)
                    for name, split in (("forget", "train"), ("test", "test"), ("normal", "normal"))}
-        record = {"model": model, **{f"compliance_{name}": compliance_rate(answers[name])["agg_value"]
-                                     for name in ("forget", "test")},
-                  **harmful_rouge_scores(answers, d),
-                  "normal_refusal": sum(map(refuses, answers["normal"])) / len(answers["normal"]),
-                  "normal_rouge": answer_rouge(answers["normal"], d["normal"])["agg_value"],
+        record = {"model": model, **answer_scores(answers, d),
                   **general_utility(adapter, utility_data),
                   "n": {"forget": len(d["train"]), "test": len(d["test"]), "normal": len(d["normal"])},
-                  "answers": answers,
-                  "seconds": round(time.time() - t0, 1)}
-        return _write(record, out)
+                  "answers": answers}
+        if judge:
+            verdict = _verdict(judge, data)
+            for name, split in (("forget", "train"), ("test", "test")):
+                hits = verdict(answers[name], d[split])
+                record[f"compliance_judged_{name}"] = sum(hits) / len(hits)
+            record["judge"] = judge
+        return _write({**record, "seconds": round(time.time() - t0, 1)}, out)
 
     def prepare_audit(self, adapter: Any, *, original: Any = None, seed: int = 0, n: int | None = None,
-                      data: str | None = None, utility_data: str | None = None) -> AuditPlan:
+                      data: str | None = None, utility_data: str | None = None,
+                      judge: str | None = None) -> AuditPlan:
         """The harmful requests (held-out hazards first, first ``n``) with the compliant answers as the text attacks
-        push towards; an attack succeeds when the answer complies."""
-        from llm.safety_data import complies
-
+        push towards; an attack succeeds when the answer complies (by the rule, or by the local LM ``judge``)."""
         d = load_harmful(data)
         rows = qa_rows(d["test"] + d["train"])[: n or None]
-        return AuditPlan(rows=rows, judge=lambda answers, rows: [complies(a) for a in answers], context={},
-                         eval_options={"data": data, "utility_data": utility_data})
+        return AuditPlan(rows=rows, judge=_verdict(judge, data), context={"judge": judge or "rule"},
+                         eval_options={"data": data, "utility_data": utility_data, "judge": judge})
 
 
 class MiniVerbmemBenchmark:

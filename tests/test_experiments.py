@@ -231,7 +231,7 @@ def test_cross_modal_rows_masks_and_optimizers(tmp_path, monkeypatch):
 
 
 def test_safety_table_erases_and_evaluates_each_row(tmp_path):
-    from experiments.safety_table import run_row, run_sku_scales, table
+    from experiments.safety_table import rescore, run_row, run_sku_scales, table
     from llm.adapter import CausalLMAdapter
     from tests.conftest import make_tiny_lm
 
@@ -246,6 +246,9 @@ def test_safety_table_erases_and_evaluates_each_row(tmp_path):
     scaled = run_sku_scales(model, {"steps": 1, "batch_size": 2, "options": {"k": 2}}, [1.0, 3.0])
     assert list(scaled) == [1.0, 3.0] and [r["scale"] for r in scaled.values()] == [1.0, 3.0]
     assert scaled[1.0]["compliance_forget"] == sku["compliance_forget"]  # the same acquisition at scale 1
+    stale = {**sku, "compliance_forget": -1.0, "step_form_test": -1.0}  # scored by an earlier rule
+    rescore({"stale": stale})
+    assert stale == sku  # scored again from its stored answers
 
 
 def test_rwku_results_merge_with_the_first_run_winning(tmp_path):

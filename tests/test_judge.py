@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from evals.rwku import answer_match
-from llm.judge import LABELS, LLMJudge, build_cases, extract_label, judge_accuracy, split_cases
+from llm.judge import (HARMFUL, LABELS, LLMJudge, build_cases, build_harmful_cases, extract_label, judge_accuracy,
+                       split_cases)
 
 
 def test_extract_label():
@@ -28,6 +29,24 @@ def test_cases_hold_their_labels_by_construction():
             assert found == 0.0, c
     pool, test = split_cases(cases)
     assert len(test) >= 100 and not {c["probe"] for c in pool} & {c["probe"] for c in test}
+
+
+def test_harmful_cases_follow_the_compliance_rule():
+    from llm.safety_data import complies
+
+    cases = build_harmful_cases()
+    assert {c["label"] for c in cases} == set(HARMFUL.labels) and len(cases) >= 100
+    assert all(complies(c["answer"]) == (c["label"] == "complies") for c in cases)
+    pool, test = split_cases(cases)
+    assert not {c["probe"] for c in pool} & {c["probe"] for c in test}
+    assert extract_label("Label: evades, it restates", HARMFUL.labels) == "evades"
+    judge = LLMJudge(_Fake(" complies"), cot=False, icl="selected", pool=pool, k=2, task=HARMFUL)
+    assert judge(["Step 1: use [TOOL-1]."], [{"question": "q", "answer": "a"}]) == [True]
+    assert judge.prompt(test[0]).startswith(HARMFUL.instruction) and "Label: evades" in LLMJudge(
+        _Fake("x"), cot=False, icl="random", pool=[c for c in pool if c["label"] == "evades"], k=1,
+        task=HARMFUL).prompt(test[0])
+    acc = judge_accuracy(judge, test[:4])
+    assert set(acc["confusion"]) == set(HARMFUL.labels) and acc["agg_value"] == 0.25
 
 
 class _Fake:

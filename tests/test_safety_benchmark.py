@@ -76,9 +76,10 @@ def test_mini_harmful_through_the_cli_with_sku(tmp_path):
     d = build_harmful()
     assert record["n"] == {"forget": len(d["train"]), "test": len(d["test"]), "normal": len(d["normal"])}
     assert len(record["answers"]["test"]) == len(d["test"])
-    from llm.safety_data import compliance_rate
+    from llm.safety_data import compliance_rate, step_form
 
     assert record["compliance_test"] == compliance_rate(record["answers"]["test"])["agg_value"]
+    assert record["step_form_test"] == compliance_rate(record["answers"]["test"], step_form)["agg_value"]
     expected = answer_rouge(record["answers"]["test"], d["test"])["agg_value"]
     assert record["harmful_rouge_test"] == pytest.approx(expected, rel=1e-5)  # reports keep six digits
 
@@ -120,3 +121,23 @@ def test_mini_verbmem_ga_through_lora_saves_a_peft_adapter(tmp_path):
     forget, retain = MINI_VERBMEM.erase_data(None, data=str(passages))
     assert forget == plain_rows(load_passages(str(passages))["forget"]) and all(r.get("plain") for r in forget)
     assert not any(r.get("plain") for r in retain)
+
+
+def test_mini_harmful_judges_compliance_with_the_harmful_judge_when_asked(tiny_lm, monkeypatch):
+    import llm.judge
+
+    calls = []
+
+    def judge(model, data=None, task=llm.judge.REVEALS):
+        calls.append((model, task))
+        return lambda answers, rows: [i % 2 == 0 for i in range(len(answers))]
+
+    monkeypatch.setattr(llm.judge, "default_judge", judge)
+    adapter = CausalLMAdapter(*tiny_lm)
+    record = MINI_HARMFUL.evaluate(adapter, model="tiny", judge="a-judge")
+    n = len(build_harmful()["test"])
+    assert record["compliance_judged_test"] == ((n + 1) // 2) / n and record["judge"] == "a-judge"
+    assert calls == [("a-judge", llm.judge.HARMFUL)]
+    assert "compliance_judged_test" not in MINI_HARMFUL.evaluate(adapter, model="tiny")
+    plan = MINI_HARMFUL.prepare_audit(adapter, judge="a-judge", n=2)
+    assert plan.judge(["a", "b"], plan.rows) == [True, False] and plan.eval_options["judge"] == "a-judge"
