@@ -6,6 +6,7 @@ LoRA on mini-verbmem (``llm/safety_benchmark.py``).
     python experiments/safety_table.py --out out/safety --readme README.md
     python experiments/safety_table.py --rows sku --settings '{"steps": 20, "lr": 1e-4}' --out out/sku-try
     python experiments/safety_table.py --rows sku --sku-scales 2 2.5 3 --resume      # one acquisition, three negations
+    python experiments/safety_table.py --rows --resume --judge smollm2-135m          # the LLM judge on stored answers
 
 Rows (``--rows``): ``sku`` (forget: the harmful training requests, retain: truthful-QA-style answers, both papers'
 normal data), ``ga-lora`` (the same sets; the method is ``--lora-method``, default llmu: the GA + LoRA paper's
@@ -87,21 +88,38 @@ def rescore(results: dict) -> None:
         record.update(answer_scores(record["answers"], d))
 
 
+def judge_rows(results: dict, judge: str, match: str = "") -> None:
+    """Have the local LM ``judge`` (``llm/judge.py``'s harmful task) label the stored answers of every mini-harmful
+    row whose name contains ``match`` (rows it judged already are kept): ``compliance_judged_forget`` / ``_test``."""
+    from llm.safety_benchmark import compliance_verdict, judged_compliance, load_harmful
+
+    rows = [r for name, r in results.items() if "compliance_forget" in r and match in name and r.get("judge") != judge]
+    verdict = compliance_verdict(judge) if rows else None
+    for record in rows:
+        record.update(judged_compliance(verdict, record["answers"], load_harmful()), judge=judge)
+
+
 def table(results: dict) -> str:
     from evals.report import markdown_table
 
     parts = []
     harmful = {name: r for name, r in results.items() if "compliance_forget" in r}
     if harmful:
+        judged = any("compliance_judged_forget" in r for r in harmful.values())
         parts.append("mini-harmful (compliance: share of answers that give some of the placeholder procedure; "
-                     "step form: share in the form of steps or naming the hazard, procedure or not; harmful "
-                     "ROUGE-L: the compliant answers' recall; test: requests about hazards held out of unlearning; "
-                     "utility: general-knowledge probes):\n\n" + markdown_table(
+                     "step form: share in the form of steps or naming the hazard, procedure or not; "
+                     + ("judged: compliance by the LLM judge; " if judged else "") +
+                     "harmful ROUGE-L: the compliant answers' recall; test: requests about hazards held out of "
+                     "unlearning; utility: general-knowledge probes):\n\n" + markdown_table(
                          ["model", "method", "steps", "lr", "compliance forget", "compliance test",
-                          "step form forget", "step form test", "harmful ROUGE-L forget", "harmful ROUGE-L test",
+                          "step form forget", "step form test",
+                          *(["judged forget", "judged test"] if judged else []),
+                          "harmful ROUGE-L forget", "harmful ROUGE-L test",
                           "normal refused", "normal ROUGE-L", "utility", "fluency ppl", "erase min"],
                          [[name, r.get("method", ""), r.get("steps", ""), _lr(r), r["compliance_forget"],
                            r["compliance_test"], r["step_form_forget"], r["step_form_test"],
+                           *([r.get("compliance_judged_forget", ""), r.get("compliance_judged_test", "")]
+                             if judged else []),
                            r["harmful_rouge_forget"], r["harmful_rouge_test"], r["normal_refusal"],
                            r["normal_rouge"], r["utility"], r["fluency_ppl"], r.get("erase_minutes", "")]
                           for name, r in harmful.items()]))
@@ -130,6 +148,9 @@ def main() -> None:
                    "'{\"steps\": 20, \"lr\": 1e-4, \"options\": {\"k\": 3}}'; the rows are named '<row> <settings>'")
     p.add_argument("--sku-scales", type=float, nargs="*", help="the sku row negated at each of these scales from one "
                    "acquisition (rows named '<row> ... scale S'); the settings' scale is not used")
+    p.add_argument("--judge", help="also have this local LM judge (llm/judge.py's harmful task, e.g. smollm2-135m) "
+                   "label the stored answers of the mini-harmful rows (columns judged forget / test)")
+    p.add_argument("--judge-match", default="", help="only the rows whose name contains this text (with --judge)")
     add_table_options(p, "out/safety", "safety-table")
     args = p.parse_args()
     out = Path(args.out)
@@ -153,6 +174,9 @@ def main() -> None:
         elif name not in results:
             results[name] = run_row(args.model, row, args.lora_method, args.settings)
             save_results(out, results)
+    if args.judge:
+        judge_rows(results, args.judge, args.judge_match)
+        save_results(out, results)
     block = table(results) + ("\n\nRows: `python experiments/safety_table.py` (the recommended settings), a row named "
                               "with settings `--rows ROW --settings JSON --resume`; erase min: the erase alone, the "
                               "evaluation takes about 3 min (mini-harmful) or 30 s (mini-verbmem) more.")

@@ -142,7 +142,7 @@ def answer_scores(answers: dict[str, Sequence[str]], d: dict) -> dict:
             "normal_rouge": answer_rouge(answers["normal"], d["normal"])["agg_value"]}
 
 
-def _verdict(judge: str | None, data: str | None) -> Any:
+def compliance_verdict(judge: str | None, data: str | None = None) -> Any:
     """``(answers, rows) -> [complies?]``: the rule (``safety_data.complies``), or the local LM ``judge``
     (``llm/judge.py``, its harmful task, in-context examples from the harmful set ``data``)."""
     if not judge:
@@ -152,6 +152,16 @@ def _verdict(judge: str | None, data: str | None) -> Any:
     from llm.judge import HARMFUL, default_judge
 
     return default_judge(judge, data, HARMFUL)
+
+
+def judged_compliance(verdict: Any, answers: dict[str, Sequence[str]], d: dict) -> dict:
+    """{"compliance_judged_forget", "compliance_judged_test"}: the share of a record's answers to the training and
+    held-out requests of the harmful set ``d`` that ``verdict`` (``compliance_verdict``) finds compliant."""
+    scores = {}
+    for name, split in (("forget", "train"), ("test", "test")):
+        hits = verdict(answers[name], d[split])
+        scores[f"compliance_judged_{name}"] = sum(hits) / len(hits)
+    return scores
 
 
 def _write(record: dict, out: str | None) -> dict:
@@ -183,8 +193,8 @@ class MiniHarmfulBenchmark:
 
     def evaluate(self, adapter: Any, *, model: str, out: str | None = None, seed: int = 0, data: str | None = None,
                  utility_data: str | None = None, judge: str | None = None) -> dict:
-        """Compliance (and step form) and the compliant answers' ROUGE-L recall on the training and held-out harmful requests,
-        refusals and ROUGE-L recall on everyday requests, general utility.
+        """Compliance (and step form; judged too with ``judge``) and the compliant answers' ROUGE-L recall on the
+        training and held-out harmful requests, refusals and ROUGE-L recall on everyday requests, general utility.
 
         Args:
             adapter: the model's ``CausalLMAdapter``.
@@ -205,11 +215,7 @@ class MiniHarmfulBenchmark:
                   "n": {"forget": len(d["train"]), "test": len(d["test"]), "normal": len(d["normal"])},
                   "answers": answers}
         if judge:
-            verdict = _verdict(judge, data)
-            for name, split in (("forget", "train"), ("test", "test")):
-                hits = verdict(answers[name], d[split])
-                record[f"compliance_judged_{name}"] = sum(hits) / len(hits)
-            record["judge"] = judge
+            record.update(judged_compliance(compliance_verdict(judge, data), answers, d), judge=judge)
         return _write({**record, "seconds": round(time.time() - t0, 1)}, out)
 
     def prepare_audit(self, adapter: Any, *, original: Any = None, seed: int = 0, n: int | None = None,
@@ -219,7 +225,7 @@ class MiniHarmfulBenchmark:
         push towards; an attack succeeds when the answer complies (by the rule, or by the local LM ``judge``)."""
         d = load_harmful(data)
         rows = qa_rows(d["test"] + d["train"])[: n or None]
-        return AuditPlan(rows=rows, judge=_verdict(judge, data), context={"judge": judge or "rule"},
+        return AuditPlan(rows=rows, judge=compliance_verdict(judge, data), context={"judge": judge or "rule"},
                          eval_options={"data": data, "utility_data": utility_data, "judge": judge})
 
 

@@ -230,8 +230,9 @@ def test_cross_modal_rows_masks_and_optimizers(tmp_path, monkeypatch):
         cross_modal.main()
 
 
-def test_safety_table_erases_and_evaluates_each_row(tmp_path):
-    from experiments.safety_table import rescore, run_row, run_sku_scales, table
+def test_safety_table_erases_and_evaluates_each_row(tmp_path, monkeypatch):
+    import llm.safety_benchmark
+    from experiments.safety_table import judge_rows, rescore, run_row, run_sku_scales, table
     from llm.adapter import CausalLMAdapter
     from tests.conftest import make_tiny_lm
 
@@ -249,6 +250,12 @@ def test_safety_table_erases_and_evaluates_each_row(tmp_path):
     stale = {**sku, "compliance_forget": -1.0, "step_form_test": -1.0}  # scored by an earlier rule
     rescore({"stale": stale})
     assert stale == sku  # scored again from its stored answers
+    monkeypatch.setattr(llm.safety_benchmark, "compliance_verdict",
+                        lambda judge, data=None: lambda answers, rows: [True] * len(answers))
+    assert "judged forget" not in text
+    judge_rows({"sku": sku, "ga-lora": lora}, "a-judge", match="sku")
+    assert sku["compliance_judged_test"] == 1.0 and sku["judge"] == "a-judge" and "judge" not in lora
+    assert "| judged forget | judged test |" in table({"sku": sku, "ga-lora": lora})
 
 
 def test_rwku_results_merge_with_the_first_run_winning(tmp_path):
