@@ -4,7 +4,7 @@ by similarity, times reasoning before the label (chain of thought) / label first
     make real-lm                                                  # once
     python experiments/judge_table.py --out out/judge --readme README.md
     python experiments/judge_table.py --limit 20 --out out/judge-try  # the first 20 test cases only
-    python experiments/judge_table.py --task harmful --out out/judge-harmful --readme README.md
+    python experiments/judge_table.py --task harmful --readme README.md     # results in out/judge-harmful
 
 The cases (``llm.judge.build_cases``: mini-RWKU probes answered four ways, labels by construction) are split by probe
 into an in-context pool (30%) and the test cases; every setting labels the same test cases with the same judge model
@@ -37,6 +37,8 @@ def main() -> None:
     add_table_options(p, "out/judge", "judge-table", kept="settings")
     p.add_argument("--table-only", action="store_true", help="run nothing: the table of OUT/results.json as it is")
     args = p.parse_args()
+    if args.task != "reveals" and args.out == p.get_default("out"):  # each task's results in their own folder
+        args.out = f"out/judge-{args.task}"
 
     from evals.report import markdown_table, publish_table, resumable_results, save_results
     from llm.judge import LLMJudge, judge_accuracy, split_cases
