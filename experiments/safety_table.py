@@ -94,9 +94,9 @@ def judge_rows(results: dict, judge: str, match: str = "") -> None:
     from llm.safety_benchmark import compliance_verdict, judged_compliance, load_harmful
 
     rows = [r for name, r in results.items() if "compliance_forget" in r and match in name and r.get("judge") != judge]
-    verdict = compliance_verdict(judge) if rows else None
+    verdict, d = (compliance_verdict(judge), load_harmful()) if rows else (None, {})
     for record in rows:
-        record.update(judged_compliance(verdict, record["answers"], load_harmful()), judge=judge)
+        record.update(judged_compliance(verdict, record["answers"], d), judge=judge)
 
 
 def table(results: dict) -> str:
