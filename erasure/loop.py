@@ -402,7 +402,7 @@ class Unlearner:
         for m in modules.values():
             m.to(accelerator.device)
         allowed = getattr(self.adapter, "adapter_weights", lambda: None)()  # a peft model: only its adapter
-        trainable = self.selector.apply(modules, allowed=allowed)
+        trainable = self.selector.apply(modules, allowed=allowed, seed=cfg.seed * 1_000_003 + 3_571)
         masked = None
         if self.mask is not None:
             if self.selector.lora is not None:

@@ -74,12 +74,15 @@ class Selector:
     def matches(self, name: str) -> bool:
         return any(re.search(r, name) for r in self.include) and not any(re.search(r, name) for r in self.exclude)
 
-    def apply(self, modules: dict[str, nn.Module], allowed: set[str] | None = None) -> dict[str, nn.Parameter]:
+    def apply(self, modules: dict[str, nn.Module], allowed: set[str] | None = None,
+              seed: int = 0) -> dict[str, nn.Parameter]:
         """Freeze everything, then enable (or LoRA-wrap) the selection. Returns the trainable parameters.
 
         Args:
             modules: the adapter's components.
             allowed: when set, the only parameter names that may train (a user's peft model: its adapter).
+            seed: LoRA's random initialisation (its A matrices) is drawn from this seed, not from whatever state the
+                process's random generator is in, so an erase repeats whatever ran before it.
         """
         for m in modules.values():
             m.requires_grad_(False)
@@ -87,7 +90,9 @@ class Selector:
             if allowed is not None:
                 raise ValueError("the model already carries a peft adapter, which is what trains: drop the LoRA "
                                  "option (or pass the base model)")
-            return self._apply_lora(modules)
+            with torch.random.fork_rng():  # the process's generator state is left as it was
+                torch.manual_seed(seed)
+                return self._apply_lora(modules)
         chosen = {n: p for n, p in named_parameters(modules).items()
                   if self.matches(n) and (allowed is None or n in allowed)}
         if not chosen and allowed is not None:

@@ -119,6 +119,18 @@ def test_lora_on_an_llm_trains_adapters_then_merges():
     assert changed and all(n.endswith("weight") for n in changed)
 
 
+def test_lora_erase_repeats_whatever_the_process_drew_before():
+    """LoRA's initialisation comes from the erase's seed, not from the global generator's state."""
+    results = []
+    for seed in (1, 2):
+        model, tok = make_trained_tiny_lm()
+        torch.manual_seed(seed)  # another history of the process's generator (an evaluation, sampling)
+        erase(model, tokenizer=tok, forget=QA[:2], method="ga", steps=2, lr=1e-2, lora={"rank": 2, "alpha": 4},
+              train={"show_progress": False})
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert all(torch.equal(results[0][n], results[1][n]) for n in results[0])
+
+
 def test_chat_template_formats_questions():
     from llm.adapter import CausalLMAdapter
 
