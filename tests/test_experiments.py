@@ -306,3 +306,50 @@ sys.exit(1 if failed else 0)
     done = subprocess.run([sys.executable, "-c", code, str(root), *scripts], capture_output=True, text=True,
                           cwd=root.parent)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_tradeoff_gap_reads_the_dense_curve_at_the_candidates_forget_level():
+    """Hand-computed: dense points (UA 0.8, CRA 0.9) and (1.0, 0.7) give 0.8 at UA 0.9; a candidate at (0.9, 0.85)
+    is 0.05 better. Two seeds with different values: the bootstrap interval spans their resampled means."""
+    import numpy as np
+
+    from experiments.tradeoff_compare import interpolate_at, tradeoff_gap
+
+    assert interpolate_at(0.9, [1.0, 0.8], [0.7, 0.9]) == (pytest.approx(0.8), True)
+    assert interpolate_at(1.2, [1.0, 0.8], [0.7, 0.9]) == (pytest.approx(0.7), False)
+    with pytest.raises(ValueError, match="two or more points"):
+        interpolate_at(0.5, [0.8], [0.9])
+    dense = [np.array([[0.8, 0.9], [0.8, 0.9]]), np.array([[1.0, 0.7], [1.0, 0.7]])]
+    same = tradeoff_gap(np.array([[0.9, 0.85], [0.9, 0.85]]), dense, resamples=200)
+    assert same["gap"] == pytest.approx([0.0, 0.05]) and same["ci95"][1] == pytest.approx([0.05, 0.05])
+    assert same["not_better"][1] == 0.0 and same["outside"] == 0.0 and same["n_seeds"] == 2
+    # seeds disagree: CRA 0.95 and 0.70 at UA 0.9 -> gaps +0.15 and -0.10 (mean +0.025); resamples span both
+    spread = tradeoff_gap(np.array([[0.9, 0.95], [0.9, 0.70]]), dense, resamples=400, seed=1)
+    assert spread["gap"][1] == pytest.approx(0.025)
+    assert spread["ci95"][1] == pytest.approx([-0.10, 0.15])
+    assert 0.1 < spread["not_better"][1] < 0.5  # resamples of (seed 2, seed 2) only, about a quarter
+    out = tradeoff_gap(np.array([[1.1, 0.9], [1.1, 0.9]]), dense, resamples=10)
+    assert out["outside"] == 1.0 and out["gap"][1] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="shape"):
+        tradeoff_gap(np.zeros((3, 2)), [np.zeros((2, 2))], resamples=0)
+
+
+def test_tradeoff_rows_merge_results_by_seed_and_refuse_a_seed_twice(tmp_path):
+    import json
+
+    from experiments.tradeoff_compare import load_runs, parse_row
+
+    def results(path, seeds):
+        runs = [{"seed": s, "after": {"ua": 0.5 + s / 10, "ira": 0.9, "cra": 0.8}} for s in seeds]
+        path.write_text(json.dumps({"Neon": {"runs": runs}}))
+        return str(path)
+
+    a, b = results(tmp_path / "a.json", [0, 1]), results(tmp_path / "b.json", [2])
+    assert load_runs([a, b], "Neon", ["ua", "cra"]) == {0: [0.5, 0.8], 1: [0.6, 0.8], 2: [0.7, 0.8]}
+    with pytest.raises(ValueError, match="erase seed 0 is already"):
+        load_runs([a, a], "Neon", ["ua"])
+    with pytest.raises(ValueError, match="no concept 'Star'"):
+        load_runs([a], "Star", ["ua"])
+    assert parse_row(f"Adam 1e-4={a},{b}") == ("Adam 1e-4", [a, b])
+    with pytest.raises(ValueError, match="NAME=results.json"):
+        parse_row("no files")
