@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from erasure.files import atomic_write_text
+
 
 def interpolate_at(x: float, xs: Sequence[float], ys: Sequence[float]) -> tuple[float, bool]:
     """The curve through the points (xs, ys), sorted by x and joined by straight lines, at ``x``.
@@ -67,13 +69,12 @@ def tradeoff_gap(candidate: np.ndarray, baselines: Sequence[np.ndarray], *, forg
 
     def gap(idx: np.ndarray) -> tuple[np.ndarray, bool]:
         c = cand[idx].mean(0)
-        means = [b[idx].mean(0) for b in base]
+        means = np.stack([b[idx].mean(0) for b in base])  # (rows, metrics)
         out, inside = np.zeros(cand.shape[1]), True
         for k in range(cand.shape[1]):
-            if k == forget:
-                continue
-            y, inside = interpolate_at(c[forget], [m[forget] for m in means], [m[k] for m in means])
-            out[k] = c[k] - y
+            if k != forget:
+                y, inside = interpolate_at(c[forget], means[:, forget], means[:, k])
+                out[k] = c[k] - y
         return out, inside
 
     n = cand.shape[0]
@@ -117,16 +118,18 @@ def main() -> None:
     p.add_argument("--baseline", action="append", required=True, help="NAME=results.json[,...], one per dense row")
     p.add_argument("--keys", nargs="+", default=["ua", "ira", "cra"], help="the forget metric first, then retain")
     p.add_argument("--resamples", type=int, default=10000)
-    p.add_argument("--out", default=None, help="write the result as JSON here")
+    p.add_argument("--out", default=None, help="write the result as JSON here (a new file)")
     args = p.parse_args()
+    if args.out and Path(args.out).exists():
+        p.error(f"--out {args.out} exists; choose another path")
     try:
         rows = [parse_row(args.candidate)] + [parse_row(b) for b in args.baseline]
         runs = [load_runs(files, args.concept, args.keys) for _, files in rows]
     except (ValueError, OSError, KeyError) as e:
-        raise SystemExit(f"error: {e}")
+        p.error(str(e))
     seeds = sorted(set.intersection(*(set(r) for r in runs)))
     if len(seeds) < 2:
-        raise SystemExit(f"error: the rows share {len(seeds)} erase seed(s); the comparison needs two or more")
+        p.error(f"the rows share {len(seeds)} erase seed(s); the comparison needs two or more")
     arrays = [np.array([r[s] for s in seeds]) for r in runs]
     result = tradeoff_gap(arrays[0], arrays[1:], resamples=args.resamples)
     result.update({"seeds": seeds, "keys": args.keys, "rows": {name: arr.mean(0).tolist()
@@ -141,7 +144,7 @@ def main() -> None:
     lines.append(f"resamples whose candidate left the dense curve's {args.keys[0]} range: {result['outside']:.1%}")
     print("\n".join(lines))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.out, json.dumps(result, indent=2), overwrite=False)
 
 
 if __name__ == "__main__":

@@ -353,3 +353,17 @@ def test_tradeoff_rows_merge_results_by_seed_and_refuse_a_seed_twice(tmp_path):
     assert parse_row(f"Adam 1e-4={a},{b}") == ("Adam 1e-4", [a, b])
     with pytest.raises(ValueError, match="NAME=results.json"):
         parse_row("no files")
+
+
+def test_tradeoff_compare_refuses_an_existing_out_before_reading_rows(tmp_path, monkeypatch):
+    import sys
+
+    from experiments import tradeoff_compare
+
+    out = tmp_path / "done.json"
+    out.write_text("{}")
+    monkeypatch.setattr(sys, "argv", ["tradeoff_compare.py", "--concept", "Neon", "--candidate", "S=missing.json",
+                                      "--baseline", "A=missing.json", "--out", str(out)])
+    with pytest.raises(SystemExit) as e:
+        tradeoff_compare.main()
+    assert e.value.code == 2 and out.read_text() == "{}"
