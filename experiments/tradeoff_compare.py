@@ -70,12 +70,12 @@ def tradeoff_gap(candidate: np.ndarray, baselines: Sequence[np.ndarray], *, forg
     def gap(idx: np.ndarray) -> tuple[np.ndarray, bool]:
         c = cand[idx].mean(0)
         means = np.stack([b[idx].mean(0) for b in base])  # (rows, metrics)
-        out, inside = np.zeros(cand.shape[1]), True
+        xs = means[:, forget]
+        out = np.zeros(cand.shape[1])
         for k in range(cand.shape[1]):
             if k != forget:
-                y, inside = interpolate_at(c[forget], means[:, forget], means[:, k])
-                out[k] = c[k] - y
-        return out, inside
+                out[k] = c[k] - interpolate_at(c[forget], xs, means[:, k])[0]
+        return out, bool(xs.min() <= c[forget] <= xs.max())
 
     n = cand.shape[0]
     point, _ = gap(np.arange(n))
