@@ -1,6 +1,7 @@
 """LLM unlearning step speed, side by side in one run: GA vs NPO's forget term (retain term off, so both steps
 make the same passes; NPO's reference NLLs cached per forget row, as the loop does, and recomputed every step),
-fp32 vs bf16 autocast, SDPA vs eager attention. Prints seconds per step
+SPUL's step with its retain scores sharing one forward and the KL reference kept vs without, fp32 vs bf16
+autocast, SDPA vs eager attention. Prints seconds per step
 (median over the measured steps, the first step excluded: it fills the reference cache) and the ratios; asserts
 nothing.
 
@@ -19,8 +20,9 @@ import time
 
 
 def timed_erase(adapter, method: str, forget, retain, steps: int, batch: int, lr: float, options: dict | None = None,
-                **train) -> dict:
-    """Run ``steps`` steps of ``method`` on a copy of the model; per-step wall times from each step's start."""
+                attrs: dict | None = None, **train) -> dict:
+    """Run ``steps`` steps of ``method`` on a copy of the model (with ``attrs`` set on the copy of the adapter);
+    per-step wall times from each step's start."""
     from accelerate.state import AcceleratorState, PartialState
 
     from erasure import erase
@@ -30,6 +32,8 @@ def timed_erase(adapter, method: str, forget, retain, steps: int, batch: int, lr
     PartialState._reset_state()
     work = copy.copy(adapter)
     work.model = copy.deepcopy(adapter.model)
+    for name, value in (attrs or {}).items():
+        setattr(work, name, value)
     t0 = time.perf_counter()
     with step_starts() as starts:
         result = erase(work, method=method, forget=forget, retain=retain, steps=steps, lr=lr, batch_size=batch,
@@ -65,9 +69,14 @@ def main() -> None:
                   options={"retain_weight": 0.0})
     runs["ga"] = timed_erase(adapter, "ga", **{**common, "options": None})
     runs["npo"] = timed_erase(adapter, "npo", **common)
-    adapter.deterministic_scores = False  # the loop then recomputes the reference every step
-    runs["npo_no_reference_cache"] = timed_erase(adapter, "npo", **common)
-    del adapter.deterministic_scores
+    # the loop then recomputes the reference every step
+    runs["npo_no_reference_cache"] = timed_erase(adapter, "npo", attrs={"deterministic_scores": False}, **common)
+    # SPUL (a soft prompt; retain NLL and KL): one shared forward on retain and the reference's answer log-probs
+    # kept across steps, against a pass per score and the reference every step
+    spul = dict(common, options=None, lr=1e-2)
+    runs["spul"] = timed_erase(adapter, "spul", **spul)
+    runs["spul_unshared"] = timed_erase(adapter, "spul", attrs={"outputs": None, "deterministic_scores": False},
+                                        **spul)
     other = "eager" if attn != "eager" else "sdpa"
     adapter.model.config._attn_implementation = other
     runs[f"npo_{other}"] = timed_erase(adapter, "npo", **common)
@@ -81,6 +90,7 @@ def main() -> None:
         "ratios": {
             "npo_step / ga_step": round(med["npo"] / med["ga"], 3),
             "npo_step without / with reference cache": round(med["npo_no_reference_cache"] / med["npo"], 3),
+            "spul_step shared outputs and kept reference / neither": round(med["spul"] / med["spul_unshared"], 3),
             f"npo {other} / {attn} step": round(med[f"npo_{other}"] / med["npo"], 3),
         },
     }

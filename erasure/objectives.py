@@ -19,6 +19,9 @@ from erasure.adapter import Adapter
 from erasure.reference import Reference
 
 SPLITS = ("forget", "retain")
+# Bytes of reference outputs (an LLM's answer-position log-probs for KL) a run keeps across steps; past it the
+# reference runs again for the rows that did not fit.
+REFERENCE_OUTPUT_BYTES = 2 * 2**30
 
 
 class StepScores:
@@ -45,6 +48,9 @@ class StepScores:
         # deterministic (LLMs): the frozen reference is then evaluated once per example, not once per step.
         self.reference_cache = reference_cache if getattr(adapter, "deterministic_scores", False) else None
         self._cache: dict[tuple, Any] = {}
+        # An adapter with ``outputs`` lets every score of a split share one forward of the trained model (SPUL's
+        # retain NLL and KL read the same log-probs); without it each score runs its own.
+        self._shared = callable(getattr(adapter, "outputs", None))
 
     def derive(self, split: str, name: str, transform: Callable[[Sequence[Any]], Sequence[Any]]) -> str:
         """Add split ``"{split}/{name}"`` made by ``transform`` of ``split``'s raw rows (e.g. forget questions
@@ -77,9 +83,16 @@ class StepScores:
         ``smoothing`` != 0 asks for the label-smoothed NLL ``(1 - a) * nll + a * uniform_nll`` (categorical
         outputs only; the adapter raises otherwise).
         """
-        kwargs = {"smoothing": smoothing} if smoothing else {}
+        kwargs: dict[str, Any] = {"smoothing": smoothing} if smoothing else {}
+        if self._shared:
+            kwargs["outputs"] = self.outputs(split)
         return self._cached(("nll", split, smoothing), lambda: self.adapter.per_example_nll(
             self.batch(split), self.generator(split), **kwargs))
+
+    def outputs(self, split: str) -> Any:
+        """The trained model's outputs on ``split``'s batch (an adapter with ``outputs``), with gradients, computed
+        once per step and read by every score of the split."""
+        return self._cached(("out", split), lambda: self.adapter.outputs(self.batch(split), self.generator(split)))
 
     def reference_nll(self, split: str) -> torch.Tensor:
         """(B,) NLL under the frozen reference (no gradients)."""
@@ -88,22 +101,45 @@ class StepScores:
             with torch.no_grad(), self.require_reference().active():
                 return self.adapter.per_example_nll(self.batch(split), self.generator(split))[0]
 
-        def run():
-            ids = self.row_ids.get(split.split("/")[0])
-            if self.reference_cache is None or ids is None:
-                return compute()
-            keys = [(split, i) for i in ids]
-            if not all(k in self.reference_cache for k in keys):
-                for k, v in zip(keys, compute()):
-                    self.reference_cache[k] = v.detach()
-            return torch.stack([self.reference_cache[k] for k in keys])
+        return self._cached(("ref_nll", split), lambda: torch.stack(self._per_row("nll", split, compute)))
 
-        return self._cached(("ref_nll", split), run)
+    def _per_row(self, kind: str, split: str, compute: Callable[[], Sequence[torch.Tensor]],
+                 budget: int | None = None) -> list[torch.Tensor]:
+        """``compute()``'s per-row reference values, kept across steps in the loop's reference cache under (kind,
+        split, row id) when the adapter's scores are deterministic; ``budget`` caps the bytes a kind may keep
+        (rows past it are recomputed each step)."""
+        ids = self.row_ids.get(split.split("/")[0])
+        if self.reference_cache is None or ids is None:
+            return list(compute())
+        keys = [(kind, split, i) for i in ids]
+        if all(k in self.reference_cache for k in keys):
+            return [self.reference_cache[k] for k in keys]
+        values = [v.detach() for v in compute()]
+        used = self.reference_cache.get(("bytes", kind), 0)
+        for k, v in zip(keys, values):
+            size = v.numel() * v.element_size()
+            if k not in self.reference_cache and (budget is None or used + size <= budget):
+                self.reference_cache[k] = v
+                used += size
+        self.reference_cache[("bytes", kind)] = used
+        return values
 
     def divergence(self, split: str) -> torch.Tensor:
-        """(B,) divergence of the trained model's outputs from the reference's (KL for LLMs, MSE for diffusion)."""
-        return self._cached(("div", split), lambda: self.adapter.output_divergence(
-            self.batch(split), self.require_reference(), self.generator(split)))
+        """(B,) divergence of the trained model's outputs from the reference's (KL for LLMs, MSE for diffusion).
+
+        With an adapter that offers ``outputs`` the trained model's pass is the one the split's other scores share,
+        and the reference's (``reference_outputs``: per row, only what the divergence reads) is kept across steps
+        within ``REFERENCE_OUTPUT_BYTES``."""
+        if not self._shared:
+            return self._cached(("div", split), lambda: self.adapter.output_divergence(
+                self.batch(split), self.require_reference(), self.generator(split)))
+
+        def compute():
+            with torch.no_grad(), self.require_reference().active():
+                return self.adapter.reference_outputs(self.batch(split), self.generator(split))
+
+        return self._cached(("div", split), lambda: self.adapter.divergence_of(
+            self._per_row("outputs", split, compute, REFERENCE_OUTPUT_BYTES), self.outputs(split)))
 
     def require_reference(self) -> Reference:
         if self.reference is None:

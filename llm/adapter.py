@@ -299,9 +299,16 @@ class CausalLMAdapter:
         logits = self._logits(batch.input_ids, batch.attention_mask, batch.prefix, prompt)  # (B, T, V)
         return F.log_softmax(logits[:, :-1].float(), dim=-1), batch.answer_mask[:, 1:]
 
-    def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None, smoothing: float = 0.0):
-        """(summed answer-token NLL (B,), answer length (B,)); label-smoothed when ``smoothing`` != 0."""
-        logp, mask = self._logprobs(batch)  # (B, T-1, V), (B, T-1)
+    def outputs(self, batch: LMBatch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward of the model: next-token log-probs (B, T-1, V) and the answer mask (B, T-1), which
+        ``per_example_nll`` and ``divergence_of`` read (``StepScores`` runs it once per split and step)."""
+        return self._logprobs(batch)
+
+    def per_example_nll(self, batch: LMBatch, generator: torch.Generator | None = None, smoothing: float = 0.0,
+                        outputs: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """(summed answer-token NLL (B,), answer length (B,)); label-smoothed when ``smoothing`` != 0. ``outputs``:
+        this batch's ``outputs`` when already computed."""
+        logp, mask = outputs if outputs is not None else self._logprobs(batch)  # (B, T-1, V), (B, T-1)
         mask = mask.to(logp.dtype)
         tok = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
         nll = -(tok * mask).sum(-1)  # (B,)
@@ -359,6 +366,25 @@ class CausalLMAdapter:
             ref_logp, _ = self._logprobs(batch)
         logp, mask = self._logprobs(batch)
         return losses.kl_divergence(ref_logp, logp, mask)
+
+    def reference_outputs(self, batch: LMBatch, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Per row, the log-probs (answer tokens, V) at its answer positions: all of the reference's outputs that
+        the KL reads, small enough to keep across steps (run under the reference, without gradients)."""
+        logp, mask = self._logprobs(batch)
+        return [lp[m.bool()] for lp, m in zip(logp, mask)]
+
+    def divergence_of(self, reference: Sequence[torch.Tensor], outputs: tuple[torch.Tensor, torch.Tensor]):
+        """(B,) KL(reference || model) averaged over each row's answer positions (``output_divergence``'s value)
+        from per-row ``reference_outputs`` and the model's ``outputs``."""
+        logp, mask = outputs
+        where = mask.bool()
+        ref = torch.cat(list(reference)).to(logp.dtype)  # (answer tokens of the batch, V), row by row
+        if ref.shape[0] != int(where.sum()):
+            raise ValueError(f"reference outputs hold {ref.shape[0]} answer positions, the batch {int(where.sum())}")
+        per_token = losses.kl_divergence(ref[:, None], logp[where][:, None])  # (answer tokens,)
+        rows = torch.arange(mask.shape[0], device=logp.device)[:, None].expand_as(mask)[where]
+        total = torch.zeros(mask.shape[0], dtype=per_token.dtype, device=logp.device).index_add(0, rows, per_token)
+        return total / where.sum(-1).clamp_min(1)
 
     # ------------------------------------------------------------------ ECO (erasure/guard.py)
     @torch.no_grad()

@@ -107,6 +107,55 @@ def test_reference_nll_is_computed_once_per_forget_example():
     assert calls["ref"] == 1
 
 
+def test_retain_nll_and_kl_share_one_forward_and_the_reference_runs_once_per_row():
+    """SPUL's retain terms (NLL and KL) read one forward of the trained model per step, and the reference's
+    answer-position log-probs are kept across steps: 4 steps over 2 retain rows -> 4 passes with gradients, 1
+    reference pass."""
+    from erasure.config import TrainConfig
+    from erasure.loop import Unlearner
+    from erasure.objectives import KL, NLL, Objective
+    from erasure.selectors import Selector
+    from llm.adapter import CausalLMAdapter
+
+    adapter = CausalLMAdapter(*make_trained_tiny_lm())
+    calls = {"grad": 0, "ref": 0}
+    original = adapter._logprobs
+
+    def counting(batch):
+        calls["grad" if torch.is_grad_enabled() else "ref"] += 1
+        return original(batch)
+
+    adapter._logprobs = counting
+    cfg = TrainConfig(steps=4, lr=1e-3, batch_size=2, show_progress=False)
+    Unlearner(adapter, Objective([(1.0, NLL()), (1.0, KL())]), Selector.preset("all"), cfg, forget=QA[:2],
+              retain=QA[2:4]).run()
+    assert calls == {"grad": 4, "ref": 1}
+
+
+def test_kl_from_kept_reference_outputs_equals_the_direct_kl():
+    """``divergence_of`` on per-row answer log-probs (rows of different lengths, padded differently) gives
+    ``output_divergence``'s KL, and its gradient."""
+    from erasure.objectives import StepScores
+    from erasure.reference import PeftReference
+    from llm.adapter import CausalLMAdapter
+
+    adapter = CausalLMAdapter(*make_trained_tiny_lm())
+    adapter.model.eval()
+    adapter.add_prompt(2, seed=1)
+    ref = PeftReference(adapter.modules())
+    rows = [QA[0], {**QA[1], "answer": QA[1]["answer"] + " and more words here"}, QA[2]]
+    batch = adapter.collate(rows)
+    direct = adapter.output_divergence(batch, ref)
+    (g_direct,) = torch.autograd.grad(direct.sum(), adapter.prompt.embeddings)
+    scores = StepScores(adapter, ref, {"retain": batch}, seed=0, row_ids={"retain": [0, 1, 2]}, reference_cache={})
+    kept = scores.divergence("retain")
+    (g_kept,) = torch.autograd.grad(kept.sum(), adapter.prompt.embeddings)
+    assert direct.min() > 0
+    torch.testing.assert_close(kept, direct)
+    torch.testing.assert_close(g_kept, g_direct)
+    assert len([k for k in scores.reference_cache if k[0] == "outputs"]) == 3
+
+
 def test_lora_on_an_llm_trains_adapters_then_merges():
     model, tok = make_trained_tiny_lm()
     before = {n: p.clone() for n, p in model.named_parameters()}
