@@ -132,9 +132,11 @@ def test_retain_nll_and_kl_share_one_forward_and_the_reference_runs_once_per_row
     assert calls == {"grad": 4, "ref": 1}
 
 
-def test_kl_from_kept_reference_outputs_equals_the_direct_kl():
+@pytest.mark.parametrize("budget, rows_kept", [(2**30, 3), (1, 0)])
+def test_kl_from_kept_reference_outputs_equals_the_direct_kl(monkeypatch, budget, rows_kept):
     """``divergence_of`` on per-row answer log-probs (rows of different lengths, padded differently) gives
-    ``output_divergence``'s KL, and its gradient."""
+    ``output_divergence``'s KL, and its gradient; rows past the byte budget are not kept."""
+    from erasure import objectives
     from erasure.objectives import StepScores
     from erasure.reference import PeftReference
     from llm.adapter import CausalLMAdapter
@@ -147,13 +149,14 @@ def test_kl_from_kept_reference_outputs_equals_the_direct_kl():
     batch = adapter.collate(rows)
     direct = adapter.output_divergence(batch, ref)
     (g_direct,) = torch.autograd.grad(direct.sum(), adapter.prompt.embeddings)
+    monkeypatch.setattr(objectives, "REFERENCE_OUTPUT_BYTES", budget)
     scores = StepScores(adapter, ref, {"retain": batch}, seed=0, row_ids={"retain": [0, 1, 2]}, reference_cache={})
     kept = scores.divergence("retain")
     (g_kept,) = torch.autograd.grad(kept.sum(), adapter.prompt.embeddings)
     assert direct.min() > 0
     torch.testing.assert_close(kept, direct)
     torch.testing.assert_close(g_kept, g_direct)
-    assert len([k for k in scores.reference_cache if k[0] == "outputs"]) == 3
+    assert len([k for k in scores.reference_cache if k[0] == "outputs"]) == rows_kept
 
 
 def test_lora_on_an_llm_trains_adapters_then_merges():
