@@ -83,11 +83,13 @@ class StepScores:
         ``smoothing`` != 0 asks for the label-smoothed NLL ``(1 - a) * nll + a * uniform_nll`` (categorical
         outputs only; the adapter raises otherwise).
         """
-        kwargs: dict[str, Any] = {"smoothing": smoothing} if smoothing else {}
-        if self._shared:
-            kwargs["outputs"] = self.outputs(split)
-        return self._cached(("nll", split, smoothing), lambda: self.adapter.per_example_nll(
-            self.batch(split), self.generator(split), **kwargs))
+        def compute():
+            kwargs: dict[str, Any] = {"smoothing": smoothing} if smoothing else {}
+            if self._shared:
+                kwargs["outputs"] = self.outputs(split)
+            return self.adapter.per_example_nll(self.batch(split), self.generator(split), **kwargs)
+
+        return self._cached(("nll", split, smoothing), compute)
 
     def outputs(self, split: str) -> Any:
         """The trained model's outputs on ``split``'s batch (an adapter with ``outputs``), with gradients, computed

@@ -362,10 +362,10 @@ class CausalLMAdapter:
         return caught[0], batch.attention_mask
 
     def output_divergence(self, batch: LMBatch, reference: Reference, generator: torch.Generator | None = None):
+        """(B,) KL(reference || model) averaged over each row's answer positions."""
         with torch.no_grad(), reference.active():
-            ref_logp, _ = self._logprobs(batch)
-        logp, mask = self._logprobs(batch)
-        return losses.kl_divergence(ref_logp, logp, mask)
+            ref = self.reference_outputs(batch)
+        return self.divergence_of(ref, self.outputs(batch))
 
     def reference_outputs(self, batch: LMBatch, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per row, the log-probs (answer tokens, V) at its answer positions: all of the reference's outputs that
@@ -374,11 +374,11 @@ class CausalLMAdapter:
         return [lp[m.bool()] for lp, m in zip(logp, mask)]
 
     def divergence_of(self, reference: Sequence[torch.Tensor], outputs: tuple[torch.Tensor, torch.Tensor]):
-        """(B,) KL(reference || model) averaged over each row's answer positions (``output_divergence``'s value)
-        from per-row ``reference_outputs`` and the model's ``outputs``."""
+        """(B,) KL(reference || model) averaged over each row's answer positions, from per-row
+        ``reference_outputs`` and the model's ``outputs``."""
         logp, mask = outputs
         where = mask.bool()
-        ref = torch.cat(list(reference)).to(logp.dtype)  # (answer tokens of the batch, V), row by row
+        ref = torch.cat(tuple(reference)).to(logp.dtype)  # (answer tokens of the batch, V), row by row
         if ref.shape[0] != int(where.sum()):
             raise ValueError(f"reference outputs hold {ref.shape[0]} answer positions, the batch {int(where.sum())}")
         per_token = losses.kl_divergence(ref[:, None], logp[where][:, None])  # (answer tokens,)

@@ -134,9 +134,10 @@ def test_retain_nll_and_kl_share_one_forward_and_the_reference_runs_once_per_row
 
 @pytest.mark.parametrize("budget, rows_kept", [(2**30, 3), (1, 0)])
 def test_kl_from_kept_reference_outputs_equals_the_direct_kl(monkeypatch, budget, rows_kept):
-    """``divergence_of`` on per-row answer log-probs (rows of different lengths, padded differently) gives
-    ``output_divergence``'s KL, and its gradient; rows past the byte budget are not kept."""
-    from erasure import objectives
+    """``divergence_of`` on per-row answer log-probs (rows of different lengths, padded differently) gives the KL
+    of the whole padded log-prob tensors over the answer mask, and its gradient; rows past the byte budget are not
+    kept."""
+    from erasure import losses, objectives
     from erasure.objectives import StepScores
     from erasure.reference import PeftReference
     from llm.adapter import CausalLMAdapter
@@ -147,7 +148,10 @@ def test_kl_from_kept_reference_outputs_equals_the_direct_kl(monkeypatch, budget
     ref = PeftReference(adapter.modules())
     rows = [QA[0], {**QA[1], "answer": QA[1]["answer"] + " and more words here"}, QA[2]]
     batch = adapter.collate(rows)
-    direct = adapter.output_divergence(batch, ref)
+    with torch.no_grad(), ref.active():
+        ref_logp, _ = adapter._logprobs(batch)
+    logp, mask = adapter._logprobs(batch)
+    direct = losses.kl_divergence(ref_logp, logp, mask)  # (B,): every position computed, the answers counted
     (g_direct,) = torch.autograd.grad(direct.sum(), adapter.prompt.embeddings)
     monkeypatch.setattr(objectives, "REFERENCE_OUTPUT_BYTES", budget)
     scores = StepScores(adapter, ref, {"retain": batch}, seed=0, row_ids={"retain": [0, 1, 2]}, reference_cache={})
