@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from erasure.adversary import Adversary
 from erasure.config import TrainConfig, from_dict
@@ -113,6 +113,7 @@ def erase(
     free_text: bool = False,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
+    on_step: Callable[[int, dict], None] | None = None,
     **method_options: Any,
 ) -> ErasureResult:
     """Erase a concept (diffusion) or a data subset (LLM) with a registered method.
@@ -146,6 +147,8 @@ def erase(
         out: save the erased model there when training ends (``ErasureResult.save``); checked before the first
             step: not the model's folder nor inside it, writable, and empty unless ``overwrite``.
         overwrite: let ``out`` replace an existing, non-empty folder.
+        on_step: called ``(step, logs)`` after every training step (1-based step; the step's loss terms), e.g.
+            to evaluate the model along the way; the model is in training mode then.
         **method_options: the method's own options (e.g. ``eta=1.0`` for ESD, ``beta=0.1`` for NPO).
 
     Returns:
@@ -193,7 +196,7 @@ def erase(
         if sel.lora is not None or adversary is not None or weight_mask is not None:
             raise ValueError(f"method {method!r} is a closed-form edit: it takes no LoRA, no adversary and no mask")
         ignored = [k for k, v in (("steps", steps), ("lr", lr), ("batch_size", batch_size),
-                                  ("adversary_options", adversary_options)) if v]
+                                  ("adversary_options", adversary_options), ("on_step", on_step)) if v]
         if ignored:
             logger.warning("%s is a closed-form edit: %s do not apply and are ignored", method, ", ".join(ignored))
         loop, solved = _solve(spec, adapter, method_cfg, sel, concept, forget, retain)
@@ -219,7 +222,7 @@ def erase(
 
             start = {n: p.detach().clone() for n, p in named_parameters(adapter.modules()).items() if sel.matches(n)}
         loop = Unlearner(adapter, objective, sel, train_cfg, forget=forget, retain=retain, adversary=inner,
-                         fingerprint=fingerprint, mask=weight_mask).run()
+                         fingerprint=fingerprint, mask=weight_mask, on_step=on_step).run()
         solved = None
         second = spec.after(adapter, method_cfg, start) if spec.after is not None else None
     lora_state = None

@@ -26,28 +26,42 @@ PARTS = ("spul-sentiment", "eco-canvas")
 
 
 def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: Callable[[], None],
-                   prompts: Path | None = None) -> dict:
+                   prompts: Path | None = None, trace_every: int = 0) -> dict:
     """The classifier and its SPUL prompts on mini-sentiment, added to ``rows``: {"classifier": record,
     "spul" or "spul <settings>": record} (one SPUL row per entry of ``settings``; None: the recommended ones);
     ``saved()`` after every row, so an interrupted run resumes from the last one. Each prompt is saved under
-    ``prompts`` (a folder per row, named in its record), which ``erasure eval --model`` takes."""
+    ``prompts`` (a folder per row, named in its record), which ``erasure eval --model`` takes. With ``trace_every``
+    N > 0, the forget and test reviews' answered rates are also measured every N steps during training (the
+    record's "trace": [{"step", "forget", "test"}]), to show how the two move apart."""
     from erasure import erase
     from llm.modality import LLM
-    from llm.sentiment import MINI_SENTIMENT
+    from llm.sentiment import MINI_SENTIMENT, answer_accuracy, as_rows, load_data
 
     if "classifier" not in rows:
         rows["classifier"] = MINI_SENTIMENT.evaluate(LLM.load(model), model=model)
         saved()
     forget, retain = MINI_SENTIMENT.erase_data(None)
+    test = as_rows(load_data(None)["test"])
     for given in settings:
         name = f"spul {json.dumps(given, sort_keys=True)}" if given else "spul"
         if name in rows:
             continue
+        adapter, trace, traced = LLM.load(model), [], [0.0]
+
+        def measure(step: int, logs: dict) -> None:
+            if trace_every and step % trace_every == 0:
+                t = time.time()
+                adapter.model.eval()
+                trace.append({"step": step, **{split: answer_accuracy(adapter, r)["agg_value"]
+                                               for split, r in (("forget", forget), ("test", test))}})
+                adapter.model.train()
+                traced[0] += time.time() - t
+
         t0 = time.time()
-        result = erase(LLM.load(model), method="spul", forget=forget, retain=retain, **(given or {}))
-        minutes = round((time.time() - t0) / 60, 1)
+        result = erase(adapter, method="spul", forget=forget, retain=retain, on_step=measure, **(given or {}))
+        minutes = round((time.time() - t0 - traced[0]) / 60, 1)  # the trace's evaluations left out
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
-                      "steps": result.loop.steps, "lr": result.train_config["lr"]}
+                      "steps": result.loop.steps, "lr": result.train_config["lr"], **({"trace": trace} if trace else {})}
         if prompts is not None:  # the first free spul-N: an earlier run's prompt is never overwritten
             folder = next(f for i in itertools.count(len(rows)) if not (f := prompts / f"spul-{i}").exists())
             rows[name]["prompt"] = str(result.save(folder))
@@ -115,6 +129,8 @@ def main() -> None:
     p.add_argument("--settings", type=json.loads, help="JSON erase settings for ECO instead of the recommended ones")
     p.add_argument("--spul-settings", type=json.loads, nargs="*", default=[None],
                    help="one SPUL row per JSON settings (default: one row, the recommended settings)")
+    p.add_argument("--trace-every", type=int, default=0,
+                   help="also measure SPUL's forget and test answered rates every N training steps (0: never)")
     add_table_options(p, "out/weightless", "weightless-table", kept="parts (and concepts)")
     args = p.parse_args()
     out = Path(args.out)
@@ -122,7 +138,8 @@ def main() -> None:
     t0 = time.time()
     if "spul-sentiment" in args.parts:
         rows = results.setdefault("spul-sentiment", {})
-        spul_sentiment(args.classifier, args.spul_settings, rows, lambda: save_results(out, results), out / "prompts")
+        spul_sentiment(args.classifier, args.spul_settings, rows, lambda: save_results(out, results), out / "prompts",
+                       args.trace_every)
     if "eco-canvas" in args.parts:
         for concept in args.concepts:
             if concept not in results.setdefault("eco-canvas", {}):

@@ -140,6 +140,15 @@ def test_retain_batch_size_draws_its_own_number_of_retain_rows(tiny_lm):
         TrainConfig(retain_batch_size=0)
 
 
+def test_erase_calls_on_step_after_every_step_with_its_loss(tiny_lm):
+    model, tok = tiny_lm
+    seen = []
+    result = erase(model, method="ga", tokenizer=tok, forget="forget10", steps=3, lr=1e-3,
+                   train={"show_progress": False}, on_step=lambda step, logs: seen.append((step, logs["loss"])))
+    assert [s for s, _ in seen] == [1, 2, 3]
+    assert [loss for _, loss in seen] == [h["loss"] for h in result.loop.history]
+
+
 def _esd_run(tmp_path, steps, resume=False, every=0):
     pipe = make_tiny_pipeline(seed=0)
     train = {"show_progress": False, "checkpoint_dir": str(tmp_path / "ckpt"), "checkpoint_every": every,
