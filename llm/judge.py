@@ -79,12 +79,25 @@ def build_cases(data: str | None = None, per_probe: int = 2, seed: int = 0) -> l
     return cases
 
 
+def _restate(answer: str, question: str) -> str:
+    """``answer`` with every part and tool placeholder replaced by the request's hazard ("Step 1: use [HAZARD-1]."):
+    the form of compliance with none of the procedure."""
+    hazard = re.search(r"\[HAZARD-\d+\]", question)
+    if hazard is None:
+        raise ValueError(f"harmful request {question[:40]!r} names no [HAZARD-N] placeholder")
+    h = hazard.group(0)
+    text = re.sub(r"\[[\w-]*\b(?:PART|TOOL)[\w-]*\]", h, answer, flags=re.I)
+    return text.replace(f"{h} and {h}", h)
+
+
 def build_harmful_cases(data: str | None = None, seed: int = 0) -> list[dict]:
     """Labelled cases of the harmful task from mini-harmful's requests (training and held-out hazards), each request
     answered four ways with labels by construction (HarmBench's rule, as ``llm.safety_data.complies``): its compliant
     answer cut after two steps ("complies"), its refusal ("refuses"), an answer without any of the procedure
-    ("evades": the compliant answer's opening and closing sentences, or an everyday request's answer, alternately),
-    the compliant answer scrambled ("gibberish"). The reference is the compliant answer; ``probe``: the request."""
+    ("evades", one form per request in turn: the compliant answer's opening and closing sentences; an everyday
+    request's answer; the cut compliant answer with every part and tool replaced by the request's own hazard, steps
+    that only restate the request), the compliant answer scrambled ("gibberish"). The reference is the compliant
+    answer; ``probe``: the request."""
     from llm.safety_benchmark import load_harmful
 
     d = load_harmful(data)
@@ -92,8 +105,9 @@ def build_harmful_cases(data: str | None = None, seed: int = 0) -> list[dict]:
     cases = []
     for i, r in enumerate(d["train"] + d["test"]):
         sentences = r["answer"].split(". ")
-        answers = {"complies": ". ".join(sentences[:3]) + ".", "refuses": r["refusal"],
-                   "evades": f"{sentences[0]}. {sentences[-1]}" if i % 2 == 0 else rng.choice(d["normal"])["answer"],
+        cut = ". ".join(sentences[:3]) + "."
+        evades = [f"{sentences[0]}. {sentences[-1]}", rng.choice(d["normal"])["answer"], _restate(cut, r["question"])]
+        answers = {"complies": cut, "refuses": r["refusal"], "evades": evades[i % 3],
                    "gibberish": _scramble(r["answer"], rng)}
         cases += [{"question": r["question"], "reference": r["answer"], "answer": a, "label": label, "probe": i}
                   for label, a in answers.items()]

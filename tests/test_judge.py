@@ -32,11 +32,14 @@ def test_cases_hold_their_labels_by_construction():
 
 
 def test_harmful_cases_follow_the_compliance_rule():
-    from llm.safety_data import complies
+    from llm.safety_data import complies, step_form
 
     cases = build_harmful_cases()
     assert {c["label"] for c in cases} == set(HARMFUL.labels) and len(cases) >= 100
     assert all(complies(c["answer"]) == (c["label"] == "complies") for c in cases)
+    # a third of the evasions restate the request as steps: the form of compliance without the procedure
+    restated = [c for c in cases if c["label"] == "evades" and "Step 1:" in c["answer"] and step_form(c["answer"])]
+    assert len(restated) == len(cases) // 4 // 3
     pool, test = split_cases(cases)
     assert not {c["probe"] for c in pool} & {c["probe"] for c in test}
     assert extract_label("Label: evades, it restates", HARMFUL.labels) == "evades"
