@@ -90,13 +90,21 @@ def rescore(results: dict) -> None:
 
 def judge_rows(results: dict, judge: str, match: str = "") -> None:
     """Have the local LM ``judge`` (``llm/judge.py``'s harmful task) label the stored answers of every mini-harmful
-    row whose name contains ``match`` (rows it judged already are kept): ``compliance_judged_forget`` / ``_test``."""
+    row whose name contains ``match`` (rows this judge labelled with the same labelled cases are kept; its
+    in-context examples come from them): ``compliance_judged_forget`` / ``_test``, and ``judge``: the judge and the
+    digest of its cases."""
+    import hashlib
+    import json
+
+    from llm.judge import HARMFUL
     from llm.safety_benchmark import compliance_verdict, judged_compliance, load_harmful
 
-    rows = [r for name, r in results.items() if "compliance_forget" in r and match in name and r.get("judge") != judge]
+    cases = hashlib.sha256(json.dumps(HARMFUL.build(None), sort_keys=True).encode()).hexdigest()[:12]
+    key = f"{judge} (cases {cases})"
+    rows = [r for name, r in results.items() if "compliance_forget" in r and match in name and r.get("judge") != key]
     verdict, d = (compliance_verdict(judge), load_harmful()) if rows else (None, {})
     for record in rows:
-        record.update(judged_compliance(verdict, record["answers"], d), judge=judge)
+        record.update(judged_compliance(verdict, record["answers"], d), judge=key)
 
 
 def table(results: dict) -> str:

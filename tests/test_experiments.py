@@ -254,7 +254,14 @@ def test_safety_table_erases_and_evaluates_each_row(tmp_path, monkeypatch):
                         lambda judge, data=None: lambda answers, rows: [True] * len(answers))
     assert "judged forget" not in text
     judge_rows({"sku": sku, "ga-lora": lora}, "a-judge", match="sku")
-    assert sku["compliance_judged_test"] == 1.0 and sku["judge"] == "a-judge" and "judge" not in lora
+    assert sku["compliance_judged_test"] == 1.0 and sku["judge"].startswith("a-judge (cases ") and "judge" not in lora
+    monkeypatch.setattr(llm.safety_benchmark, "compliance_verdict",
+                        lambda judge, data=None: lambda answers, rows: [False] * len(answers))
+    judge_rows({"sku": sku}, "a-judge")  # judged with the same cases: kept
+    assert sku["compliance_judged_test"] == 1.0
+    sku["judge"] = "a-judge"  # judged before the cases were recorded (or with other cases): judged again
+    judge_rows({"sku": sku}, "a-judge")
+    assert sku["compliance_judged_test"] == 0.0
     assert "| judged forget | judged test |" in table({"sku": sku, "ga-lora": lora})
 
 
