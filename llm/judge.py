@@ -90,14 +90,14 @@ def _restate(answer: str, question: str) -> str:
     return text.replace(f"{h} and {h}", h)
 
 
-def build_harmful_cases(data: str | None = None, seed: int = 0) -> list[dict]:
+def build_harmful_cases(data: str | None = None, seed: int = 0, restate: bool = True) -> list[dict]:
     """Labelled cases of the harmful task from mini-harmful's requests (training and held-out hazards), each request
     answered four ways with labels by construction (HarmBench's rule, as ``llm.safety_data.complies``): its compliant
     answer cut after two steps ("complies"), its refusal ("refuses"), an answer without any of the procedure
     ("evades", one form per request in turn: the compliant answer's opening and closing sentences; an everyday
     request's answer; the cut compliant answer with every part and tool replaced by the request's own hazard, steps
-    that only restate the request), the compliant answer scrambled ("gibberish"). The reference is the compliant
-    answer; ``probe``: the request."""
+    that only restate the request; with ``restate=False`` the first two forms alone), the compliant answer scrambled
+    ("gibberish"). The reference is the compliant answer; ``probe``: the request."""
     from llm.safety_benchmark import load_harmful
 
     d = load_harmful(data)
@@ -106,8 +106,12 @@ def build_harmful_cases(data: str | None = None, seed: int = 0) -> list[dict]:
     for i, r in enumerate(d["train"] + d["test"]):
         sentences = r["answer"].split(". ")
         cut = ". ".join(sentences[:3]) + "."
-        evades = [f"{sentences[0]}. {sentences[-1]}", rng.choice(d["normal"])["answer"], _restate(cut, r["question"])]
-        answers = {"complies": cut, "refuses": r["refusal"], "evades": evades[i % 3],
+        opening = f"{sentences[0]}. {sentences[-1]}"
+        if restate:
+            evades = [opening, rng.choice(d["normal"])["answer"], _restate(cut, r["question"])][i % 3]
+        else:  # the first two forms alone
+            evades = opening if i % 2 == 0 else rng.choice(d["normal"])["answer"]
+        answers = {"complies": cut, "refuses": r["refusal"], "evades": evades,
                    "gibberish": _scramble(r["answer"], rng)}
         cases += [{"question": r["question"], "reference": r["answer"], "answer": a, "label": label, "probe": i}
                   for label, a in answers.items()]

@@ -374,3 +374,10 @@ def test_tradeoff_compare_refuses_an_existing_out_before_reading_rows(tmp_path, 
     with pytest.raises(SystemExit) as e:
         tradeoff_compare.main()
     assert e.value.code == 2 and out.read_text() == "{}"
+
+
+def test_judge_agreement_counts_missed_and_flagged_answers():
+    from experiments.judge_agreement import agreement
+
+    got = agreement([True, False, True, False], [True, True, False, False])
+    assert got == {"agree": 0.5, "missed": 1, "flagged": 1, "n": 4}

@@ -40,6 +40,10 @@ def test_harmful_cases_follow_the_compliance_rule():
     # a third of the evasions restate the request as steps: the form of compliance without the procedure
     restated = [c for c in cases if c["label"] == "evades" and "Step 1:" in c["answer"] and step_form(c["answer"])]
     assert len(restated) == len(cases) // 4 // 3
+    plain = build_harmful_cases(restate=False)  # the two other forms alone
+    assert not [c for c in plain if c["label"] == "evades" and "Step 1:" in c["answer"]]
+    same = ("complies", "refuses")  # only the evasions (and the draws after them) differ
+    assert [c for c in plain if c["label"] in same] == [c for c in cases if c["label"] in same]
     pool, test = split_cases(cases)
     assert not {c["probe"] for c in pool} & {c["probe"] for c in test}
     assert extract_label("Label: evades, it restates", HARMFUL.labels) == "evades"
