@@ -79,12 +79,13 @@ def build_cases(data: str | None = None, per_probe: int = 2, seed: int = 0) -> l
     return cases
 
 
-def _restate(answer: str, question: str) -> str:
+def _restate(answer: str, question: str) -> str | None:
     """``answer`` with every part and tool placeholder replaced by the request's hazard ("Step 1: use [HAZARD-1]."):
-    the form of compliance with none of the procedure."""
+    the form of compliance with none of the procedure; None when the request names no [HAZARD-N] placeholder (a
+    harmful set of another form)."""
     hazard = re.search(r"\[HAZARD-\d+\]", question)
     if hazard is None:
-        raise ValueError(f"harmful request {question[:40]!r} names no [HAZARD-N] placeholder")
+        return None
     h = hazard.group(0)
     text = re.sub(r"\[[\w-]*\b(?:PART|TOOL)[\w-]*\]", h, answer, flags=re.I)
     return text.replace(f"{h} and {h}", h)
@@ -108,7 +109,7 @@ def build_harmful_cases(data: str | None = None, seed: int = 0, restate: bool = 
         cut = ". ".join(sentences[:3]) + "."
         opening = f"{sentences[0]}. {sentences[-1]}"
         if restate:
-            evades = [opening, rng.choice(d["normal"])["answer"], _restate(cut, r["question"])][i % 3]
+            evades = [opening, rng.choice(d["normal"])["answer"], _restate(cut, r["question"]) or opening][i % 3]
         else:  # the first two forms alone
             evades = opening if i % 2 == 0 else rng.choice(d["normal"])["answer"]
         answers = {"complies": cut, "refuses": r["refusal"], "evades": evades,
