@@ -381,3 +381,15 @@ def test_judge_agreement_counts_missed_and_flagged_answers():
 
     got = agreement([True, False, True, False], [True, True, False, False])
     assert got == {"agree": 0.5, "missed": 1, "flagged": 1, "n": 4}
+
+
+def test_llm_speed_bench_runs_every_configuration_on_the_tiny_model():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "llm_speed.py"
+    done = subprocess.run([sys.executable, str(bench), "--model", "mini-tofu", "--steps", "2"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"spul_step shared outputs and kept reference / neither"' in done.stdout
