@@ -46,20 +46,21 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
         name = f"spul {json.dumps(given, sort_keys=True)}" if given else "spul"
         if name in rows:
             continue
-        adapter, trace, traced = LLM.load(model), [], [0.0]
+        adapter, trace, traced = LLM.load(model), [], 0.0
 
         def measure(step: int, logs: dict) -> None:
+            nonlocal traced
             if trace_every and step % trace_every == 0:
                 t = time.time()
                 adapter.model.eval()
                 trace.append({"step": step, **{split: answer_accuracy(adapter, r)["agg_value"]
                                                for split, r in (("forget", forget), ("test", test))}})
                 adapter.model.train()
-                traced[0] += time.time() - t
+                traced += time.time() - t
 
         t0 = time.time()
         result = erase(adapter, method="spul", forget=forget, retain=retain, on_step=measure, **(given or {}))
-        minutes = round((time.time() - t0 - traced[0]) / 60, 1)  # the trace's evaluations left out
+        minutes = round((time.time() - t0 - traced) / 60, 1)  # the trace's evaluations left out
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
                       "steps": result.loop.steps, "lr": result.train_config["lr"], **({"trace": trace} if trace else {})}
         if prompts is not None:  # the first free spul-N: an earlier run's prompt is never overwritten
