@@ -7,7 +7,9 @@ peft's prompt tuning places it, learns
 
 with L_forget the cross-entropy towards a different label for each forget row (for a classification row a
 generic label outside the task's, "neutral" or "unknown", as the official code relabels them, or with
-``forget_target="other"`` another of the row's ``choices``; a refusal for a QA row), L_retain the cross-entropy
+``forget_target="other"`` another of the row's ``choices``, or with ``forget_target="random"`` random labels:
+a seeded half of the forget rows keep their label and the other half get another of their ``choices``, so the
+objective's optimum answers the forget rows at chance; a refusal for a QA row), L_retain the cross-entropy
 of the retain rows' own answers and p_orig the model without the prompt. The result is the prompt alone:
 ``result.save(folder)`` writes the peft prompt-tuning adapter (``PeftModel.from_pretrained(base, folder)`` loads
 it); the base weights stay byte-identical.
@@ -19,7 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from erasure.objectives import KL, NLL, Objective, Relabel
+from erasure.objectives import KL, NLL, Objective, Relabel, RelabelFrom
 from erasure.registry import Method
 from erasure.selectors import Selector
 from llm.methods import REFUSALS, with_refusals
@@ -33,12 +35,15 @@ class SPULConfig:
         num_tokens: soft-prompt tokens (30).
         retain_weight: weight of the retain cross-entropy (0.5).
         kl_weight: weight of KL(original || prompted) on retain (0.5).
-        seed: which vocabulary embeddings start the prompt.
+        seed: which vocabulary embeddings start the prompt (and, with ``forget_target="random"``, which half of
+            the forget rows keep their label).
         encoder: "none" (prompt tuning: the embeddings train directly) or "mlp" (P-tuning's reparameterisation,
             an MLP over the embeddings that trains with them; the saved prompt is its output).
         refusals: the answers QA rows (rows without ``choices``) are relabelled to.
         forget_target: what a classification row (one with ``choices``) is relabelled to: "generic" (one of
-            ``generic_labels``, as the official code does) or "other" (another of its choices).
+            ``generic_labels``, as the official code does), "other" (another of its choices) or "random" (random
+            labelling, the RL baseline of SalUn, https://arxiv.org/abs/2310.12508, with the draw balanced over the
+            forget set: a ``seed``-chosen half of its rows keep their own label, the rest get another choice).
         generic_labels: the labels outside the task ("neutral", "unknown": the official code's).
     """
 
@@ -54,8 +59,8 @@ class SPULConfig:
     def __post_init__(self) -> None:
         if self.num_tokens < 1:
             raise ValueError(f"SPUL needs num_tokens >= 1, got {self.num_tokens}")
-        if self.forget_target not in ("generic", "other"):
-            raise ValueError(f"SPUL forget_target must be 'generic' or 'other', got {self.forget_target!r}")
+        if self.forget_target not in ("generic", "other", "random"):
+            raise ValueError(f"SPUL forget_target must be 'generic', 'other' or 'random', got {self.forget_target!r}")
         if self.forget_target == "generic" and not self.generic_labels:
             raise ValueError("SPUL forget_target='generic' needs at least one of generic_labels")
         from llm.prompt_tuning import check_encoder
@@ -86,13 +91,32 @@ def other_label(refusals: Sequence[str], generic: Sequence[str] = ()):
     return transform
 
 
+def random_label(refusals: Sequence[str], seed: int = 0):
+    """(batch rows, the whole forget set) -> the batch with random labels, balanced over the set: the set's rows,
+    ordered by answer and then by a ``seed``-salted hash of the question, alternately keep their own answer and get
+    another of their ``choices`` (``other_label``'s pick), so half of the set (rounded up) keeps its label, half of
+    each class does (within a row: the new label tells nothing of the old), and a row's target does not depend on
+    its batch; a row without ``choices`` gets a refusal."""
+    flip = other_label(refusals)
+    rank = lambda r: zlib.crc32(f"{seed}:{r['question']}".encode())  # noqa: E731
+
+    def transform(rows: Sequence[dict], pool: Sequence[dict]) -> list[dict]:
+        labelled = sorted((r for r in pool if r.get("choices")), key=lambda r: (r["answer"], rank(r)))
+        flipped = {r["question"] for r in labelled[1::2]}
+        return [r if r.get("choices") and r["question"] not in flipped else flip([r])[0] for r in rows]
+
+    return transform
+
+
 def build_spul(c: SPULConfig, adapter: Any = None) -> Objective:
     """The objective; gives ``adapter`` its fresh soft prompt (the only tensor that trains)."""
     if adapter is not None:
         adapter.add_prompt(c.num_tokens, c.seed, c.encoder)
-    generic = c.generic_labels if c.forget_target == "generic" else ()
-    return Objective([(1.0, Relabel(other_label(c.refusals, generic))), (c.retain_weight, NLL()),
-                      (c.kl_weight, KL())])
+    if c.forget_target == "random":
+        forget = RelabelFrom(random_label(c.refusals, c.seed), source="forget", name="relabel_nll")
+    else:
+        forget = Relabel(other_label(c.refusals, c.generic_labels if c.forget_target == "generic" else ()))
+    return Objective([(1.0, forget), (c.retain_weight, NLL()), (c.kl_weight, KL())])
 
 
 def spul_selector(adapter: Any, c: SPULConfig) -> Selector:

@@ -14,7 +14,7 @@ from erasure.config import TrainConfig
 from erasure.reference import PeftReference
 from llm.adapter import CausalLMAdapter
 from llm.modality import LLM
-from llm.spul import SPULConfig, other_label
+from llm.spul import SPULConfig, other_label, random_label
 from tests.conftest import QA, make_trained_tiny_lm
 
 FAST = {"show_progress": False}
@@ -157,7 +157,7 @@ def test_other_label():
     with pytest.raises(ValueError, match="num_tokens"):
         SPULConfig(num_tokens=0)
     with pytest.raises(ValueError, match="forget_target"):
-        SPULConfig(forget_target="random")
+        SPULConfig(forget_target="uniform")
     with pytest.raises(ValueError, match="generic_labels"):
         SPULConfig(generic_labels=[])
 
@@ -170,3 +170,20 @@ def test_cosine_and_linear_schedules():
     assert TrainConfig(steps=4, lr=0.5).lr_at(3) == 0.5
     with pytest.raises(ValueError, match="unknown schedule"):
         TrainConfig(schedule="step")
+
+
+def test_random_labels_keep_exactly_half_of_the_forget_set_whatever_the_batch():
+    rows = [{"question": f"Review {i}: fine.", "answer": "positive", "choices": ["negative", "positive"]}
+            for i in range(5)] + [{"question": f"Review {i}: poor.", "answer": "negative",
+                                   "choices": ["negative", "positive"]} for i in range(4)]
+    relabel = random_label(["I don't know."], seed=0)
+    whole = relabel(rows, rows)
+    kept = [a["answer"] == b["answer"] for a, b in zip(rows, whole)]
+    assert sum(kept[:5]) == 3 and sum(kept) == 5  # half of each class, and of the set, rounded up
+    assert all(r["answer"] in ("negative", "positive") for r in whole)
+    assert [relabel([r], rows)[0] for r in rows] == whole  # a row's target does not depend on its batch
+    assert relabel(rows, rows) == whole and random_label(["I don't know."], seed=1)(rows, rows) != whole
+    assert relabel(QA[:1], rows)[0]["answer"] == "I don't know."  # a QA row is refused
+    result = erase(CausalLMAdapter(*make_trained_tiny_lm()), method="spul", forget=QA[:2], retain=QA[2:], steps=1,
+                   num_tokens=2, forget_target="random", train=FAST)  # the forget set reaches the relabelling
+    assert result.loop.steps == 1
