@@ -8,8 +8,8 @@ peft's prompt tuning places it, learns
 with L_forget the cross-entropy towards a different label for each forget row (for a classification row a
 generic label outside the task's, "neutral" or "unknown", as the official code relabels them, or with
 ``forget_target="other"`` another of the row's ``choices``, or with ``forget_target="random"`` random labels:
-a seeded half of the forget rows keep their label and the other half get another of their ``choices``, so the
-objective's optimum answers the forget rows at chance; a refusal for a QA row), L_retain the cross-entropy
+a seeded half of each class of forget rows keeps its label and the other half gets another of its ``choices``, so
+the objective's optimum answers the forget rows at chance; a refusal for a QA row), L_retain the cross-entropy
 of the retain rows' own answers and p_orig the model without the prompt. The result is the prompt alone:
 ``result.save(folder)`` writes the peft prompt-tuning adapter (``PeftModel.from_pretrained(base, folder)`` loads
 it); the base weights stay byte-identical.
@@ -43,7 +43,7 @@ class SPULConfig:
         forget_target: what a classification row (one with ``choices``) is relabelled to: "generic" (one of
             ``generic_labels``, as the official code does), "other" (another of its choices) or "random" (random
             labelling, the RL baseline of SalUn, https://arxiv.org/abs/2310.12508, with the draw balanced over the
-            forget set: a ``seed``-chosen half of its rows keep their own label, the rest get another choice).
+            forget set: a ``seed``-chosen half of each class keeps its own label, the rest get another choice).
         generic_labels: the labels outside the task ("neutral", "unknown": the official code's).
     """
 
@@ -94,9 +94,9 @@ def other_label(refusals: Sequence[str], generic: Sequence[str] = ()):
 def random_label(refusals: Sequence[str], seed: int = 0):
     """(batch rows, the whole forget set) -> the batch with random labels, balanced over the set: the set's rows,
     ordered by answer and then by a ``seed``-salted hash of the question, alternately keep their own answer and get
-    another of their ``choices`` (``other_label``'s pick), so half of the set (rounded up) keeps its label, half of
-    each class does (within a row: the new label tells nothing of the old), and a row's target does not depend on
-    its batch; a row without ``choices`` gets a refusal."""
+    another of their ``choices`` (``other_label``'s pick): half of each class keeps its label (one row more or
+    less where a class is odd, half of the set rounded up overall), so the new label tells nothing of the old, and a
+    row's target does not depend on its batch; a row without ``choices`` gets a refusal."""
     flip = other_label(refusals)
     rank = lambda r: zlib.crc32(f"{seed}:{r['question']}".encode())  # noqa: E731
 
