@@ -20,7 +20,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 PARTS = ("spul-sentiment", "eco-canvas")
 
@@ -45,6 +45,10 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
     for given in settings:
         name = f"spul {json.dumps(given, sort_keys=True)}" if given else "spul"
         if name in rows:
+            if (given or {}).get("forget_target") == "random" and "random_labels" not in rows[name] \
+                    and rows[name].get("prompt"):  # a row from before the measure: its saved prompt gets it
+                rows[name]["random_labels"] = random_label_share(LLM.load(rows[name]["prompt"]), forget)
+                saved()
             continue
         adapter, trace, traced = LLM.load(model), [], 0.0
 
@@ -63,11 +67,24 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
         minutes = round((time.time() - t0 - traced) / 60, 1)  # the trace's evaluations left out
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
                       "steps": result.loop.steps, "lr": result.train_config["lr"], **({"trace": trace} if trace else {})}
+        if (given or {}).get("forget_target") == "random":
+            rows[name]["random_labels"] = random_label_share(result.adapter, forget)
         if prompts is not None:  # the first free spul-N: an earlier run's prompt is never overwritten
             folder = next(f for i in itertools.count(len(rows)) if not (f := prompts / f"spul-{i}").exists())
             rows[name]["prompt"] = str(result.save(folder))
         saved()
     return rows
+
+
+def random_label_share(adapter: Any, forget: list[dict]) -> float:
+    """Share of the forget reviews whose greedy answer is the random label SPUL's ``forget_target="random"`` gave
+    them (the draw of SPUL's default ``seed``): 1.0 when the prompt answers each with exactly its random label."""
+    from llm.sentiment import answer_accuracy
+    from llm.spul import SPULConfig, random_label
+
+    c = SPULConfig()
+    adapter.model.eval()
+    return answer_accuracy(adapter, random_label(c.refusals, c.seed)(forget, forget))["agg_value"]
 
 
 def eco_canvas(model: str, concept: str, settings: dict | None) -> dict:
@@ -102,10 +119,11 @@ def table(results: dict) -> str:
                      "against each other; answered: the greedy answer is the label, the official code's accuracy):"
                      "\n\n" + markdown_table(
                          ["model", "forget acc", "retain acc", "test acc", "chance", "forget answered",
-                          "test answered", "steps", "lr", "erase min"],
+                          "test answered", "forget = random label", "steps", "lr", "erase min"],
                          [[name, x["forget_acc"], x["retain_acc"], x["test_acc"], x["chance"],
                            x.get("answer_acc", {}).get("forget", ""), x.get("answer_acc", {}).get("test", ""),
-                           x.get("steps", ""), x.get("lr", ""), x.get("erase_minutes", "")] for name, x in r.items()]))
+                           x.get("random_labels", ""), x.get("steps", ""), x.get("lr", ""), x.get("erase_minutes", "")]
+                          for name, x in r.items()]))
     if "eco-canvas" in results:
         rows = []
         for concept, r in results["eco-canvas"].items():
