@@ -36,6 +36,7 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
     from erasure import erase
     from llm.modality import LLM
     from llm.sentiment import MINI_SENTIMENT, answer_accuracy, as_rows, load_data
+    from llm.spul import SPULConfig
 
     if "classifier" not in rows:
         rows["classifier"] = MINI_SENTIMENT.evaluate(LLM.load(model), model=model)
@@ -47,7 +48,8 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
         if name in rows:
             if (given or {}).get("forget_target") == "random" and "random_labels" not in rows[name] \
                     and rows[name].get("prompt"):  # a row from before the measure: its saved prompt gets it
-                rows[name]["random_labels"] = random_label_share(LLM.load(rows[name]["prompt"]), forget)
+                prompted = LLM.load(rows[name]["prompt"])
+                rows[name]["random_labels"] = random_label_share(prompted, forget, SPULConfig())
                 saved()
             continue
         adapter, trace, traced = LLM.load(model), [], 0.0
@@ -67,8 +69,9 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
         minutes = round((time.time() - t0 - traced) / 60, 1)  # the trace's evaluations left out
         rows[name] = {**MINI_SENTIMENT.evaluate(result.adapter, model=f"{model} + {name}"), "erase_minutes": minutes,
                       "steps": result.loop.steps, "lr": result.train_config["lr"], **({"trace": trace} if trace else {})}
-        if (given or {}).get("forget_target") == "random":
-            rows[name]["random_labels"] = random_label_share(result.adapter, forget)
+        if result.method_config.get("forget_target") == "random":  # given, or from recommended.json
+            rows[name]["random_labels"] = random_label_share(result.adapter, forget,
+                                                               SPULConfig(**result.method_config))
         if prompts is not None:  # the first free spul-N: an earlier run's prompt is never overwritten
             folder = next(f for i in itertools.count(len(rows)) if not (f := prompts / f"spul-{i}").exists())
             rows[name]["prompt"] = str(result.save(folder))
@@ -76,15 +79,14 @@ def spul_sentiment(model: str, settings: list[dict | None], rows: dict, saved: C
     return rows
 
 
-def random_label_share(adapter: Any, forget: list[dict]) -> float:
+def random_label_share(adapter: Any, forget: list[dict], config: Any) -> float:
     """Share of the forget reviews whose greedy answer is the random label SPUL's ``forget_target="random"`` gave
-    them (the draw of SPUL's default ``seed``): 1.0 when the prompt answers each with exactly its random label."""
+    them (the draw of ``config``, an ``SPULConfig``): 1.0 when the prompt answers each with exactly its label."""
     from llm.sentiment import answer_accuracy
-    from llm.spul import SPULConfig, random_label
+    from llm.spul import random_label
 
-    c = SPULConfig()
     adapter.model.eval()
-    return answer_accuracy(adapter, random_label(c.refusals, c.seed)(forget, forget))["agg_value"]
+    return answer_accuracy(adapter, random_label(config.refusals, config.seed)(forget, forget))["agg_value"]
 
 
 def eco_canvas(model: str, concept: str, settings: dict | None) -> dict:

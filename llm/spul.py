@@ -98,12 +98,13 @@ def random_label(refusals: Sequence[str], seed: int = 0):
     less where a class is odd, half of the set rounded up overall), so the new label tells nothing of the old, and a
     row's target does not depend on its batch; a row without ``choices`` gets a refusal."""
     flip = other_label(refusals)
-    rank = lambda r: zlib.crc32(f"{seed}:{r['question']}".encode())  # noqa: E731
+    drawn: list = [None, set()]  # [the set drawn from, its flipped questions]: drawn once, not at every step
 
     def transform(rows: Sequence[dict], pool: Sequence[dict]) -> list[dict]:
-        labelled = sorted((r for r in pool if r.get("choices")), key=lambda r: (r["answer"], rank(r)))
-        flipped = {r["question"] for r in labelled[1::2]}
-        return [r if r.get("choices") and r["question"] not in flipped else flip([r])[0] for r in rows]
+        if drawn[0] is not pool:
+            rank = lambda r: (r["answer"], zlib.crc32(f"{seed}:{r['question']}".encode()))  # noqa: E731
+            drawn[:] = [pool, {r["question"] for r in sorted((r for r in pool if r.get("choices")), key=rank)[1::2]}]
+        return [r if r.get("choices") and r["question"] not in drawn[1] else flip([r])[0] for r in rows]
 
     return transform
 
